@@ -1,0 +1,184 @@
+"""Dataset discovery for every family (SPEC §2): folder layouts or a decathlon-style datalist JSON.
+
+Every problem (missing folder, unmatched or duplicated case, unreadable file, MR/CT pair whose
+grids disagree) is collected first and reported together, before any training starts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medsynth.errors import InputError
+from medsynth.io.cases import list_images
+from medsynth.io.image import Volume, read_image
+
+Case = dict[str, Path]  # role ("mr", "ct", "mask", ...) -> file
+
+
+@dataclass
+class Datalist:
+    """Cases for training and (optionally) validation, each a mapping role -> file."""
+
+    training: list[Case]
+    validation: list[Case] = field(default_factory=list)
+    source: Path | None = None
+
+    def files(self) -> list[Path]:
+        return [path for case in self.training for path in case.values()]
+
+
+class Problems:
+    """Collects dataset problems so they are reported together."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+        self.items: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.items.append(message)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            listed = "\n  - ".join(self.items)
+            raise InputError(f"{self.source}: {len(self.items)} problem(s) in the dataset:\n  - {listed}")
+
+
+def discover_paired(data: Path, required: Sequence[str], optional: Sequence[str] = ()) -> Datalist:
+    """Cases present in every ``required`` folder (matched by case id), plus optional roles if present."""
+    data = Path(data)
+    if data.is_file():
+        return read_datalist(data, required, optional)
+    problems = Problems(data)
+    folders = _role_folders(data, required, problems)
+    problems.raise_if_any()
+    ids = set.union(*(set(f) for f in folders.values()))
+    for cid in sorted(ids):
+        missing = [role for role, files in folders.items() if cid not in files]
+        if missing:
+            problems.add(f"case '{cid}' has no file in {', '.join(r + '/' for r in missing)}")
+    extras = {role: _optional_folder(data, role, problems) for role in optional}
+    problems.raise_if_any()
+    cases = []
+    for cid in sorted(ids):
+        case = {role: files[cid] for role, files in folders.items()}
+        case.update({role: files[cid] for role, files in extras.items() if cid in files})
+        cases.append(case)
+    return Datalist(training=cases, source=data)
+
+
+def discover_unpaired(data: Path, roles: Sequence[str], optional: Sequence[str] = ()) -> dict[str, dict[str, Path]]:
+    """Per role, its cases (case id -> file): the domains need not share subjects."""
+    data = Path(data)
+    problems = Problems(data)
+    folders = _role_folders(data, roles, problems)
+    folders.update({role: _optional_folder(data, role, problems) for role in optional})
+    problems.raise_if_any()
+    return folders
+
+
+def _role_folders(data: Path, roles: Sequence[str], problems: Problems) -> dict[str, dict[str, Path]]:
+    if not data.is_dir():
+        raise InputError(f"{data}: no such dataset folder or datalist JSON.")
+    folders: dict[str, dict[str, Path]] = {}
+    for role in roles:
+        folder = data / role
+        if not folder.is_dir():
+            problems.add(f"missing folder {role}/ (expected layout: {', '.join(r + '/' for r in roles)})")
+            continue
+        try:
+            folders[role] = list_images(folder)
+        except InputError as error:
+            problems.add(str(error))
+            continue
+        if not folders[role]:
+            problems.add(f"{role}/ holds no images")
+    return folders
+
+
+def _optional_folder(data: Path, role: str, problems: Problems) -> dict[str, Path]:
+    folder = data / role
+    if not folder.is_dir():
+        return {}
+    try:
+        return list_images(folder)
+    except InputError as error:
+        problems.add(str(error))
+        return {}
+
+
+def read_datalist(path: Path, required: Sequence[str], optional: Sequence[str] = ()) -> Datalist:
+    """A MONAI decathlon-style JSON: ``{"training": [{role: file}], "validation": [...]}``; paths
+    relative to the JSON's folder."""
+    try:
+        document = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: not a readable datalist JSON ({error}).") from error
+    if not isinstance(document, dict) or not isinstance(document.get("training"), list):
+        raise InputError(f"{path}: a datalist needs a 'training' list of cases.")
+    problems = Problems(path)
+    lists = {part: _datalist_part(document.get(part, []), path, part, required, optional, problems)
+             for part in ("training", "validation")}
+    problems.raise_if_any()
+    return Datalist(training=lists["training"], validation=lists["validation"], source=Path(path))
+
+
+def _datalist_part(entries: list, path: Path, part: str, required: Sequence[str], optional: Sequence[str],
+                   problems: Problems) -> list[Case]:
+    cases: list[Case] = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            problems.add(f"{part}[{index}] is not an object")
+            continue
+        missing = [role for role in required if role not in entry]
+        if missing:
+            problems.add(f"{part}[{index}] lacks {', '.join(missing)}")
+            continue
+        case = {role: (path.parent / entry[role]).resolve() for role in (*required, *optional) if role in entry}
+        absent = [str(p) for p in case.values() if not p.exists()]
+        if absent:
+            problems.add(f"{part}[{index}]: {', '.join(absent)} do not exist")
+            continue
+        cases.append(case)
+    return cases
+
+
+def read_cases(cases: list[Case], source: Path | None, check_grid: Sequence[str] = ()) -> list[dict[str, Volume]]:
+    """Read every file of every case, reporting all unreadable files and grid mismatches together.
+
+    Roles in ``check_grid`` must share shape and affine (within 1e-4) with the case's first role.
+    """
+    problems = Problems(source or Path("dataset"))
+    loaded: list[dict[str, Volume]] = []
+    for case in cases:
+        volumes: dict[str, Volume] = {}
+        for role, file in case.items():
+            try:
+                volumes[role] = read_image(file, check_values=role not in ("mask", "labels", "effect")
+                                           and not role.endswith("_labels"))
+            except InputError as error:
+                problems.add(str(error))
+        if len(volumes) == len(case):
+            _check_same_grid(volumes, check_grid, problems)
+        loaded.append(volumes)
+    problems.raise_if_any()
+    return loaded
+
+
+def _check_same_grid(volumes: dict[str, Volume], roles: Sequence[str], problems: Problems) -> None:
+    present = [r for r in roles if r in volumes]
+    if len(present) < 2:
+        return
+    first = volumes[present[0]]
+    for role in present[1:]:
+        other = volumes[role]
+        if other.meta.shape != first.meta.shape:
+            problems.add(f"{other.path.name}: {role} shape {other.meta.shape} differs from {present[0]} "
+                         f"shape {first.meta.shape}")
+        elif not np.allclose(other.meta.affine, first.meta.affine, atol=1e-4):
+            problems.add(f"{other.path.name}: {role} affine (spacing/origin/orientation) differs from "
+                         f"{present[0]}; resample the pair onto one grid")

@@ -1,0 +1,1 @@
+"""The one adversarial training engine every model family runs on."""

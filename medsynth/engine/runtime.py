@@ -1,0 +1,109 @@
+"""Device, mixed precision and process-group setup, decided at run time (never at import)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from medsynth.engine.config import DeviceChoice
+from medsynth.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how this process computes."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None  # None: full precision
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes logs, checkpoints, previews and models."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def needs_grad_scaler(self) -> bool:
+        """fp16 needs loss scaling to keep small gradients representable; bf16 does not."""
+        return self.amp_dtype == torch.float16
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed-precision region for forward passes (a no-op in full precision)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+
+def pick_device(choice: DeviceChoice | str, local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA if available, else CPU. ``cuda`` without a GPU is a usage error."""
+    choice = DeviceChoice(choice)
+    if choice is DeviceChoice.CPU or (choice is DeviceChoice.AUTO and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but no CUDA device is available; use --device cpu.")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def pick_amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else fp16; the CPU trains in fp32 (CPU autocast gains little)."""
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def make_runtime(device: DeviceChoice | str, amp: bool) -> Runtime:
+    """Build the runtime; under ``torchrun`` also join the process group (nccl on GPU, gloo on CPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    chosen = pick_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
+        torch.backends.cudnn.benchmark = True
+    return Runtime(chosen, pick_amp_dtype(chosen, amp), rank, world_size, local_rank)
+
+
+def barrier(runtime: Runtime) -> None:
+    """Wait for every rank (a no-op in a single process)."""
+    if runtime.distributed:
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def process_group_closed_at_exit(runtime: Runtime) -> Iterator[None]:
+    """Tear the process group down when training ends, however it ends."""
+    try:
+        yield
+    finally:
+        if runtime.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def device_report() -> dict[str, str]:
+    """What ``medsynth info`` prints about compute."""
+    cuda = torch.cuda.is_available()
+    report = {
+        "torch threads": str(torch.get_num_threads()),
+        "CUDA available": str(cuda),
+        "device for auto": str(pick_device(DeviceChoice.AUTO)),
+    }
+    if cuda:
+        report["GPU"] = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        report["bf16 supported"] = str(torch.cuda.is_bf16_supported())
+        report["AMP dtype"] = str(pick_amp_dtype(torch.device("cuda"), True))
+    else:
+        report["AMP"] = "off on the CPU (fp32); bf16/fp16 autocast on CUDA"
+    return report

@@ -1,0 +1,289 @@
+"""The adversarial training loop: one for every family.
+
+Per step: draw a batch (by index, so resume and DDP are exact), let the family update its networks,
+check the losses are finite, update EMAs and learning rates, then log, preview, validate and
+checkpoint on their cadences. SIGINT/SIGTERM stop after the current step with a checkpoint saved.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from medsynth.engine.checkpoint import CHECKPOINT_NAME, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from medsynth.engine.config import TrainConfig
+from medsynth.engine.context import StepContext
+from medsynth.engine.logbook import Logbook
+from medsynth.engine.runtime import Runtime, barrier
+from medsynth.errors import TrainingDiverged, UsageError
+from medsynth.families.base import Family
+from medsynth.modelfile import MODEL_FILENAME, save_model
+
+BEST_MODEL_FILENAME = "best.safetensors"
+
+
+@dataclass
+class TrainResult:
+    """How a run ended."""
+
+    run_dir: Path
+    steps_done: int
+    interrupted: bool = False
+    model_path: Path | None = None
+    last_losses: dict[str, float] = field(default_factory=dict)
+    validation: dict[str, float] = field(default_factory=dict)
+    best: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class _FamilySamples(Dataset):
+    def __init__(self, family: Family) -> None:
+        self.family = family
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return self.family.sample(index)
+
+
+class _BatchIndices(Sampler[int]):
+    """Sample indices of batch ``b`` on rank ``r``: a fixed arithmetic sequence, never random."""
+
+    def __init__(self, first_batch: int, batch_size: int, rank: int, world_size: int) -> None:
+        self.first_batch, self.batch_size, self.rank, self.world_size = first_batch, batch_size, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        batch = self.first_batch
+        while True:
+            start = (batch * self.world_size + self.rank) * self.batch_size
+            yield from range(start, start + self.batch_size)
+            batch += 1
+
+
+def linear_decay(steps: int, decay_start: float):
+    """LR factor: 1 until ``decay_start·steps``, then linearly to 0 at ``steps`` (pix2pix/CycleGAN)."""
+    start = int(decay_start * steps)
+
+    def factor(step: int) -> float:
+        if step < start:
+            return 1.0
+        return max(0.0, (steps - step) / max(1, steps - start))
+
+    return factor
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop reads between steps."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no handlers, training still works
+                break
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """Runs ``family`` for ``config.steps`` steps in ``run_dir`` on ``runtime``."""
+
+    def __init__(self, family: Family, config: TrainConfig, run_dir: Path, runtime: Runtime) -> None:
+        self.family, self.config, self.run_dir, self.runtime = family, config, Path(run_dir), runtime
+        family.networks.to(runtime.device)
+        self.trained = self._wrap_for_ddp(family.networks)
+        self.optimizers = family.optimizers()
+        decay = linear_decay(config.steps, config.decay_start)
+        self.schedulers = {n: torch.optim.lr_scheduler.LambdaLR(o, decay) for n, o in self.optimizers.items()}
+        self.scalers = {n: torch.amp.GradScaler(runtime.device.type, enabled=runtime.needs_grad_scaler)
+                        for n in self.optimizers}
+        self.ema = {n: AveragedModel(family.networks[n], multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
+                                     use_buffers=True) for n in family.ema_networks}
+        self.step = 0
+        self.batches_drawn = 0
+        self.best: dict[str, float] = {}
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoints" / CHECKPOINT_NAME
+
+    def _wrap_for_ddp(self, networks: nn.ModuleDict) -> dict[str, nn.Module]:
+        if not self.runtime.distributed:
+            return dict(networks.items())
+        device_ids = [self.runtime.device.index] if self.runtime.device.type == "cuda" else None
+        return {name: DistributedDataParallel(net, device_ids=device_ids) if any(
+            p.requires_grad for p in net.parameters()) else net for name, net in networks.items()}
+
+    def export_networks(self) -> dict[str, nn.Module]:
+        """The networks a model file holds: the EMA copy where one is kept."""
+        return {n: (self.ema[n].module if n in self.ema else net) for n, net in self.family.networks.items()}
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "batches_drawn": self.batches_drawn,
+            "networks": {n: net.state_dict() for n, net in self.family.networks.items()},
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
+            "scalers": {n: s.state_dict() for n, s in self.scalers.items()},
+            "ema": {n: e.state_dict() for n, e in self.ema.items()},
+            "family": self.family.state_dict_extra(),
+            "best": dict(self.best),
+            "rng": capture_rng(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for name, net in self.family.networks.items():
+            net.load_state_dict(state["networks"][name])
+        for group in ("optimizers", "schedulers", "scalers", "ema"):
+            for name, obj in getattr(self, group).items():
+                obj.load_state_dict(state[group][name])
+        self.family.load_state_dict_extra(state["family"])
+        self.step, self.batches_drawn, self.best = state["step"], state["batches_drawn"], dict(state["best"])
+        restore_rng(state["rng"])
+
+    def save_checkpoint(self) -> None:
+        if self.runtime.is_main:
+            save_checkpoint(self.checkpoint_path, self.state())
+        barrier(self.runtime)
+
+    def resume(self) -> None:
+        state = load_checkpoint(self.checkpoint_path)
+        if state["step"] >= self.config.steps:
+            raise UsageError(f"{self.run_dir}: already trained {state['step']} steps; raise --steps to go on.")
+        self.load_state(state)
+
+    # -- data --------------------------------------------------------------------------------------
+    def _batches(self) -> Iterator[dict[str, Tensor]]:
+        workers = self.config.workers if self.config.workers >= 0 else (2 if self.runtime.device.type == "cuda" else 0)
+        sampler = _BatchIndices(self.batches_drawn, self.config.batch_size, self.runtime.rank, self.runtime.world_size)
+        loader = DataLoader(
+            _FamilySamples(self.family), batch_size=self.config.batch_size, sampler=sampler, num_workers=workers,
+            pin_memory=self.runtime.device.type == "cuda", persistent_workers=workers > 0,
+            # An own generator keeps the loader from consuming the global RNG that the checkpoint restores.
+            generator=torch.Generator().manual_seed(self.config.seed),
+        )
+        for batch in loader:
+            self.batches_drawn += 1
+            yield {k: v.to(self.runtime.device, non_blocking=True) for k, v in batch.items()}
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        batches = self._batches()
+        context = StepContext(self.runtime, self.family.networks, self.trained, self.optimizers, self.scalers,
+                              lambda: next(batches))
+        result = TrainResult(self.run_dir, self.step)
+        with Logbook(self.run_dir, self.runtime, self.config.steps, self.step) as logbook, _StopRequest() as stop:
+            while self.step < self.config.steps:
+                batch = next(batches)
+                context.step = self.step
+                self.family.networks.train()
+                losses = self._finite(self.family.train_step(batch, context))
+                for name, ema in self.ema.items():
+                    ema.update_parameters(self.family.networks[name])
+                for scheduler in self.schedulers.values():
+                    scheduler.step()
+                self.step += 1
+                result.last_losses = losses
+                logbook.losses(self.step, losses, self._learning_rates(), every=self.config.log_every)
+                self._cadenced(batch, logbook, result)
+                if self._stop_everywhere(stop.requested):
+                    self.save_checkpoint()
+                    result.interrupted = True
+                    break
+        result.steps_done = self.step
+        if not result.interrupted:
+            self.save_checkpoint()
+            result.model_path = self.write_model(self.run_dir / MODEL_FILENAME)
+        result.best = dict(self.best)
+        return result
+
+    def _cadenced(self, batch: dict[str, Tensor], logbook: Logbook, result: TrainResult) -> None:
+        last = self.step == self.config.steps
+        if self.runtime.is_main and (self.step % self.config.preview_every == 0 or last):
+            logbook.preview(self.step, self.family.preview(batch, self.export_networks()))
+        if self.config.val_every and (self.step % self.config.val_every == 0 or last):
+            result.validation = self._validate(logbook)
+        if self.step % self.config.ckpt_every == 0 and not last:
+            self.save_checkpoint()
+
+    def _validate(self, logbook: Logbook) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if self.runtime.is_main:
+            metrics = self.family.validate(self.export_networks(), self.runtime.device)
+            logbook.validation(self.step, metrics)
+            self._keep_best(metrics)
+        barrier(self.runtime)
+        return metrics
+
+    def _keep_best(self, metrics: dict[str, float]) -> None:
+        if self.family.best_metric is None or self.family.best_metric[0] not in metrics:
+            return
+        name, lower_is_better = self.family.best_metric
+        value = metrics[name]
+        previous = self.best.get(name)
+        if previous is None or (value < previous if lower_is_better else value > previous):
+            self.best = {name: value, "step": float(self.step)}
+            self.write_model(self.run_dir / BEST_MODEL_FILENAME)
+
+    def write_model(self, path: Path) -> Path | None:
+        if not self.runtime.is_main:
+            return None
+        export = self.family.export()
+        networks = self.export_networks()
+        metadata = {**export.metadata, "training_steps": self.step}
+        return save_model(path, self.family.name,
+                          {n: (self.family.specs[n], networks[n]) for n in export.networks}, metadata)
+
+    def _finite(self, losses: dict[str, Tensor]) -> dict[str, float]:
+        values = {name: float(value.detach()) for name, value in losses.items()}
+        for name, value in values.items():
+            if not torch.isfinite(torch.tensor(value)):
+                kept = f"the last checkpoint ({self.checkpoint_path}) is kept" if self.checkpoint_path.exists() \
+                    else "no checkpoint had been saved yet"
+                raise TrainingDiverged(f"training diverged at step {self.step + 1}: loss '{name}' is {value}; "
+                                       f"{kept}. Lower the learning rate or turn AMP off (--no-amp).")
+        return values
+
+    def _learning_rates(self) -> dict[str, float]:
+        return {name: opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()}
+
+    def _stop_everywhere(self, requested: bool) -> bool:
+        """A signal may reach one rank first: all ranks stop at the same step, or none does."""
+        if not self.runtime.distributed:
+            return requested
+        flag = torch.tensor([1.0 if requested else 0.0], device=self.runtime.device)
+        dist.all_reduce(flag)
+        return bool(flag.item() > 0)
+
+
+def run_training(family: Family, config: TrainConfig, run_dir: Path, runtime: Runtime,
+                 resume: bool = False) -> TrainResult:
+    """Train ``family`` in ``run_dir`` (resuming from its last checkpoint when asked) and write the model."""
+    trainer = Trainer(family, config, run_dir, runtime)
+    if resume:
+        trainer.resume()
+    started = time.perf_counter()
+    result = trainer.fit()
+    result.seconds = time.perf_counter() - started
+    return result

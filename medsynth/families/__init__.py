@@ -1,0 +1,1 @@
+"""Model families: each supplies networks, optimisers, samples and a ``train_step`` to the one engine."""

@@ -1,0 +1,1 @@
+"""Inference, separate from the models: volume translation, batches over folders, attribution, generation."""

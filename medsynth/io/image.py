@@ -1,0 +1,231 @@
+"""One reader/writer contract: geometry goes in at read and comes back, unchanged, at write.
+
+Arrays are kept in the file's own voxel order, with a nibabel-style ``affine`` mapping voxel indices
+to RAS+ world millimetres. NIfTI inputs keep their qform and sform matrices and codes exactly; ITK
+formats (MHA, NRRD) and DICOM series, which are LPS+, are converted to the same RAS+ convention.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from medsynth.errors import InputError, UsageError
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
+IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+CT_RANGE = (-1024, 3071)
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """Everything needed to write an array back onto the grid it came from."""
+
+    affine: np.ndarray
+    shape: tuple[int, ...]
+    qform: np.ndarray | None = None
+    sform: np.ndarray | None = None
+    qform_code: int = 1
+    sform_code: int = 1
+    xyzt_units: int = 10  # mm and seconds, the NIfTI default for medical images
+    source: str = field(default="", compare=False)
+
+    @classmethod
+    def from_affine(cls, affine: np.ndarray, shape: tuple[int, ...], source: str = "") -> ImageMeta:
+        """Geometry of a new image in scanner space (qform and sform codes 1)."""
+        affine = np.asarray(affine, dtype=np.float64)
+        return cls(affine=affine, shape=tuple(int(s) for s in shape), source=source)
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Voxel size in mm along each array axis."""
+        ndim = len(self.shape)
+        return tuple(float(v) for v in np.linalg.norm(self.affine[:ndim, :ndim], axis=0))
+
+    @property
+    def orientation(self) -> str:
+        """Axis codes such as ``"RAS"`` or ``"LPS"``."""
+        return "".join(nib.aff2axcodes(self.affine))
+
+
+@dataclass
+class Volume:
+    """An image array (float32, file voxel order) with the geometry it came with."""
+
+    array: np.ndarray
+    meta: ImageMeta
+    path: Path | None = None
+
+
+def read_image(path: str | Path, ndim: int | tuple[int, ...] = 3, check_values: bool = True) -> Volume:
+    """Read a NIfTI, MHA/NRRD file or DICOM series folder as float32 with its geometry.
+
+    ``ndim`` is the spatial dimensionality accepted (trailing singleton axes are dropped first).
+    Raises :class:`InputError` with one clear sentence for anything unusable.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder; check the path.")
+    try:
+        array, meta = _read_any(path)
+    except InputError:
+        raise
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{path}: cannot be read as an image ({reason[:160]}).") from error
+    array = _drop_trailing_singletons(array, path, ndim)
+    meta = _with_shape(meta, array.shape, path)
+    if check_values:
+        _check_values(array, path)
+    return Volume(array=array, meta=meta, path=path)
+
+
+def _read_any(path: Path) -> tuple[np.ndarray, ImageMeta]:
+    if path.is_dir():
+        return _read_dicom_series(path)
+    name = path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return _read_nifti(path)
+    if name.endswith(ITK_SUFFIXES) or name.endswith(".dcm"):
+        return _read_itk(path)
+    raise InputError(f"{path}: not a supported image (use .nii, .nii.gz, .mha, .nrrd or a DICOM folder).")
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, ImageMeta]:
+    image = nib.load(str(path))
+    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(f"{path}: not a NIfTI image.")
+    header = image.header
+    array = np.asarray(image.dataobj, dtype=np.float32)
+    qform, qform_code = header.get_qform(coded=True)
+    sform, sform_code = header.get_sform(coded=True)
+    meta = ImageMeta(
+        affine=np.asarray(image.affine, dtype=np.float64),
+        shape=array.shape,
+        qform=None if qform is None else np.asarray(qform, dtype=np.float64),
+        sform=None if sform is None else np.asarray(sform, dtype=np.float64),
+        qform_code=int(qform_code or 0),
+        sform_code=int(sform_code or 0),
+        xyzt_units=int(header["xyzt_units"]),
+        source=str(path),
+    )
+    return array, meta
+
+
+def _read_itk(path: Path) -> tuple[np.ndarray, ImageMeta]:
+    import SimpleITK as sitk
+
+    return _from_sitk(sitk.ReadImage(str(path)), path)
+
+
+def _read_dicom_series(path: Path) -> tuple[np.ndarray, ImageMeta]:
+    import SimpleITK as sitk
+
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+    if not series:
+        raise InputError(f"{path}: folder holds no DICOM series; point to a file or a DICOM series folder.")
+    files_per_series = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), sid) for sid in series}
+    # Several series in one folder: take the largest, which is the volume a user means in practice.
+    files = max(files_per_series.values(), key=len)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    return _from_sitk(reader.Execute(), path)
+
+
+def _from_sitk(image, path: Path) -> tuple[np.ndarray, ImageMeta]:
+    """ITK is LPS+ with arrays in (z, y, x) order; convert to RAS+ and (x, y, z)."""
+    import SimpleITK as sitk
+
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+                         "a scalar image is needed.")
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    ndim = image.GetDimension()
+    array = np.transpose(array, tuple(range(ndim - 1, -1, -1)))
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(ndim, ndim)
+    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
+    origin = np.asarray(image.GetOrigin(), dtype=np.float64)
+    lps = np.eye(4)
+    k = min(ndim, 3)
+    lps[:k, :k] = (direction * spacing[None, :])[:k, :k]
+    lps[:k, 3] = origin[:k]
+    return array, ImageMeta.from_affine(_LPS_TO_RAS @ lps, array.shape, source=str(path))
+
+
+def _drop_trailing_singletons(array: np.ndarray, path: Path, ndim: int | tuple[int, ...]) -> np.ndarray:
+    accepted = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    while array.ndim > max(accepted) and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in accepted:
+        wanted = " or ".join(f"{d}D" for d in accepted)
+        raise InputError(f"{path}: is a {array.ndim}D image of shape {array.shape}; a {wanted} image is needed.")
+    return array
+
+
+def _with_shape(meta: ImageMeta, shape: tuple[int, ...], path: Path) -> ImageMeta:
+    return ImageMeta(affine=meta.affine, shape=tuple(int(s) for s in shape), qform=meta.qform,
+                     sform=meta.sform, qform_code=meta.qform_code, sform_code=meta.sform_code,
+                     xyzt_units=meta.xyzt_units, source=str(path))
+
+
+def _check_values(array: np.ndarray, path: Path) -> None:
+    if array.size == 0 or min(array.shape) < 2:
+        raise InputError(f"{path}: is empty or degenerate (shape {array.shape}).")
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise InputError(f"{path}: contains {int((~finite).sum())} NaN or infinite voxels; fix or mask them first.")
+    if float(array.max()) == float(array.min()):
+        raise InputError(f"{path}: is constant (every voxel {float(array.min()):g}); it holds no image.")
+
+
+def write_image(path: str | Path, array: np.ndarray, meta: ImageMeta, dtype: np.dtype | type = np.float32) -> Path:
+    """Write ``array`` on the grid of ``meta`` as NIfTI, atomically (temporary name, then rename)."""
+    path = Path(path)
+    array = np.asarray(array)
+    if tuple(array.shape) != tuple(meta.shape):
+        raise UsageError(f"{path}: array shape {array.shape} differs from the image grid {meta.shape}.")
+    if not path.name.endswith(NIFTI_SUFFIXES):
+        raise UsageError(f"{path}: outputs are NIfTI; name them .nii.gz or .nii.")
+    image = nib.Nifti1Image(array.astype(dtype, copy=False), None)
+    _set_geometry(image.header, meta)
+    image.header.set_data_dtype(dtype)
+    _atomic_save(image, path)
+    return path
+
+
+def _set_geometry(header: nib.Nifti1Header, meta: ImageMeta) -> None:
+    qform = meta.qform if meta.qform is not None else meta.affine
+    sform = meta.sform if meta.sform is not None else meta.affine
+    header.set_qform(qform, code=meta.qform_code)
+    header.set_sform(sform, code=meta.sform_code)
+    header["xyzt_units"] = meta.xyzt_units
+
+
+def _atomic_save(image: nib.Nifti1Image, path: Path) -> None:
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{suffix}")
+        nib.save(image, str(partial))
+        os.replace(partial, path)
+    except OSError as error:
+        raise InputError(f"{path.parent}: cannot write here ({error.strerror or error}); "
+                         "choose a writable output folder.") from error
+
+
+def write_ct(path: str | Path, hu: np.ndarray, meta: ImageMeta) -> Path:
+    """Write Hounsfield units as int16, rounded and clipped to the CT range [-1024, 3071]."""
+    clipped = np.clip(np.rint(hu), *CT_RANGE)
+    return write_image(path, clipped, meta, np.int16)
+
+
+def write_labels(path: str | Path, labels: np.ndarray, meta: ImageMeta) -> Path:
+    """Write an integer label map as uint8."""
+    return write_image(path, np.asarray(labels), meta, np.uint8)

@@ -1,0 +1,1 @@
+"""Losses the field's libraries lack: adversarial objectives, gradient penalty, shape consistency."""

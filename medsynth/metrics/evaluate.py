@@ -1,0 +1,155 @@
+"""Scoring folders of synthetic CTs against their references, case by case (SPEC §5)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+from medsynth.data.bodymask import body_mask
+from medsynth.errors import InputError, MedsynthError
+from medsynth.io import Volume, read_image, resolve_inputs
+from medsynth.io.cases import is_dicom_folder
+from medsynth.metrics.report import CaseFailure, CaseResult, EvaluationReport
+from medsynth.metrics.synthrad import synthrad2023, synthrad2025
+from medsynth.metrics.tissue import tissue_metrics
+
+# Largest difference of any affine entry (mm) at which two images still share one grid.
+AFFINE_TOLERANCE = 1e-4
+
+
+class Protocol(str, Enum):
+    """Which challenge's definitions the image metrics follow (a ``str`` Enum: Python 3.10 has no StrEnum)."""
+
+    synthrad2023 = "synthrad2023"
+    synthrad2025 = "synthrad2025"
+
+
+_SCORERS = {Protocol.synthrad2023: synthrad2023, Protocol.synthrad2025: synthrad2025}
+
+
+def metric_names(protocol: Protocol) -> tuple[str, ...]:
+    """Report columns: the protocol's image metrics, then the per-tissue ones."""
+    structural = "ssim" if Protocol(protocol) is Protocol.synthrad2023 else "ms_ssim"
+    return ("mae", "psnr", structural, "mae_air", "mae_soft", "mae_bone", "bone_dice")
+
+
+def evaluate_folders(pred: Path, ref: Path, mask: Path | None = None,
+                     protocol: Protocol = Protocol.synthrad2023,
+                     progress: Callable[[str], None] | None = None) -> EvaluationReport:
+    """Score every prediction in ``pred`` against the reference of the same case id in ``ref``.
+
+    ``pred``/``ref``/``mask`` are each an image, a DICOM series folder or a folder of them; two
+    single images are paired whatever their names. Without ``mask`` the body mask of the
+    reference is used (:func:`medsynth.data.bodymask.body_mask`); a single mask file serves every
+    case. A case missing on one side, or failing to load or agree in grid, is a failure of that
+    case; if no case at all can be scored, :class:`InputError` says why. ``progress`` is told
+    each case id before it is scored.
+    """
+    protocol = Protocol(protocol)
+    pairs, failures = match_cases(Path(pred), Path(ref))
+    masks = None if mask is None else _resolve_masks(Path(mask), pairs)
+    results = []
+    for case, (pred_path, ref_path) in pairs.items():
+        if progress is not None:
+            progress(case)
+        try:
+            mask_path = None if masks is None else _mask_for(case, masks, Path(mask))
+            results.append(CaseResult(case, evaluate_case(pred_path, ref_path, mask_path, protocol)))
+        except MedsynthError as error:
+            failures.append(CaseFailure(case, str(error)))
+    if not results:
+        raise InputError(_nothing_scored(failures))
+    return EvaluationReport(protocol.value, metric_names(protocol), results, sorted(failures))
+
+
+def match_cases(pred: Path, ref: Path) -> tuple[dict[str, tuple[Path, Path]], list[CaseFailure]]:
+    """Pairs (prediction, reference) by case id, and a failure for every case found on one side only."""
+    preds, refs = resolve_inputs(pred), resolve_inputs(ref)
+    if _is_single_image(pred) and _is_single_image(ref):
+        [(case, ref_path)], [pred_path] = refs.items(), preds.values()
+        return {case: (pred_path, ref_path)}, []
+    common = sorted(preds.keys() & refs.keys())
+    if not common:
+        raise InputError(f"no case of {pred} ({_some(preds)}) has a reference of the same name in {ref} "
+                         f"({_some(refs)}); name each prediction after its reference case.")
+    only_pred, only_ref = preds.keys() - refs.keys(), refs.keys() - preds.keys()
+    failures = [CaseFailure(c, f"no reference for {preds[c]} in {ref}.") for c in only_pred]
+    failures += [CaseFailure(c, f"no prediction in {pred} for {refs[c]}.") for c in only_ref]
+    return {c: (preds[c], refs[c]) for c in common}, failures
+
+
+def evaluate_case(pred_path: Path, ref_path: Path, mask_path: Path | None,
+                  protocol: Protocol = Protocol.synthrad2023) -> dict[str, float]:
+    """All metrics of one case: the protocol's MAE/PSNR/(MS-)SSIM and the per-tissue errors."""
+    reference = read_image(ref_path)
+    # A constant prediction (a collapsed network) is a bad result to score, not an unreadable input.
+    prediction = read_image(pred_path, check_values=False)
+    _check_finite(prediction)
+    _check_same_grid(prediction, reference, "prediction")
+    mask = body_mask(reference.array) if mask_path is None else _read_mask(mask_path, reference)
+    try:
+        scores = _SCORERS[Protocol(protocol)](prediction.array, reference.array, mask)
+    except InputError as error:
+        raise InputError(f"{ref_path}: {error}") from error
+    return {**scores, **tissue_metrics(prediction.array, reference.array, mask)}
+
+
+def _read_mask(path: Path, reference: Volume) -> np.ndarray:
+    # An all-ones mask is constant yet valid, so the value checks for images do not apply.
+    volume = read_image(path, check_values=False)
+    _check_same_grid(volume, reference, "mask")
+    inside = volume.array > 0
+    if not inside.any():
+        raise InputError(f"{path}: the mask is empty; give a mask that covers the body.")
+    return inside
+
+
+def _check_finite(volume: Volume) -> None:
+    bad = int(np.size(volume.array) - np.count_nonzero(np.isfinite(volume.array)))
+    if bad:
+        raise InputError(f"{volume.path}: contains {bad} NaN or infinite voxels; fix the prediction.")
+
+
+def _check_same_grid(volume: Volume, reference: Volume, role: str) -> None:
+    """Same shape and the same affine (every entry within AFFINE_TOLERANCE), else one clear error."""
+    if volume.array.shape != reference.array.shape:
+        raise InputError(f"{volume.path}: {role} shape {volume.array.shape} differs from the shape "
+                         f"{reference.array.shape} of the reference {reference.path}; "
+                         "resample it onto the reference grid.")
+    deviation = float(np.max(np.abs(volume.meta.affine - reference.meta.affine)))
+    if deviation > AFFINE_TOLERANCE:
+        raise InputError(f"{volume.path}: {role} affine differs from that of the reference {reference.path} "
+                         f"by up to {deviation:.4g} mm; resample it onto the reference grid.")
+
+
+def _resolve_masks(mask: Path, pairs: dict[str, tuple[Path, Path]]) -> dict[str, Path]:
+    masks = resolve_inputs(mask)
+    if _is_single_image(mask):
+        # One mask file given directly serves every case; the grid check guards against misuse.
+        return dict.fromkeys(pairs, next(iter(masks.values())))
+    return masks
+
+
+def _mask_for(case: str, masks: dict[str, Path], folder: Path) -> Path:
+    if case not in masks:
+        raise InputError(f"no mask for case '{case}' in {folder}; add one or leave out --mask.")
+    return masks[case]
+
+
+def _is_single_image(path: Path) -> bool:
+    return path.is_file() or is_dicom_folder(path)
+
+
+def _some(cases: dict[str, Path], shown: int = 3) -> str:
+    names = sorted(cases)
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _nothing_scored(failures: list[CaseFailure]) -> str:
+    first = min(failures)
+    if len(failures) == 1:
+        return first.reason
+    return f"none of {len(failures)} cases could be evaluated; {first.case}: {first.reason}"

@@ -1,0 +1,157 @@
+"""Self-describing, safe model files (SPEC §4).
+
+One ``.safetensors`` file holds every network's weights (keys ``<network>.<parameter>``) and, in the
+format's string metadata, a JSON document with all inference needs: family, constructor names and
+arguments, spatial dims, spacing, patch size, intensity normalisation, directions and provenance.
+safetensors stores tensors only, so loading a model file can never execute code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from medsynth import __version__
+from medsynth.errors import ModelError
+from medsynth.nets.registry import build_network
+
+MODEL_FILENAME = "model.safetensors"
+FORMAT_VERSION = 1
+_METADATA_KEY = "medsynth"
+
+
+@dataclass
+class NetworkSpec:
+    """How to rebuild one network: a registered constructor name and its JSON arguments."""
+
+    builder: str
+    kwargs: dict[str, Any]
+
+
+@dataclass
+class ModelFile:
+    """A loaded model: metadata plus the weights of each network, by name."""
+
+    family: str
+    networks: dict[str, NetworkSpec]
+    metadata: dict[str, Any]
+    weights: dict[str, dict[str, torch.Tensor]] = field(repr=False, default_factory=dict)
+    path: Path | None = None
+
+    def build(self, name: str, device: torch.device | str = "cpu") -> nn.Module:
+        """Construct network ``name``, load its weights and put it in evaluation mode on ``device``."""
+        if name not in self.networks:
+            raise ModelError(f"{self.path}: holds no network '{name}' (it has {', '.join(self.networks)}).")
+        spec = self.networks[name]
+        network = build_network(spec.builder, spec.kwargs)
+        try:
+            network.load_state_dict(self.weights[name])
+        except RuntimeError as error:
+            raise ModelError(f"{self.path}: weights of '{name}' do not fit its network; the file is damaged.") \
+                from error
+        return network.to(device).eval()
+
+
+def save_model(path: Path, family: str, networks: dict[str, tuple[NetworkSpec, nn.Module]],
+               metadata: dict[str, Any]) -> Path:
+    """Write a model file atomically. ``networks`` maps a name to its spec and trained module."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, (_, module) in networks.items():
+        for key, value in _plain_state(module).items():
+            tensors[f"{name}.{key}"] = value.detach().to("cpu").contiguous()
+    document = {
+        "format_version": FORMAT_VERSION,
+        "family": family,
+        "medsynth_version": __version__,
+        "git_commit": _git_commit(),
+        "networks": {name: {"builder": spec.builder, "kwargs": spec.kwargs} for name, (spec, _) in networks.items()},
+        **metadata,
+    }
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    save_file(tensors, str(partial), metadata={_METADATA_KEY: json.dumps(document)})
+    os.replace(partial, path)
+    return path
+
+
+def _plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict without wrapper prefixes (DDP's ``module.``, AveragedModel's ``module.``)."""
+    inner = getattr(module, "module", module)
+    return dict(inner.state_dict())
+
+
+def resolve_model_path(path: Path) -> Path:
+    """MODEL is a run directory or the model file inside it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILENAME
+    if not path.is_file():
+        raise ModelError(f"{path}: no model file here; pass a run folder from 'medsynth train' or its "
+                         f"{MODEL_FILENAME}.")
+    return path
+
+
+def load_model(path: Path, family: str | tuple[str, ...] | None = None) -> ModelFile:
+    """Read a model file, check family and format, and return it (weights on the CPU)."""
+    path = resolve_model_path(path)
+    document = _read_metadata(path)
+    expected = (family,) if isinstance(family, str) else family
+    if expected and document.get("family") not in expected:
+        raise ModelError(f"{path}: is a '{document.get('family')}' model; this command needs "
+                         f"{' or '.join(repr(f) for f in expected)}.")
+    if document.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{path}: model format {document.get('format_version')} is not supported by "
+                         f"medsynth {__version__} (format {FORMAT_VERSION}).")
+    try:
+        flat = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise ModelError(f"{path}: cannot read the weights ({error}); the file is damaged.") from error
+    specs = {name: NetworkSpec(**spec) for name, spec in document.pop("networks").items()}
+    weights: dict[str, dict[str, torch.Tensor]] = {name: {} for name in specs}
+    for key, value in flat.items():
+        name, _, parameter = key.partition(".")
+        weights.setdefault(name, {})[parameter] = value
+    return ModelFile(family=document.pop("family"), networks=specs, metadata=document, weights=weights, path=path)
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
+    """The JSON document in the safetensors header, read without loading the tensors."""
+    try:
+        with open(path, "rb") as handle:
+            header_size = int.from_bytes(handle.read(8), "little")
+            if not 0 < header_size < 100_000_000:
+                raise ValueError("bad header size")
+            header = json.loads(handle.read(header_size))
+        return json.loads(header["__metadata__"][_METADATA_KEY])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelError(f"{path}: is not a medsynth model file (no readable metadata).") from error
+
+
+def data_fingerprint(files: list[Path]) -> str:
+    """A short hash of the training file list (names and sizes), to tell which data a model saw."""
+    digest = hashlib.sha256()
+    for file in sorted(Path(f) for f in files):
+        size = file.stat().st_size if file.is_file() else sum(f.stat().st_size for f in file.glob("*"))
+        digest.update(f"{file.name}:{size};".encode())
+    return digest.hexdigest()[:16]
+
+
+def _git_commit() -> str | None:
+    """The commit of the medsynth checkout, when installed from one."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                                text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None

@@ -1,0 +1,92 @@
+"""Body masks of synthetic CT and MR heads: the ellipsoid exactly, holes filled, specks and padding gone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from medsynth.data.bodymask import body_mask, fill_holes
+from medsynth.errors import InputError
+
+SHAPE = (40, 44, 36)
+
+
+def _ellipsoid(shape=SHAPE, semi_axes=(15.0, 17.0, 13.0)) -> np.ndarray:
+    centre = [(n - 1) / 2 for n in shape]
+    grid = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    return sum(((g - c) / a) ** 2 for g, c, a in zip(grid, centre, semi_axes, strict=True)) <= 1.0
+
+
+def _cavity() -> np.ndarray:
+    """An air pocket enclosed inside the ellipsoid."""
+    cavity = np.zeros(SHAPE, bool)
+    cavity[17:22, 19:24, 15:20] = True
+    return cavity
+
+
+def _ct_head(rng: np.random.Generator) -> np.ndarray:
+    ct = np.where(_ellipsoid(), 40.0, -1000.0) + rng.normal(0.0, 20.0, SHAPE)
+    ct[_cavity()] = -1000.0 + rng.normal(0.0, 20.0, int(_cavity().sum()))
+    for corner in [(1, 1, 1), (37, 2, 3), (2, 40, 33)]:  # noise specks and a stray bright voxel pair
+        ct[corner] = 800.0
+    ct[36:38, 40, 2] = 300.0
+    return ct
+
+
+def test_ct_mask_is_the_filled_ellipsoid_without_specks():
+    mask = body_mask(_ct_head(np.random.default_rng(0)), dilation=0)
+    assert mask.dtype == bool
+    np.testing.assert_array_equal(mask, _ellipsoid())
+
+
+def test_dilation_adds_a_ball_of_the_given_radius():
+    mask = body_mask(_ct_head(np.random.default_rng(1)), dilation=2)
+    distance_outside = ndi.distance_transform_edt(~_ellipsoid())
+    np.testing.assert_array_equal(mask, distance_outside <= 2.0)
+
+
+def test_mr_mask_includes_dark_bone_and_ignores_rician_background():
+    rng = np.random.default_rng(2)
+    head = _ellipsoid()
+    skull = _ellipsoid(semi_axes=(12.0, 14.0, 10.0)) & ~_ellipsoid(semi_axes=(10.0, 12.0, 8.0))
+    mr = np.where(head, 300.0, 0.0)
+    mr[skull] = 5.0  # cortical bone is as dark as air on T1
+    noisy = np.hypot(mr + rng.normal(0.0, 15.0, SHAPE), rng.normal(0.0, 15.0, SHAPE))  # Rician
+    np.testing.assert_array_equal(body_mask(noisy, dilation=0), head)
+
+
+def test_out_of_field_padding_does_not_become_the_background_class():
+    ct = _ct_head(np.random.default_rng(3))
+    ct[:, :4, :] = -3024.0  # the scanner's value outside the reconstruction circle
+    np.testing.assert_array_equal(body_mask(ct, dilation=0), _ellipsoid())
+
+
+def test_slice_wise_filling_closes_a_canal_open_at_both_ends():
+    head = _ellipsoid()
+    canal = np.zeros(SHAPE, bool)
+    canal[19:22, 20:23, :] = True  # runs along axis 2 through the whole head, like a trachea
+    mask = head & ~canal
+    assert not ndi.binary_fill_holes(mask)[20, 21, 18]  # a 3D fill alone leaves it open
+    np.testing.assert_array_equal(fill_holes(mask), head)
+
+
+def test_the_largest_component_wins_over_a_separate_table():
+    rng = np.random.default_rng(4)
+    ct = _ct_head(rng)
+    ct[:, 42:44, :] = 200.0  # a table slab under the head, not touching it
+    np.testing.assert_array_equal(body_mask(ct, dilation=0), _ellipsoid())
+
+
+@pytest.mark.parametrize(("image", "message"), [
+    (np.full(SHAPE, -1000.0), "constant"),
+    (np.zeros((10, 10)), "3D"),
+])
+def test_unusable_images_raise_input_errors(image, message):
+    with pytest.raises(InputError, match=message):
+        body_mask(image)
+
+
+def test_negative_dilation_is_refused():
+    with pytest.raises(InputError, match="dilation"):
+        body_mask(_ct_head(np.random.default_rng(5)), dilation=-1)
