@@ -36,6 +36,8 @@ def train(
                      "val_every": val_every, "ckpt_every": ckpt_every}
     model_options = {"patch_size": patch_size, "dims": dims}
     result = train_family(family, data, out, train_options, model_options, config, resume)
+    if not result.is_main:
+        return
     if result.interrupted:
         console.print(f"interrupted at step {result.steps_done}; checkpoint saved. Continue with --resume.")
         raise typer.Exit(130)

@@ -45,6 +45,7 @@ class TrainResult:
     validation: dict[str, float] = field(default_factory=dict)
     best: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    is_main: bool = True  # False on torchrun ranks other than 0, which report nothing
 
 
 class _FamilySamples(Dataset):
@@ -192,7 +193,7 @@ class Trainer:
         batches = self._batches()
         context = StepContext(self.runtime, self.family.networks, self.trained, self.optimizers, self.scalers,
                               lambda: next(batches))
-        result = TrainResult(self.run_dir, self.step)
+        result = TrainResult(self.run_dir, self.step, is_main=self.runtime.is_main)
         with Logbook(self.run_dir, self.runtime, self.config.steps, self.step) as logbook, _StopRequest() as stop:
             while self.step < self.config.steps:
                 batch = next(batches)

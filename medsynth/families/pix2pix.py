@@ -65,6 +65,10 @@ class Pix2PixConfig:
             self.patch_size = tuple(self.patch_size) * self.dims
         if len(self.patch_size) != self.dims:
             raise UsageError(f"patch size {self.patch_size} needs {self.dims} values for --dims {self.dims}.")
+        smallest = 2 ** (self.disc_layers + 2)  # the PatchGAN needs > 1 output voxel for its norm
+        if min(self.patch_size) < smallest:
+            raise UsageError(f"patch size {self.patch_size} is too small for a {self.disc_layers}-layer "
+                             f"discriminator; use at least {smallest} or fewer disc_layers.")
         divisor = int(np.prod([2] * (len(self.channels) - 1)))
         if any(p % divisor for p in self.patch_size):
             raise UsageError(f"patch size {self.patch_size} must be a multiple of {divisor} for this U-Net depth.")

@@ -1,0 +1,225 @@
+"""The four phantom data sets written to disk, each in the layout its model family reads (SPEC §2).
+
+Subjects are numbered across the whole data set, and case ``case_NNN`` is subject ``NNN`` of
+dataset seed ``seed``, so groups that must hold different people (unpaired MR and CT, controls
+and patients) get disjoint case ids as well as disjoint anatomy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+
+from medsynth.errors import UsageError
+from medsynth.io.image import ImageMeta, write_ct, write_image, write_labels
+from medsynth.phantom.anatomy import (
+    DEFAULT_SHAPE,
+    DEFAULT_SPACING,
+    HeadVolumes,
+    make_attribution_case,
+    make_head,
+)
+
+DEFAULT_CASES = 8
+MIN_SIZE = 16
+_SLICE_STRIDE = 2  # neighbouring slices are near duplicates; every other one keeps the variety
+_SLICE_MIN_HEAD = 0.1  # fraction of a slice the head must cover for the slice to be kept
+
+Progress = Callable[[int, int], None]  # called with (subjects done, subjects in total)
+
+
+class PhantomKind(StrEnum):
+    """Which data set to write: one per model family."""
+
+    PAIRED = "paired"
+    UNPAIRED = "unpaired"
+    ATTRIBUTION = "attribution"
+    SLICES = "slices"
+
+
+@dataclass(frozen=True)
+class PhantomSummary:
+    """What :func:`write_phantom` wrote."""
+
+    kind: PhantomKind
+    out: Path
+    subjects: int
+    files: int
+    folders: tuple[str, ...]
+
+    def describe(self) -> str:
+        where = ", ".join(f"{name}/" for name in self.folders) if self.folders else "2D slices"
+        return f"{self.kind} phantom: {self.subjects} subjects, {self.files} files in {self.out} ({where})"
+
+
+def case_name(index: int) -> str:
+    """Case id of subject ``index``: ``case_000``, ``case_001``, ..."""
+    return f"case_{index:03d}"
+
+
+def write_phantom(
+    kind: PhantomKind | str,
+    out: str | Path,
+    cases: int = DEFAULT_CASES,
+    shape: tuple[int, int, int] = DEFAULT_SHAPE,
+    spacing: float = DEFAULT_SPACING,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    misregistration_mm: float = 0.0,
+) -> PhantomSummary:
+    """Write ``cases`` subjects per group of a phantom data set of ``kind`` into folder ``out``.
+
+    paired: ``mr/``, ``ct/``, ``mask/``, ``labels/`` of the same subjects. unpaired: ``mr/`` and
+    ``ct/`` of different subjects with ``mr_labels/`` and ``ct_labels/``. attribution: healthy
+    ``control/`` subjects, ``patient/`` versions of other subjects and their ``effect/`` maps (MR).
+    slices: axial 2D CT slices ``<case>_z###.nii.gz`` of ``cases`` heads. ``misregistration_mm``
+    moves each paired MR slightly against its CT. The same arguments give identical files.
+    """
+    kind = _parse_kind(kind)
+    shape = _check_geometry(cases, shape, spacing)
+    out = _prepare_output(Path(out), overwrite)
+    plan = _Plan(out, cases, shape, float(spacing), seed, progress or _no_progress, misregistration_mm)
+    files = _WRITERS[kind](plan)
+    subjects = cases if kind in (PhantomKind.PAIRED, PhantomKind.SLICES) else 2 * cases
+    return PhantomSummary(kind=kind, out=out, subjects=subjects, files=files, folders=_FOLDERS[kind])
+
+
+def _parse_kind(kind: PhantomKind | str) -> PhantomKind:
+    try:
+        return PhantomKind(kind)
+    except ValueError:
+        choices = ", ".join(k.value for k in PhantomKind)
+        raise UsageError(f"unknown phantom kind {kind!r}; choose one of {choices}.") from None
+
+
+def _check_geometry(cases: int, shape: tuple[int, ...], spacing: float) -> tuple[int, int, int]:
+    if cases < 1:
+        raise UsageError(f"--cases is {cases}; write at least 1 case.")
+    if len(shape) != 3 or min(shape) < MIN_SIZE:
+        raise UsageError(f"--shape {tuple(shape)} is too small; give 3 sizes of at least {MIN_SIZE} voxels.")
+    if not (math.isfinite(spacing) and spacing > 0):
+        raise UsageError(f"--spacing {spacing} mm is not a voxel size; give a positive number of mm.")
+    return (int(shape[0]), int(shape[1]), int(shape[2]))
+
+
+def _prepare_output(out: Path, overwrite: bool) -> Path:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: is a file; give a folder for the phantom.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UsageError(f"{out}: exists and is not empty; choose a new folder or pass --overwrite.")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _no_progress(done: int, total: int) -> None:
+    """Default progress callback: report nothing."""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The checked arguments of one :func:`write_phantom` call."""
+
+    out: Path
+    cases: int
+    shape: tuple[int, int, int]
+    spacing: float
+    seed: int
+    progress: Progress
+    misregistration_mm: float
+
+    def head(self, index: int, misregistration_mm: float = 0.0) -> HeadVolumes:
+        return make_head((self.seed, index), self.shape, self.spacing, misregistration_mm=misregistration_mm)
+
+    def path(self, folder: str, index: int) -> Path:
+        return self.out / folder / f"{case_name(index)}.nii.gz"
+
+
+def _meta(head: HeadVolumes) -> ImageMeta:
+    return ImageMeta.from_affine(head.affine, head.ct.shape)
+
+
+def _write_paired(plan: _Plan) -> int:
+    for index in range(plan.cases):
+        head = plan.head(index, plan.misregistration_mm)
+        meta = _meta(head)
+        write_image(plan.path("mr", index), head.mr, meta)
+        write_ct(plan.path("ct", index), head.ct, meta)
+        write_labels(plan.path("mask", index), head.mask, meta)
+        write_labels(plan.path("labels", index), head.labels, meta)
+        plan.progress(index + 1, plan.cases)
+    return 4 * plan.cases
+
+
+def _write_unpaired(plan: _Plan) -> int:
+    # MR subjects are 0..cases-1 and CT subjects cases..2*cases-1: nobody appears in both.
+    total = 2 * plan.cases
+    for index in range(total):
+        head = plan.head(index)
+        modality = "mr" if index < plan.cases else "ct"
+        write = write_image if modality == "mr" else write_ct
+        write(plan.path(modality, index), getattr(head, modality), _meta(head))
+        write_labels(plan.path(f"{modality}_labels", index), head.labels, _meta(head))
+        plan.progress(index + 1, total)
+    return 2 * total
+
+
+def _write_attribution(plan: _Plan) -> int:
+    # Controls are subjects 0..cases-1, patients cases..2*cases-1; each patient's own healthy
+    # version is rendered only to compute its ground-truth effect, never written as a control.
+    total = 2 * plan.cases
+    for index in range(plan.cases):
+        head = plan.head(index)
+        write_image(plan.path("control", index), head.mr, _meta(head))
+        plan.progress(index + 1, total)
+    for index in range(plan.cases, total):
+        case = make_attribution_case((plan.seed, index), plan.shape, plan.spacing)
+        meta = _meta(case.patient)
+        write_image(plan.path("patient", index), case.patient.mr, meta)
+        write_image(plan.path("effect", index), case.mr_effect, meta)
+        plan.progress(index + 1, total)
+    return 3 * plan.cases
+
+
+def _write_slices(plan: _Plan) -> int:
+    files = 0
+    for index in range(plan.cases):
+        head = plan.head(index)
+        for z in head_slices(head.mask):
+            meta = ImageMeta.from_affine(slice_affine(head.affine, z), head.ct.shape[:2])
+            write_ct(plan.out / f"{case_name(index)}_z{z:03d}.nii.gz", head.ct[:, :, z], meta)
+            files += 1
+        plan.progress(index + 1, plan.cases)
+    return files
+
+
+def head_slices(mask: np.ndarray, stride: int = _SLICE_STRIDE) -> list[int]:
+    """Axial indices whose slice is at least 10% head, every ``stride``-th of them."""
+    covered = mask.reshape(-1, mask.shape[2]).mean(axis=0) >= _SLICE_MIN_HEAD
+    return [int(z) for z in np.flatnonzero(covered)[::stride]]
+
+
+def slice_affine(affine: np.ndarray, z: int) -> np.ndarray:
+    """Affine of axial slice ``z`` as a 2D image: the 3D affine with the slice index folded in."""
+    sliced = np.array(affine, dtype=np.float64)
+    sliced[:3, 3] += z * sliced[:3, 2]
+    return sliced
+
+
+_FOLDERS = {
+    PhantomKind.PAIRED: ("ct", "labels", "mask", "mr"),
+    PhantomKind.UNPAIRED: ("ct", "ct_labels", "mr", "mr_labels"),
+    PhantomKind.ATTRIBUTION: ("control", "effect", "patient"),
+    PhantomKind.SLICES: (),
+}
+_WRITERS = {
+    PhantomKind.PAIRED: _write_paired,
+    PhantomKind.UNPAIRED: _write_unpaired,
+    PhantomKind.ATTRIBUTION: _write_attribution,
+    PhantomKind.SLICES: _write_slices,
+}
