@@ -9,6 +9,7 @@ import typer
 
 from medsynth.cli.app import app, console
 from medsynth.demo import run_demo
+from medsynth.errors import UsageError
 
 
 @app.command()
@@ -19,7 +20,7 @@ def demo(
 ) -> None:
     """Phantom -> train vox2vox -> translate unseen heads -> evaluate -> PNG previews."""
     if out.exists() and any(out.iterdir()):
-        raise typer.BadParameter(f"{out} is not empty; choose a new --out folder.", param_hint="--out")
+        raise UsageError(f"{out}: is not empty; choose a new --out folder for the demo.")
     result = run_demo(out, steps=steps)
     console.print(result.report.table())
     console.print(f"previews: {result.preview} and {out / 'run' / 'previews'}; metrics: {out / 'metrics.json'}")
