@@ -15,13 +15,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from medsynth.errors import InputError, MedsynthError, UsageError
 from medsynth.io.cases import resolve_inputs
-from medsynth.io.image import Volume, read_image
+from medsynth.io.image import read_image
 
 
 class CaseStatus(StrEnum):
@@ -118,20 +119,26 @@ def prepare_output_dir(out_dir: Path, input_path: Path) -> None:
             from error
 
 
-def _prefetched(cases: dict[str, Path], ndim: int) -> Iterator[tuple[str, Future]]:
-    """Read the next case in a background thread while the current one computes."""
+def _prefetched(cases: dict[str, Path], load: Callable[[Path], Any]) -> Iterator[tuple[str, Future]]:
+    """Load (read and preprocess) the next case in a background thread while the current one computes."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         items = list(cases.items())
-        pending = pool.submit(read_image, items[0][1], ndim) if items else None
+        pending = pool.submit(load, items[0][1]) if items else None
         for i, (cid, _) in enumerate(items):
             current = pending
-            pending = pool.submit(read_image, items[i + 1][1], ndim) if i + 1 < len(items) else None
+            pending = pool.submit(load, items[i + 1][1]) if i + 1 < len(items) else None
             yield cid, current
 
 
-def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], process: Callable[[str, Volume],
-              list[Path]], overwrite: bool, label: str, ndim: int = 3) -> BatchReport:
-    """Apply ``process`` to every case not already done; one bad case is reported, the rest go on."""
+def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], process: Callable[[str, Any],
+              list[Path]], overwrite: bool, label: str, ndim: int = 3,
+              load: Callable[[Path], Any] | None = None) -> BatchReport:
+    """Apply ``process`` to every case not already done; one bad case is reported, the rest go on.
+
+    ``load`` turns a path into what ``process`` takes (default: the image as a :class:`Volume`); it
+    runs one case ahead in a background thread, so reading and preprocessing overlap the compute.
+    """
+    load = load or (lambda path: read_image(path, ndim))
     report = BatchReport()
     todo = {cid: p for cid, p in cases.items()
             if overwrite or not all(o.is_file() for o in outputs_of(cid))}
@@ -140,7 +147,7 @@ def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], p
                                          reason="exists (use --overwrite to redo)"))
     with _progress() as progress:
         task = progress.add_task(label, total=len(todo))
-        for cid, future in _prefetched(todo, ndim):
+        for cid, future in _prefetched(todo, load):
             started = time.perf_counter()
             try:
                 written = process(cid, future.result())

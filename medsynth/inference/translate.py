@@ -21,8 +21,8 @@ from medsynth.inference.batch import (
     run_batch,
     select_cases,
 )
-from medsynth.inference.volume import VolumeTranslator, is_ct
-from medsynth.io.image import Volume, write_ct, write_image
+from medsynth.inference.volume import PreparedVolume, VolumeTranslator, is_ct
+from medsynth.io.image import Volume, read_image, write_ct, write_image
 from medsynth.modelfile import ModelFile, load_model
 
 TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")
@@ -89,15 +89,18 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
         paths = [out_dir / f"{case}.nii.gz"]
         return paths + ([out_dir / f"{case}_std.nii.gz"] if options.uncertainty else [])
 
-    def process(case: str, volume: Volume) -> list[Path]:
-        mean, std = translator(volume, options.overlap, options.tta, options.uncertainty)
+    def process(case: str, prepared: PreparedVolume) -> list[Path]:
+        mean, std = translator.run(prepared, options.overlap, options.tta, options.uncertainty)
         targets = outputs_of(case)
+        volume = prepared.volume
         written = [_write_output(targets[0], mean, volume, is_ct(translator.target))]
         if std is not None:
             written.append(write_image(targets[1], std, volume.meta, np.float32))
+            written.append(write_uncertainty_preview(out_dir / f"{case}_std.png", mean, std, volume))
         return written
 
-    report = run_batch(cases, outputs_of, process, options.overwrite, "translate")
+    report = run_batch(cases, outputs_of, process, options.overwrite, "translate",
+                       load=lambda path: translator.prepare(read_image(path)))
     report.write_json(Path(out_dir) / report_name("translate", options.shard))
     return report
 
@@ -107,3 +110,13 @@ def _write_output(path: Path, values: np.ndarray, like: Volume, as_ct: bool) -> 
         return write_ct(path, values, like.meta)
     return write_image(path, values, like.meta, np.float32)
 
+
+
+def write_uncertainty_preview(path: Path, mean: np.ndarray, std: np.ndarray, like: Volume) -> Path:
+    """Axial, coronal and sagittal mid-slices of the synthetic CT beside its standard-deviation map."""
+    from medsynth.viz import mid_slices, save_grid, window
+
+    image = mid_slices(window(mean, -1000, 1500), like.meta.affine)
+    spread = mid_slices(window(std, 0, max(float(np.percentile(std, 99.5)), 1.0)), like.meta.affine)
+    titles = ["synthetic CT axial", "coronal", "sagittal", "std (HU) axial", "coronal", "sagittal"]
+    return save_grid(path, [list(image), list(spread)], titles)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 from torch import Tensor, nn
 
@@ -42,7 +43,20 @@ def _windows(network: nn.Module, image: Tensor, patch_size: Sequence[int], overl
 
     return sliding_window_inference(image, roi_size=tuple(patch_size), sw_batch_size=sw_batch_size,
                                     predictor=predictor, overlap=overlap, mode="gaussian", cval=-1.0,
-                                    progress=False)
+                                    sw_device=image.device, device=_aggregation_device(image), progress=False)
+
+
+def _aggregation_device(image: Tensor) -> torch.device:
+    """Blend windows on the GPU when the output and weight buffers fit comfortably, else on the CPU.
+
+    The aggregation buffers are two float32 copies of the volume; a large volume on a small GPU
+    would otherwise fail after the windows themselves had fitted.
+    """
+    if image.device.type != "cuda":
+        return image.device
+    free, _ = torch.cuda.mem_get_info(image.device)
+    needed = 2 * image.numel() * 4
+    return image.device if needed < 0.25 * free else torch.device("cpu")
 
 
 def enable_mc_dropout(network: nn.Module) -> int:
@@ -88,21 +102,63 @@ class VolumeTranslator:
         count = max(samples, len(variants))
         return [variants[i % len(variants)] for i in range(count)]
 
-    def __call__(self, volume: Volume, overlap: float = 0.25, tta: bool = False, samples: int = 0
-                 ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Translate ``volume``; returns the output on the input grid (target units: HU for CT) and,
-        with ``samples`` ≥ 2 stochastic passes, their voxel-wise standard deviation in the same units."""
+    def prepare(self, volume: Volume) -> PreparedVolume:
+        """CPU work before the network: model grid and normalisation (runs in the prefetch thread)."""
         on_grid = self.grid.forward(volume.array, volume.meta)
         image = torch.from_numpy(normalise_source(on_grid.as_tensor().numpy()[0], self.source))[None, None]
+        return PreparedVolume(volume, on_grid, image)
+
+    def run(self, prepared: PreparedVolume, overlap: float = 0.25, tta: bool = False, samples: int = 0
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The output on the input grid (target units: HU for CT) and, with ``samples`` ≥ 2 stochastic
+        passes (MC dropout, cycling through the TTA flips), their voxel-wise standard deviation."""
         self.network.eval()
         if samples >= 2:
             enable_mc_dropout(self.network)
-        outputs = [self.model_space(image, overlap, flips).cpu() for flips in self.passes(tta, samples)]
+        stats = _RunningMoments()
+        for flips in self.passes(tta, samples):
+            output = self.model_space(prepared.image, overlap, flips)[0, 0].float().cpu().numpy()
+            stats.add(self.target.denormalise(output))
         self.network.eval()
-        units = torch.stack([torch.from_numpy(self.target.denormalise(o[0].numpy())) for o in outputs])
-        mean = self.grid.inverse(units.mean(0), on_grid)[0]
-        std = self.grid.inverse(units.std(0), on_grid)[0] if samples >= 2 else None
+        mean = self.grid.inverse(torch.from_numpy(stats.mean)[None], prepared.on_grid)[0]
+        std = self.grid.inverse(torch.from_numpy(stats.std)[None], prepared.on_grid)[0] if samples >= 2 else None
         return mean, std
+
+    def __call__(self, volume: Volume, overlap: float = 0.25, tta: bool = False, samples: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Translate one volume: :meth:`prepare` then :meth:`run`."""
+        return self.run(self.prepare(volume), overlap, tta, samples)
+
+
+@dataclass
+class PreparedVolume:
+    """A volume ready for the network: the input, its model-grid copy (for the inverse) and the tensor."""
+
+    volume: Volume
+    on_grid: MetaTensor
+    image: Tensor
+
+
+class _RunningMoments:
+    """Welford's running mean and sample standard deviation: memory stays flat for any number of passes."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: np.ndarray | None = None
+        self._m2: np.ndarray | None = None
+
+    def add(self, value: np.ndarray) -> None:
+        self.count += 1
+        if self.mean is None:
+            self.mean, self._m2 = value.astype(np.float32), np.zeros_like(value, dtype=np.float32)
+            return
+        delta = value - self.mean
+        self.mean += delta / self.count
+        self._m2 += delta * (value - self.mean)
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.sqrt(self._m2 / max(self.count - 1, 1)).astype(np.float32)
 
 
 def is_ct(intensity: Intensity) -> bool:

@@ -1,0 +1,194 @@
+"""``attribute``: VA-GAN abnormality maps of a folder (or one volume) of patient images, on each input's grid.
+
+Per case, in OUT_DIR:
+- ``<case>_map.nii.gz``: float32, the input's units and geometry. The map is M(x), the change that
+  makes the image look healthy, so it correlates with −effect (effect = patient − control): positive
+  (red in the overlay) where the patient is darker than healthy, negative (blue) where brighter.
+- ``<case>_healthy.nii.gz``: the healthy-looking image y = x + map.
+- ``<case>_overlay.png``: the map over the image in the three mid planes, one colour scale for all.
+With an effect folder, NCC(map, −effect) per case and its mean ± sd go into the report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from medsynth.data.bodymask import body_mask
+from medsynth.data.geometry import ModelGrid
+from medsynth.data.intensity import MRIntensity, MRScaling, intensity_from_json
+from medsynth.engine.config import DeviceChoice
+from medsynth.engine.runtime import pick_amp_dtype, pick_device
+from medsynth.errors import InputError, ModelError, UsageError
+from medsynth.inference.batch import (
+    BatchReport,
+    CaseStatus,
+    prepare_output_dir,
+    report_name,
+    run_batch,
+    select_cases,
+)
+from medsynth.inference.volume import predict_grid
+from medsynth.io.cases import list_images
+from medsynth.io.image import Volume, read_image, write_image
+from medsynth.metrics.report import MetricSummary, summarise, write_text_atomically
+from medsynth.metrics.similarity import ncc
+from medsynth.modelfile import ModelFile, load_model
+from medsynth.viz import auto_window, mid_slices, overlay_signed_map, save_grid
+
+_OVERLAY_PIXELS = 256  # overlays are enlarged to about this many pixels across
+
+
+@dataclass
+class AttributeOptions:
+    overlap: float = 0.25
+    overwrite: bool = False
+    device: DeviceChoice = DeviceChoice.AUTO
+    amp: bool = True
+    effect: Path | None = None  # folder of ground-truth effect maps (patient − control), by case id
+    sw_batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.overlap < 1.0:
+            raise UsageError("--overlap is a fraction in [0, 1).")
+        if self.effect is not None and not Path(self.effect).is_dir():
+            raise UsageError(f"{self.effect}: --effect needs a folder of effect maps named by case id.")
+
+
+@dataclass
+class AttributionReport(BatchReport):
+    """The batch report plus NCC(map, −effect) per case when effect maps were given."""
+
+    ncc: dict[str, float] = field(default_factory=dict)
+
+    def ncc_summary(self) -> MetricSummary:
+        """Mean and sample sd over the cases whose NCC is defined."""
+        return summarise(list(self.ncc.values()))
+
+    def write_json(self, path: Path) -> Path:
+        super().write_json(path)
+        if not self.ncc:
+            return path
+        summary = self.ncc_summary()
+        document = json.loads(path.read_text())
+        document["ncc"] = {"sign": "NCC(map, -effect)", "mean": _number(summary.mean), "sd": _number(summary.sd),
+                           "n": summary.n, "cases": {case: _number(v) for case, v in sorted(self.ncc.items())}}
+        return write_text_atomically(path, json.dumps(document, indent=2, allow_nan=False))
+
+
+def _number(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def normalised_unit(foreground_values: np.ndarray, intensity: MRIntensity) -> float:
+    """Input units per normalised unit: (p99.5 − p0.5)/2 of the foreground, or its sd for z-scores.
+
+    Multiplying M(x) by it expresses the map in the input's own intensity units.
+    """
+    if MRScaling(intensity.scaling) is MRScaling.ZSCORE:
+        return float(foreground_values.std())
+    low, high = np.percentile(foreground_values, intensity.percentiles)
+    return float(high - low) / 2.0
+
+
+@dataclass
+class MapGenerator:
+    """VA-GAN's map generator M with everything needed to apply it to a volume on its own grid."""
+
+    network: nn.Module
+    dims: int
+    patch_size: tuple[int, ...]
+    grid: ModelGrid
+    intensity: MRIntensity
+    amp_dtype: torch.dtype | None = None
+    sw_batch_size: int = 4
+
+    @torch.no_grad()
+    def __call__(self, volume: Volume, overlap: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+        """The map (input units, input grid) and the healthy-looking image y = x + map."""
+        on_grid = self.grid.forward(volume.array, volume.meta)
+        image = on_grid.as_tensor().numpy()[0]
+        foreground = body_mask(image)
+        normalised = self.intensity.normalise(image, foreground)
+        change = predict_grid(self.network, torch.from_numpy(normalised)[None, None], self.dims, self.patch_size,
+                              overlap, self.sw_batch_size, self.amp_dtype)
+        values = image[foreground] if foreground.any() else image.ravel()
+        change = self.grid.inverse(change[0].cpu() * normalised_unit(values, self.intensity), on_grid)[0]
+        return change, volume.array + change
+
+
+def load_map_generator(model: ModelFile, options: AttributeOptions) -> MapGenerator:
+    """Rebuild M and its preprocessing from a VA-GAN model file."""
+    intensity = intensity_from_json(model.metadata["intensity"])
+    if not isinstance(intensity, MRIntensity):
+        raise ModelError(f"{model.path}: VA-GAN models read MR-like images; this one stores a CT normalisation.")
+    device = pick_device(options.device)
+    return MapGenerator(
+        network=model.build(model.metadata["map_network"], device),
+        dims=int(model.metadata["spatial_dims"]),
+        patch_size=tuple(model.metadata["patch_size"]),
+        grid=ModelGrid(model.metadata["spacing"]),
+        intensity=intensity,
+        amp_dtype=pick_amp_dtype(device, options.amp),
+        sw_batch_size=options.sw_batch_size,
+    )
+
+
+def write_overlay(path: Path, volume: Volume, change: np.ndarray) -> Path:
+    """The map (red > 0 > blue) over the image in the axial, coronal and sagittal mid planes."""
+    images = mid_slices(volume.array, volume.meta.affine)
+    maps = mid_slices(change, volume.meta.affine)
+    limit = float(np.percentile(np.abs(change), 99.9)) or 1.0  # one colour scale for the three planes
+    panels = [overlay_signed_map(auto_window(i), m, limit) for i, m in zip(images, maps, strict=True)]
+    scale = max(1, _OVERLAY_PIXELS // max(max(p.shape[:2]) for p in panels))
+    titles = ["axial (red: M adds)", "coronal", "sagittal"]
+    return save_grid(path, [panels], titles=titles, scale=scale)
+
+
+def attribute(model_path: Path, input_path: Path, out_dir: Path, options: AttributeOptions) -> AttributionReport:
+    """Write map, healthy image and overlay of every case of ``input_path`` into ``out_dir``."""
+    model = load_model(model_path, "vagan")
+    generator = load_map_generator(model, options)
+    cases = select_cases(Path(input_path), (0, 1))
+    out_dir = Path(out_dir)
+    prepare_output_dir(out_dir, Path(input_path))
+
+    def outputs_of(case: str) -> list[Path]:
+        return [out_dir / f"{case}_map.nii.gz", out_dir / f"{case}_healthy.nii.gz", out_dir / f"{case}_overlay.png"]
+
+    def process(case: str, volume: Volume) -> list[Path]:
+        change, healthy = generator(volume, options.overlap)
+        map_path, healthy_path, overlay_path = outputs_of(case)
+        return [write_image(map_path, change, volume.meta, np.float32),
+                write_image(healthy_path, healthy, volume.meta, np.float32),
+                write_overlay(overlay_path, volume, change)]
+
+    report = AttributionReport(run_batch(cases, outputs_of, process, options.overwrite, "attribute").results)
+    if options.effect is not None:
+        score_against_effects(report, Path(options.effect), lambda case: outputs_of(case)[0])
+    report.write_json(out_dir / report_name("attribute", None))
+    return report
+
+
+def score_against_effects(report: AttributionReport, effect_dir: Path, map_path_of) -> None:
+    """NCC(map, −effect) on the input grid for every written or skipped case; a case whose effect map is
+    missing, unreadable or on another grid fails (its outputs stay)."""
+    effects = list_images(effect_dir)
+    for result in report.results:
+        if result.status is CaseStatus.FAILED:
+            continue
+        try:
+            if result.case not in effects:
+                raise InputError(f"{effect_dir}: holds no effect map for case '{result.case}'; add it or drop "
+                                 "--effect.")
+            effect = read_image(effects[result.case], check_values=False)
+            change = read_image(map_path_of(result.case), check_values=False)
+            report.ncc[result.case] = ncc(change.array, -effect.array)
+        except InputError as error:
+            result.status, result.reason = CaseStatus.FAILED, str(error)
