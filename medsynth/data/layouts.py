@@ -44,8 +44,9 @@ class Problems:
 
     def raise_if_any(self) -> None:
         if self.items:
-            listed = "\n  - ".join(self.items)
-            raise InputError(f"{self.source}: {len(self.items)} problem(s) in the dataset:\n  - {listed}")
+            # One line, as every error (SPEC §1), the problems numbered in it.
+            listed = " ".join(f"({number}) {item}" for number, item in enumerate(self.items, 1))
+            raise InputError(f"{self.source}: {len(self.items)} problem(s) in the dataset: {listed}")
 
 
 def discover_paired(data: Path, required: Sequence[str], optional: Sequence[str] = ()) -> Datalist:
@@ -137,6 +138,10 @@ def _datalist_part(entries: list, path: Path, part: str, required: Sequence[str]
         missing = [role for role in required if role not in entry]
         if missing:
             problems.add(f"{part}[{index}] lacks {', '.join(missing)}")
+            continue
+        not_paths = [role for role in (*required, *optional) if role in entry and not isinstance(entry[role], str)]
+        if not_paths:
+            problems.add(f"{part}[{index}].{not_paths[0]} is not a file path")
             continue
         case = {role: (path.parent / entry[role]).resolve() for role in (*required, *optional) if role in entry}
         absent = [str(p) for p in case.values() if not p.exists()]

@@ -7,6 +7,7 @@ formats (MHA, NRRD) and DICOM series, which are LPS+, are converted to the same 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -161,7 +162,7 @@ def _from_sitk(image, path: Path) -> tuple[np.ndarray, ImageMeta]:
 
 def _drop_trailing_singletons(array: np.ndarray, path: Path, ndim: int | tuple[int, ...]) -> np.ndarray:
     accepted = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-    while array.ndim > max(accepted) and array.shape[-1] == 1:
+    while array.ndim > min(accepted) and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim not in accepted:
         wanted = " or ".join(f"{d}D" for d in accepted)
@@ -210,14 +211,19 @@ def _set_geometry(header: nib.Nifti1Header, meta: ImageMeta) -> None:
 
 def _atomic_save(image: nib.Nifti1Image, path: Path) -> None:
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{suffix}")
         nib.save(image, str(partial))
         os.replace(partial, path)
-    except OSError as error:
-        raise InputError(f"{path.parent}: cannot write here ({error.strerror or error}); "
-                         "choose a writable output folder.") from error
+    except BaseException as error:
+        # Whatever stopped the write (full disk, Ctrl-C), no half-written file may stay behind.
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise InputError(f"{path.parent}: cannot write here ({error.strerror or error}); "
+                             "choose a writable output folder.") from error
+        raise
 
 
 def write_ct(path: str | Path, hu: np.ndarray, meta: ImageMeta) -> Path:

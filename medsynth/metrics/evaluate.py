@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +20,8 @@ from medsynth.metrics.tissue import tissue_metrics
 AFFINE_TOLERANCE = 1e-4
 
 
-class Protocol(str, Enum):
-    """Which challenge's definitions the image metrics follow (a ``str`` Enum: Python 3.10 has no StrEnum)."""
+class Protocol(StrEnum):
+    """Which challenge's definitions the image metrics follow."""
 
     synthrad2023 = "synthrad2023"
     synthrad2025 = "synthrad2025"

@@ -1,0 +1,35 @@
+"""Shared by the benchmark scripts: the machine, peak memory, and running one configuration per process."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+
+import torch
+
+
+def machine() -> str:
+    """One line naming the machine the figures come from."""
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, CUDA {torch.cuda.is_available()}")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_isolated(script: str, args: list[str]) -> dict:
+    """Run one configuration in a fresh process, so its peak memory is its own; returns its JSON line."""
+    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_header(title: str) -> None:
+    print(f"# {title}")
+    print(f"# command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
+    print(f"# machine: {machine()}")

@@ -1,0 +1,122 @@
+"""Translate time and peak memory for one 160×192×160 volume: medsynth's batch path vs a plain script.
+
+    python benchmarks/bench_translate.py [--spacing 1.0] [--cases 3]
+
+Both paths use the same default vox2vox generator (random weights: speed does not depend on them).
+The plain reference reads with nibabel, normalises, calls MONAI ``sliding_window_inference`` directly
+and writes with nibabel; the medsynth path is ``medsynth.inference.translate.translate`` on a folder,
+with geometry handling, prefetching and atomic writes. Time per case is the mean over the cases after
+the first (warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from _common import peak_rss_mb, print_header, run_isolated
+from monai.inferers import sliding_window_inference
+
+from medsynth.data.bodymask import body_mask
+from medsynth.data.intensity import CTIntensity, MRIntensity
+from medsynth.families.pix2pix import Pix2PixConfig
+from medsynth.inference.translate import TranslateOptions, translate
+from medsynth.modelfile import NetworkSpec, save_model
+from medsynth.nets.registry import build_network
+
+SHAPE = (160, 192, 160)
+
+
+def write_model(path: Path, spacing: float) -> Path:
+    config = Pix2PixConfig()
+    kwargs = {"spatial_dims": 3, "in_channels": 1, "out_channels": 1, "channels": list(config.channels),
+              "strides": [2] * (len(config.channels) - 1), "num_res_units": config.num_res_units,
+              "dropout": 0.0, "tanh_output": True}
+    generator = build_network("medsynth.UNetGenerator", kwargs)
+    metadata = {"spatial_dims": 3, "patch_size": list(config.patch_size), "spacing": [spacing] * 3,
+                "flip_axes": [0], "mc_dropout": False,
+                "directions": {"mr2ct": {"network": "G", "source": MRIntensity().to_json(),
+                                         "target": CTIntensity().to_json()}}}
+    return save_model(path, "pix2pix", {"G": (NetworkSpec("medsynth.UNetGenerator", kwargs), generator)}, metadata)
+
+
+def write_inputs(folder: Path, cases: int) -> None:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in SHAPE], indexing="ij"))
+    head = (np.sum(grid**2 / np.array([0.8, 0.9, 0.8])[:, None, None, None] ** 2, axis=0) < 1).astype(np.float32)
+    for i in range(cases):
+        volume = head * 600 + rng.normal(0, 20, SHAPE).astype(np.float32)
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), folder / f"case_{i:03d}.nii.gz")
+
+
+def medsynth_path(model: Path, inputs: Path, out: Path, overlap: float, tta: bool) -> float:
+    started = time.perf_counter()
+    report = translate(model, inputs, out, TranslateOptions(overlap=overlap, tta=tta, device="cpu"))
+    total = time.perf_counter() - started
+    seconds = sorted(r.seconds for r in report.results)
+    return float(np.mean(seconds[:-1])) if len(seconds) > 1 else total
+
+
+def plain_path(model: Path, inputs: Path, out: Path, overlap: float) -> float:
+    from medsynth.modelfile import load_model
+
+    network = load_model(model).build("G")
+    out.mkdir(parents=True, exist_ok=True)
+    times = []
+    for file in sorted(inputs.glob("*.nii.gz")):
+        started = time.perf_counter()
+        image = nib.load(file)
+        array = np.asarray(image.dataobj, dtype=np.float32)
+        x = MRIntensity().normalise(array, body_mask(array))
+        with torch.no_grad():
+            y = sliding_window_inference(torch.from_numpy(x)[None, None], (64, 64, 64), 4, network,
+                                         overlap=overlap, mode="gaussian")
+        hu = CTIntensity().denormalise(y[0, 0].numpy())
+        nib.save(nib.Nifti1Image(np.rint(hu).astype(np.int16), image.affine), out / file.name)
+        times.append(time.perf_counter() - started)
+    return float(np.mean(times[1:])) if len(times) > 1 else times[0]
+
+
+def one(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        model = write_model(root / "model.safetensors", args.spacing)
+        write_inputs(root / "in", args.cases)
+        if args.path == "plain":
+            seconds = plain_path(model, root / "in", root / "out", args.overlap)
+        else:
+            seconds = medsynth_path(model, root / "in", root / "out", args.overlap, args.tta)
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_rss_mb()}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spacing", type=float, default=1.0, help="model spacing in mm (input is 1 mm)")
+    parser.add_argument("--cases", type=int, default=3)
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--path", default="medsynth", help=argparse.SUPPRESS)
+    parser.add_argument("--overlap", type=float, default=0.25, help=argparse.SUPPRESS)
+    parser.add_argument("--tta", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        return one(args)
+    print_header(f"translate one {SHAPE} volume, model spacing {args.spacing} mm, default vox2vox, 64³ windows")
+    print("path      overlap  tta   s/case  peak MiB")
+    common = ["--one", "--spacing", str(args.spacing), "--cases", str(args.cases)]
+    for overlap in (0.25, 0.5):
+        for path, tta in (("plain", False), ("medsynth", False), ("medsynth", True)):
+            extra = ["--path", path, "--overlap", str(overlap)] + (["--tta"] if tta else [])
+            figures = run_isolated(__file__, common + extra)
+            print(f"{path:9s} {overlap:7.2f}  {'yes' if tta else 'no ':3s} {figures['seconds']:8.2f} "
+                  f"{figures['peak_mb']:9.0f}")
+
+
+if __name__ == "__main__":
+    main()
