@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medsynth.baselines import lookup_baseline
 from medsynth.inference.translate import TranslateOptions, translate
 from medsynth.io.image import read_image
 from medsynth.metrics.evaluate import evaluate_folders
@@ -30,6 +31,7 @@ DEMO_MODEL = {"patch_size": [32, 32, 32], "channels": [16, 32, 64, 128], "disc_c
 class DemoResult:
     out: Path
     report: EvaluationReport
+    baseline: EvaluationReport  # the no-context MR-intensity lookup table on the same test heads
     preview: Path
 
 
@@ -42,7 +44,10 @@ def run_demo(out: Path, steps: int = 300, train_cases: int = 8, test_cases: int 
     translate(out / "run", out / "test" / "mr", out / "sct", TranslateOptions(device="cpu"))
     report = evaluate_folders(out / "sct", out / "test" / "ct", out / "test" / "mask")
     report.to_json(out / "metrics.json")
-    return DemoResult(out, report, write_comparison(out / "test", out / "sct", out / "demo.png"))
+    lookup_baseline(out / "data", out / "test" / "mr", out / "baseline")
+    baseline = evaluate_folders(out / "baseline", out / "test" / "ct", out / "test" / "mask")
+    baseline.to_json(out / "metrics_baseline.json")
+    return DemoResult(out, report, baseline, write_comparison(out / "test", out / "sct", out / "demo.png"))
 
 
 def write_comparison(test: Path, sct: Path, path: Path) -> Path:

@@ -24,6 +24,8 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
         assert sct.shape == mr.shape and np.allclose(sct.affine, mr.affine, atol=1e-4)
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["cases"]) == 2
+    baseline = json.loads((out / "metrics_baseline.json").read_text())
+    assert len(baseline["cases"]) == 2 and "no-context baseline" in result.output
     assert (out / "demo.png").stat().st_size > 1000
     assert (out / "run" / "model.safetensors").is_file()
 

@@ -22,5 +22,6 @@ def demo(
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out}: is not empty; choose a new --out folder for the demo.")
     result = run_demo(out, steps=steps)
-    console.print(result.report.table())
+    console.print(result.report.table("vox2vox on unseen heads"))
+    console.print(result.baseline.table("no-context baseline (MR intensity -> median HU lookup table)"))
     console.print(f"previews: {result.preview} and {out / 'run' / 'previews'}; metrics: {out / 'metrics.json'}")

@@ -72,9 +72,10 @@ class EvaluationReport:
         """Mean ± sd of every metric over the cases where it is not NaN (e.g. no bone in a case)."""
         return {name: summarise([r.metrics[name] for r in self.results]) for name in self.metric_names}
 
-    def table(self) -> Table:
+    def table(self, name: str = "") -> Table:
         """A Rich table: one row per evaluated case, then the cohort mean and sd on rows of their own."""
         title = f"{self.protocol}: {len(self.results)} cases evaluated, {len(self.failures)} failed"
+        title = f"{name} — {title}" if name else title
         table = Table(title=title)
         table.add_column("case")
         for name in self.metric_names:
