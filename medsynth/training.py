@@ -62,8 +62,8 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
     if not resume and (run_dir / "checkpoints").is_dir():
         raise UsageError(f"{run_dir}: holds a run already; add --resume to continue it or choose another --out.")
     extra = read_yaml(config_file)
-    train_config = build_config(TrainConfig, saved.get("train", {}), extra.get("train", {}), train_options or {},
-                                where=" in train settings")
+    train_config = build_config(TrainConfig, family_cls.train_defaults, saved.get("train", {}),
+                                extra.get("train", {}), train_options or {}, where=" in train settings")
     # The family's own sampling seed follows --seed unless a config sets it apart.
     seed_layer = {"seed": train_config.seed} if "seed" in {f.name for f in fields(config_cls)} else {}
     model_config = build_config(config_cls, seed_layer, saved.get("model", {}), extra.get("model", {}),

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medsynth.engine.checkpoint import CHECKPOINT_NAME, capture_rng, load_checkpoint, restore_rng, save_checkpoint
@@ -70,6 +70,21 @@ class _BatchIndices(Sampler[int]):
             batch += 1
 
 
+def ema_with_warmup(decay: float):
+    """EMA update whose decay grows as min(decay, (1 + n) / (10 + n)) with the number of updates n.
+
+    Without the warm-up a short run would export mostly the initial weights (0.999 needs thousands
+    of steps to forget them).
+    """
+
+    def average(averaged: Tensor, current: Tensor, updates: Tensor | int) -> Tensor:
+        n = float(updates)
+        rate = min(decay, (1.0 + n) / (10.0 + n))
+        return rate * averaged + (1.0 - rate) * current
+
+    return average
+
+
 def linear_decay(steps: int, decay_start: float):
     """LR factor: 1 until ``decay_start·steps``, then linearly to 0 at ``steps`` (pix2pix/CycleGAN)."""
     start = int(decay_start * steps)
@@ -117,7 +132,7 @@ class Trainer:
         self.schedulers = {n: torch.optim.lr_scheduler.LambdaLR(o, decay) for n, o in self.optimizers.items()}
         self.scalers = {n: torch.amp.GradScaler(runtime.device.type, enabled=runtime.needs_grad_scaler)
                         for n in self.optimizers}
-        self.ema = {n: AveragedModel(family.networks[n], multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
+        self.ema = {n: AveragedModel(family.networks[n], avg_fn=ema_with_warmup(config.ema_decay),
                                      use_buffers=True) for n in family.ema_networks}
         self.step = 0
         self.batches_drawn = 0
@@ -173,6 +188,11 @@ class Trainer:
         if state["step"] >= self.config.steps:
             raise UsageError(f"{self.run_dir}: already trained {state['step']} steps; raise --steps to go on.")
         self.load_state(state)
+        # The schedule follows this run's --steps, which may exceed the interrupted run's: the
+        # optimisers must not keep the learning rate the old schedule had reached.
+        for name, scheduler in self.schedulers.items():
+            for group, base in zip(self.optimizers[name].param_groups, scheduler.base_lrs, strict=True):
+                group["lr"] = base * scheduler.lr_lambdas[0](self.step)
 
     # -- data --------------------------------------------------------------------------------------
     def _batches(self) -> Iterator[dict[str, Tensor]]:

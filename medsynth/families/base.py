@@ -36,6 +36,8 @@ class Family(ABC):
     ema_networks: ClassVar[tuple[str, ...]] = ()
     #: validation metric that decides the best model, and whether lower is better
     best_metric: ClassVar[tuple[str, bool] | None] = None
+    #: engine settings this family wants by default (e.g. FastGAN's batch 8); config files and options win
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self) -> None:
         self.networks = nn.ModuleDict()

@@ -25,7 +25,7 @@ from medsynth.data.slices import load_slices
 from medsynth.engine.config import DeviceChoice
 from medsynth.engine.runtime import pick_device
 from medsynth.errors import UsageError
-from medsynth.io.image import ImageMeta, write_ct
+from medsynth.io.image import CT_RANGE, ImageMeta, write_ct
 from medsynth.metrics.generation import generation_metrics, load_feature_extractor
 from medsynth.modelfile import ModelFile, load_model
 
@@ -49,6 +49,8 @@ class GenerateOptions:
     copy_ssim: float = 0.95  # nearest-neighbour SSIM from which a generated slice counts as a copy
 
     def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise UsageError(f"--seed {self.seed}: seeds are non-negative integers.")
         if self.count < 1:
             raise UsageError(f"--count {self.count}: generate at least 1 slice.")
         if self.truncation is not None and self.truncation <= 0:
@@ -143,24 +145,32 @@ def generate(model_path: Path, out_dir: Path, options: GenerateOptions) -> Gener
     model, generator, intensity = load_generator(model_path, device)
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, options.overwrite)
-    meta = model.metadata
-    geometry = slice_meta(meta["spacing"], meta.get("slice_thickness", 1.0), meta["resolution"])
-    digits = max(4, len(str(options.count - 1)))
-    files, slices = [], []
-    with _progress() as progress:
-        task = progress.add_task("generate", total=options.count)
-        for index in range(options.count):
-            image = synthesise(generator, meta["nz"], [index], options.seed, options.truncation, device)[0]
-            hu = np.rint(intensity.denormalise(image.numpy()))
-            files.append(write_ct(out_dir / f"generated_{index:0{digits}d}.nii.gz", hu, geometry))
-            slices.append(hu)
-            progress.advance(task)
+    slices, files = _write_slices(generator, model.metadata, intensity, out_dir, options, device)
     grid = _save_grid(out_dir / GRID_FILENAME, slices[:GRID_MAX])
     result = GenerateResult(files=files, grid=grid)
     if options.eval_data is not None:
         result.metrics = evaluate(np.stack(slices), model, intensity, options, device)
         result.metrics_file = _write_json(out_dir / METRICS_FILENAME, result.metrics)
     return result
+
+
+def _write_slices(generator: nn.Module, meta: dict[str, Any], intensity: CTIntensity, out_dir: Path,
+                  options: GenerateOptions, device: torch.device) -> tuple[list[np.ndarray], list[Path]]:
+    """Generate and write every slice; return the slices (int16 HU) that the grid or the evaluation need
+    (not all of them otherwise, so that a large --count does not pile up in memory) and the files."""
+    geometry = slice_meta(meta["spacing"], meta.get("slice_thickness", 1.0), meta["resolution"])
+    digits = max(4, len(str(options.count - 1)))
+    kept, files = [], []
+    with _progress() as progress:
+        task = progress.add_task("generate", total=options.count)
+        for index in range(options.count):
+            image = synthesise(generator, meta["nz"], [index], options.seed, options.truncation, device)[0]
+            hu = np.clip(np.rint(intensity.denormalise(image.numpy())), *CT_RANGE).astype(np.int16)
+            files.append(write_ct(out_dir / f"generated_{index:0{digits}d}.nii.gz", hu, geometry))
+            if index < GRID_MAX or options.eval_data is not None:
+                kept.append(hu)
+            progress.advance(task)
+    return kept, files
 
 
 def evaluate(generated_hu: np.ndarray, model: ModelFile, intensity: CTIntensity, options: GenerateOptions,
@@ -172,7 +182,8 @@ def evaluate(generated_hu: np.ndarray, model: ModelFile, intensity: CTIntensity,
     extractor = load_feature_extractor(options.features, device) if options.features else None
     return {"model": str(model.path), "data": str(options.eval_data), "seed": options.seed,
             "truncation": options.truncation,
-            **generation_metrics(generated_hu, real, intensity, meta["body_threshold"], options.copy_ssim, extractor)}
+            **generation_metrics(generated_hu, real, intensity, meta["body_threshold"], options.copy_ssim, extractor,
+                               device)}
 
 
 def _save_grid(path: Path, slices: list[np.ndarray]) -> Path:
@@ -183,8 +194,10 @@ def _save_grid(path: Path, slices: list[np.ndarray]) -> Path:
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> Path:
+    """Strict JSON (an undefined metric, NaN, becomes null), written atomically."""
+    plain = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in document.items()}
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(document, indent=2))
+    partial.write_text(json.dumps(plain, indent=2))
     os.replace(partial, path)
     return path
 

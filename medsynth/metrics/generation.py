@@ -124,9 +124,9 @@ def load_feature_extractor(path: Path, device: torch.device) -> torch.jit.Script
 
 
 @torch.no_grad()
-def extract_features(extractor: torch.nn.Module, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+def extract_features(extractor: torch.nn.Module, images: torch.Tensor, device: torch.device,
+                     batch_size: int = 32) -> torch.Tensor:
     """Features (N, F) of slices (N, H, W) in [-1, 1], shown to the extractor as grey RGB in [0, 1]."""
-    device = next(iter(extractor.parameters()), torch.empty(0)).device
     features = []
     for block in images.split(batch_size):
         rgb = ((block[:, None].float() + 1.0) / 2.0).expand(-1, 3, -1, -1).to(device)
@@ -171,7 +171,8 @@ def kid(real: torch.Tensor, fake: torch.Tensor, subset_size: int = 1000, subsets
 
 def generation_metrics(generated_hu: np.ndarray, real: SliceSet, intensity: CTIntensity,
                        threshold: float = BODY_THRESHOLD_HU, copy_ssim: float = 0.95,
-                       extractor: torch.nn.Module | None = None) -> dict[str, Any]:
+                       extractor: torch.nn.Module | None = None, device: torch.device | None = None,
+                       ) -> dict[str, Any]:
     """All generation metrics of slices (N, R, R) in HU against real slices at the same resolution."""
     if generated_hu.shape[1:] != real.hu.shape[1:]:
         raise InputError(f"generated slices {generated_hu.shape[1:]} and real slices {real.hu.shape[1:]} differ "
@@ -186,7 +187,9 @@ def generation_metrics(generated_hu: np.ndarray, real: SliceSet, intensity: CTIn
         **memorisation(fake, data, real.sources, copy_ssim),
     }
     if extractor is not None:
-        real_features, fake_features = extract_features(extractor, data), extract_features(extractor, fake)
+        device = device or torch.device("cpu")
+        real_features = extract_features(extractor, data, device)
+        fake_features = extract_features(extractor, fake, device)
         metrics["fid"] = fid(real_features, fake_features)
         metrics["kid"], metrics["kid_std"] = kid(real_features, fake_features)
     return metrics
