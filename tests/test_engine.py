@@ -166,3 +166,26 @@ def test_two_process_ddp_run_on_cpu(paired: Path, tmp_path: Path) -> None:
     assert model.metadata["training_steps"] == 3
     assert not any(key.startswith("module.") for key in model.weights["G"])
     assert np.isfinite(np.array([v.float().abs().sum() for v in model.weights["G"].values()])).all()
+
+
+def test_channels_last_is_chosen_by_convolution_dimensionality_on_cuda_only() -> None:
+    from torch import nn
+
+    from medsynth.engine.runtime import Runtime
+    from medsynth.engine.trainer import _memory_format
+
+    cuda, cpu = Runtime(torch.device("cuda", 0), None), Runtime(torch.device("cpu"), None)
+    asked = TrainConfig(channels_last=True)
+    assert _memory_format(asked, cuda, nn.Sequential(nn.Conv3d(1, 1, 3))) is torch.channels_last_3d
+    assert _memory_format(asked, cuda, nn.Sequential(nn.Conv2d(1, 1, 3))) is torch.channels_last
+    assert _memory_format(asked, cpu, nn.Conv3d(1, 1, 3)) is None
+    assert _memory_format(TrainConfig(), cuda, nn.Conv3d(1, 1, 3)) is None
+
+
+def test_ema_warms_up_then_holds_its_decay() -> None:
+    from medsynth.engine.trainer import ema_with_warmup
+
+    average = ema_with_warmup(0.999)
+    zero, one = torch.zeros(1), torch.ones(1)
+    assert float(average(zero, one, 0)) == pytest.approx(1 - 0.1)  # rate (1 + 0) / (10 + 0)
+    assert float(average(zero, one, 10**6)) == pytest.approx(1 - 0.999)

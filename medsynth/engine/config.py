@@ -39,6 +39,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     decay_start: float = 0.5  # fraction of the steps after which the learning rate falls linearly to 0
     workers: int = -1  # data-loading processes; -1 chooses (0 on the CPU, 2 with CUDA)
+    channels_last: bool = False  # channels-last memory format on CUDA (faster convolutions with AMP on tensor cores)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:

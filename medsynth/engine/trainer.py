@@ -97,6 +97,14 @@ def linear_decay(steps: int, decay_start: float):
     return factor
 
 
+def _memory_format(config: TrainConfig, runtime: Runtime, networks: nn.Module) -> torch.memory_format | None:
+    """channels_last(_3d) for CUDA runs that ask for it, by the dimensionality of the networks' convolutions."""
+    if not config.channels_last or runtime.device.type != "cuda":
+        return None
+    volumetric = any(isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) for m in networks.modules())
+    return torch.channels_last_3d if volumetric else torch.channels_last
+
+
 class _StopRequest:
     """Turns SIGINT/SIGTERM into a flag the loop reads between steps."""
 
@@ -126,6 +134,9 @@ class Trainer:
     def __init__(self, family: Family, config: TrainConfig, run_dir: Path, runtime: Runtime) -> None:
         self.family, self.config, self.run_dir, self.runtime = family, config, Path(run_dir), runtime
         family.networks.to(runtime.device)
+        self.memory_format = _memory_format(config, runtime, family.networks)
+        if self.memory_format is not None:
+            family.networks.to(memory_format=self.memory_format)
         self.trained = self._wrap_for_ddp(family.networks)
         self.optimizers = family.optimizers()
         decay = linear_decay(config.steps, config.decay_start)
@@ -206,7 +217,14 @@ class Trainer:
         )
         for batch in loader:
             self.batches_drawn += 1
-            yield {k: v.to(self.runtime.device, non_blocking=True) for k, v in batch.items()}
+            yield {k: self._to_device(v) for k, v in batch.items()}
+
+    def _to_device(self, tensor: Tensor) -> Tensor:
+        tensor = tensor.to(self.runtime.device, non_blocking=True)
+        if self.memory_format is not None and tensor.ndim == (5 if self.memory_format is
+                                                              torch.channels_last_3d else 4):
+            tensor = tensor.contiguous(memory_format=self.memory_format)
+        return tensor
 
     # -- the loop ----------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
