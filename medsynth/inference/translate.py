@@ -80,10 +80,11 @@ def load_translator(model: ModelFile, direction: Direction, options: TranslateOp
 
 def translate(model_path: Path, input_path: Path, out_dir: Path, options: TranslateOptions) -> BatchReport:
     """Translate every case of ``input_path`` into ``out_dir/<case>.nii.gz`` (+ ``_std`` maps)."""
+    out_dir = Path(out_dir)
     model = load_model(model_path, TRANSLATION_FAMILIES)
     translator = load_translator(model, Direction(options.direction), options)
     cases = select_cases(Path(input_path), parse_shard(options.shard))
-    prepare_output_dir(Path(out_dir), Path(input_path))
+    prepare_output_dir(out_dir, Path(input_path))
 
     def outputs_of(case: str) -> list[Path]:
         paths = [out_dir / f"{case}.nii.gz"]
@@ -96,12 +97,13 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
         written = [_write_output(targets[0], mean, volume, is_ct(translator.target))]
         if std is not None:
             written.append(write_image(targets[1], std, volume.meta, np.float32))
-            written.append(write_uncertainty_preview(out_dir / f"{case}_std.png", mean, std, volume))
+            written.append(write_uncertainty_preview(out_dir / f"{case}_std.png", mean, std, volume,
+                                                     is_ct(translator.target)))
         return written
 
     report = run_batch(cases, outputs_of, process, options.overwrite, "translate",
                        load=lambda path: translator.prepare(read_image(path)))
-    report.write_json(Path(out_dir) / report_name("translate", options.shard))
+    report.write_json(out_dir / report_name("translate", options.shard))
     return report
 
 
@@ -111,12 +113,13 @@ def _write_output(path: Path, values: np.ndarray, like: Volume, as_ct: bool) -> 
     return write_image(path, values, like.meta, np.float32)
 
 
+def write_uncertainty_preview(path: Path, mean: np.ndarray, std: np.ndarray, like: Volume, as_ct: bool) -> Path:
+    """Axial, coronal and sagittal mid-slices of the synthetic image beside its standard-deviation map."""
+    from medsynth.viz import auto_window, mid_slices, save_grid, window
 
-def write_uncertainty_preview(path: Path, mean: np.ndarray, std: np.ndarray, like: Volume) -> Path:
-    """Axial, coronal and sagittal mid-slices of the synthetic CT beside its standard-deviation map."""
-    from medsynth.viz import mid_slices, save_grid, window
-
-    image = mid_slices(window(mean, -1000, 1500), like.meta.affine)
+    shown = window(mean, -1000, 1500) if as_ct else auto_window(mean)
+    image = mid_slices(shown, like.meta.affine)
     spread = mid_slices(window(std, 0, max(float(np.percentile(std, 99.5)), 1.0)), like.meta.affine)
-    titles = ["synthetic CT axial", "coronal", "sagittal", "std (HU) axial", "coronal", "sagittal"]
+    unit = "HU" if as_ct else "a.u."
+    titles = ["synthetic axial", "coronal", "sagittal", f"std ({unit}) axial", "coronal", "sagittal"]
     return save_grid(path, [list(image), list(spread)], titles)
