@@ -42,7 +42,7 @@ class ModelGrid:
 
     def inverse(self, values: torch.Tensor, reference: MetaTensor, mode: str = "bilinear") -> np.ndarray:
         """Resample ``values`` (C, X, Y, Z on the model grid of ``reference``) back onto the input grid."""
-        output = MetaTensor(values.detach().float().cpu(), affine=reference.affine.clone(),
+        output = MetaTensor(values.detach().float().cpu(), meta=copy.deepcopy(reference.meta),
                             applied_operations=copy.deepcopy(reference.applied_operations))
         restored = self._chain(mode).inverse(output)
         return np.asarray(restored.as_tensor().numpy(), dtype=np.float32)

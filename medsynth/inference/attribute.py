@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,12 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import MRIntensity, MRScaling, intensity_from_json
 from medsynth.engine.config import DeviceChoice
 from medsynth.engine.runtime import pick_amp_dtype, pick_device
 from medsynth.errors import InputError, ModelError, UsageError
+from medsynth.families.vagan import IntensityRegion, normalisation_region
 from medsynth.inference.batch import (
     BatchReport,
     CaseStatus,
@@ -86,14 +87,15 @@ def _number(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def normalised_unit(foreground_values: np.ndarray, intensity: MRIntensity) -> float:
-    """Input units per normalised unit: (p99.5 − p0.5)/2 of the foreground, or its sd for z-scores.
+def normalised_unit(values: np.ndarray, intensity: MRIntensity) -> float:
+    """Input units per normalised unit: (p99.5 − p0.5)/2 of the scaling region's ``values``, or their sd
+    for z-scores.
 
     Multiplying M(x) by it expresses the map in the input's own intensity units.
     """
     if MRScaling(intensity.scaling) is MRScaling.ZSCORE:
-        return float(foreground_values.std())
-    low, high = np.percentile(foreground_values, intensity.percentiles)
+        return float(values.std())
+    low, high = np.percentile(values, intensity.percentiles)
     return float(high - low) / 2.0
 
 
@@ -106,6 +108,7 @@ class MapGenerator:
     patch_size: tuple[int, ...]
     grid: ModelGrid
     intensity: MRIntensity
+    region: IntensityRegion = IntensityRegion.IMAGE
     amp_dtype: torch.dtype | None = None
     sw_batch_size: int = 4
 
@@ -114,12 +117,12 @@ class MapGenerator:
         """The map (input units, input grid) and the healthy-looking image y = x + map."""
         on_grid = self.grid.forward(volume.array, volume.meta)
         image = on_grid.as_tensor().numpy()[0]
-        foreground = body_mask(image)
-        normalised = self.intensity.normalise(image, foreground)
+        region = normalisation_region(image, self.region)
+        normalised = self.intensity.normalise(image, region)
         change = predict_grid(self.network, torch.from_numpy(normalised)[None, None], self.dims, self.patch_size,
                               overlap, self.sw_batch_size, self.amp_dtype)
-        values = image[foreground] if foreground.any() else image.ravel()
-        change = self.grid.inverse(change[0].cpu() * normalised_unit(values, self.intensity), on_grid)[0]
+        unit = normalised_unit(image[region] if region.any() else image.ravel(), self.intensity)
+        change = self.grid.inverse(change[0].cpu() * unit, on_grid)[0]
         return change, volume.array + change
 
 
@@ -135,6 +138,7 @@ def load_map_generator(model: ModelFile, options: AttributeOptions) -> MapGenera
         patch_size=tuple(model.metadata["patch_size"]),
         grid=ModelGrid(model.metadata["spacing"]),
         intensity=intensity,
+        region=IntensityRegion(model.metadata.get("intensity_region", IntensityRegion.IMAGE)),
         amp_dtype=pick_amp_dtype(device, options.amp),
         sw_batch_size=options.sw_batch_size,
     )
@@ -176,7 +180,7 @@ def attribute(model_path: Path, input_path: Path, out_dir: Path, options: Attrib
     return report
 
 
-def score_against_effects(report: AttributionReport, effect_dir: Path, map_path_of) -> None:
+def score_against_effects(report: AttributionReport, effect_dir: Path, map_path_of: Callable[[str], Path]) -> None:
     """NCC(map, −effect) on the input grid for every written or skipped case; a case whose effect map is
     missing, unreadable or on another grid fails (its outputs stay)."""
     effects = list_images(effect_dir)
