@@ -43,7 +43,7 @@ class Pix2PixConfig:
     patch_size: tuple[int, ...] = (64, 64, 64)
     spacing: tuple[float, ...] | None = None  # None: median spacing of the training set
     channels: tuple[int, ...] = (32, 64, 128, 256)
-    num_res_units: int = 1
+    num_res_units: int = 0  # > 0 would instance-normalise the 1-channel output before the last conv (see nets)
     dropout: float = 0.0  # > 0 enables MC-dropout uncertainty at inference
     disc_channels: int = 64
     disc_layers: int = 3

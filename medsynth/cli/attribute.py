@@ -1,0 +1,38 @@
+"""``medsynth attribute MODEL INPUT OUT_DIR``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medsynth.cli.app import app, console
+from medsynth.engine.config import DeviceChoice
+from medsynth.inference.attribute import AttributeOptions
+from medsynth.inference.attribute import attribute as attribute_cases
+
+
+@app.command()
+def attribute(
+    model: Annotated[Path, typer.Argument(help="VA-GAN run folder or its model.safetensors.")],
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="A patient volume, a DICOM series folder "
+                                               "or a folder of them.")],
+    out_dir: Annotated[Path, typer.Argument(help="Outputs: <case>_map.nii.gz, <case>_healthy.nii.gz, "
+                                            "<case>_overlay.png.")],
+    effect: Annotated[Path | None, typer.Option(help="Folder of ground-truth effect maps (patient - control) by "
+                                                "case id: report NCC(map, -effect).")] = None,
+    overlap: Annotated[float, typer.Option(help="Sliding-window overlap fraction.")] = 0.25,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases whose outputs exist.")] = False,
+    device: Annotated[DeviceChoice, typer.Option(help="auto, cpu or cuda.")] = DeviceChoice.AUTO,
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
+) -> None:
+    """Abnormality maps: map = M(x), the change that makes the image look healthy (so map ~ -effect)."""
+    options = AttributeOptions(overlap=overlap, overwrite=overwrite, device=device, amp=amp, effect=effect)
+    report = attribute_cases(model, input_path, out_dir, options)
+    console.print(report.table(f"attribute -> {out_dir}"))
+    if report.ncc:
+        summary = report.ncc_summary()
+        console.print(f"NCC(map, -effect): {summary.mean:.3f} ± {summary.sd:.3f} over {summary.n} cases")
+    if report.failures:
+        raise typer.Exit(1)

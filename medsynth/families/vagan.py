@@ -1,0 +1,320 @@
+"""VA-GAN: visual attribution with a map that makes a patient's image look healthy (Baumgartner et al., 2018).
+
+Networks (the paper's names): the map generator M, a U-Net predicting an additive map, so that
+y = x + M(x) is the patient image x made to look healthy; the critic C, a Wasserstein critic that
+sees control images c as real and y as fake.
+
+Losses (WGAN-GP, Gulrajani et al., 2017):
+    L_C = E[C(y)] − E[C(c)] + λ_GP·E[(‖∇ĉ C(ĉ)‖₂ − 1)²],  ĉ = ε·c + (1 − ε)·y,  ε ~ U(0, 1),  λ_GP = 10
+    L_M = −E[C(y)] + λ_map·‖M(x)‖₁,  λ_map = 100 (official code; ‖·‖₁ taken as the voxel mean)
+C takes several steps per step of M: 5, and 100 during the first 25 steps of M and every 100th.
+
+Sign convention, used throughout medsynth: the map is M(x), the change that *removes* the disease,
+so it correlates with −effect where effect = patient − control; a perfect map has NCC(M(x), −effect) = 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from medsynth.data.bodymask import body_mask
+from medsynth.data.geometry import ModelGrid, median_spacing
+from medsynth.data.intensity import MRIntensity, MRScaling
+from medsynth.data.layouts import Case, Datalist, discover_unpaired, read_cases
+from medsynth.data.patches import PatchDraw, cut_patch
+from medsynth.engine.context import StepContext
+from medsynth.errors import UsageError
+from medsynth.families.base import Family, ModelExport
+from medsynth.families.pix2pix import split_validation
+from medsynth.inference.volume import predict_grid
+from medsynth.io.cases import case_id
+from medsynth.io.image import Volume
+from medsynth.losses.adversarial import gradient_penalty
+from medsynth.metrics.similarity import ncc
+from medsynth.modelfile import data_fingerprint
+
+MAP_SIGN = ("map = M(x), the intensity change that makes the image look healthy (healthy = image + map); "
+            "it correlates with -effect, effect = patient - control")
+OUTPUT_INIT_SCALE = 0.01  # M starts close to "no change" (y ≈ x) instead of adding noise as large as the image
+_PREVIEW_PIXELS = 160
+_HEAD_FRACTION = 0.1  # an axial slice takes part in 2D training when the head covers this share of it
+
+
+class IntensityRegion(StrEnum):
+    """Voxels whose percentiles (or mean and sd) scale each image to [-1, 1].
+
+    ``image`` (default): all voxels, so the scale comes from background and the brightest tissue and
+    a disease inside the brain cannot move it; ``body``: the body mask, as the translation families do.
+    On T1 MR the body mask can shrink to the brain, whose intensities the disease changes, and the
+    critic then learns the shifted scale instead of the anatomy.
+    """
+
+    IMAGE = "image"
+    BODY = "body"
+
+
+def normalisation_region(image: np.ndarray, region: IntensityRegion) -> np.ndarray:
+    """Boolean mask of the voxels that set the intensity scale of ``image``."""
+    if IntensityRegion(region) is IntensityRegion.BODY:
+        return body_mask(image)
+    return np.ones(image.shape, dtype=bool)
+
+
+@dataclass
+class VAGANConfig:
+    """Networks, losses and critic schedule of VA-GAN (paper or official-code defaults)."""
+
+    dims: int = 3
+    patch_size: tuple[int, ...] | None = None  # None: whole slices (2D) or volumes (3D), padded to fit the U-Net
+    spacing: tuple[float, ...] | None = None  # None: median spacing of the training set
+    channels: tuple[int, ...] = (16, 32, 64, 128)  # M: 16 base channels as in the official code
+    critic_channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    lambda_gp: float = 10.0
+    lambda_map: float = 100.0
+    lr: float = 1e-4  # official code; the paper states 1e-3
+    betas: tuple[float, ...] = (0.0, 0.9)
+    critic_steps: int = 5  # critic updates per update of M ...
+    critic_steps_boost: int = 100  # ... except during the first `boost_first` steps and every `boost_every`-th
+    boost_first: int = 25
+    boost_every: int = 100  # 0: never
+    slab: float = 1.0  # 2D: central fraction of the head's axial slices drawn for training
+    mr_scaling: MRScaling = MRScaling.PERCENTILE
+    intensity_region: IntensityRegion = IntensityRegion.IMAGE
+    flip_axes: tuple[int, ...] = (0,)  # left-right mirroring keeps a head plausible
+    val_cases: int = -1  # held-out patients with effect maps; -1: 10 % (at least 1 when ≥ 4 such patients)
+    val_overlap: float = 0.25
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dims not in (2, 3):
+            raise UsageError("--dims must be 2 or 3.")
+        if self.patch_size is not None:
+            self.patch_size = tuple(self.patch_size) * (self.dims if len(self.patch_size) == 1 else 1)
+            if len(self.patch_size) != self.dims:
+                raise UsageError(f"patch size {self.patch_size} needs {self.dims} values for --dims {self.dims}.")
+            if any(p % self.divisor for p in self.patch_size):
+                raise UsageError(f"patch size {self.patch_size} must be a multiple of {self.divisor} "
+                                 "for this U-Net depth.")
+        if min(self.critic_steps, self.critic_steps_boost) < 1 or min(self.boost_first, self.boost_every) < 0:
+            raise UsageError("critic step counts must be at least 1 (boost_first, boost_every at least 0).")
+        if not 0.0 < self.slab <= 1.0:
+            raise UsageError("slab is a fraction of the head's slices, in (0, 1].")
+
+    @property
+    def divisor(self) -> int:
+        """Image sides must be multiples of this for the U-Net's downsampling to invert exactly."""
+        return 2 ** (len(self.channels) - 1)
+
+
+def critic_iterations(step: int, config: VAGANConfig) -> int:
+    """Critic updates before update ``step`` (0-based) of M: many early on, to start from a good critic,
+    and periodically, to keep the Wasserstein estimate sharp (official code)."""
+    boosted = step < config.boost_first or (config.boost_every > 0 and step % config.boost_every == 0)
+    return config.critic_steps_boost if boosted else config.critic_steps
+
+
+@dataclass
+class PreparedImage:
+    """One image on the model grid, normalised, with what training and evaluation need of it."""
+
+    name: str
+    image: np.ndarray  # (1, X, Y, Z) in [-1, 1]
+    slices: np.ndarray  # axial indices drawn in 2D training
+    effect: np.ndarray | None = None  # (X, Y, Z) ground truth on the model grid, input units
+
+
+class AttributionData:
+    """Controls, training patients and held-out patients with effect maps (SPEC §2 attribution layout).
+
+    Held-out patients are the last ``val_cases`` (by case id) of those with an ``effect/`` map; effect
+    maps are never used for training.
+    """
+
+    def __init__(self, root: Path, spacing: Sequence[float] | None = None,
+                 scaling: MRScaling = MRScaling.PERCENTILE, region: IntensityRegion = IntensityRegion.IMAGE,
+                 val_cases: int = -1, slab: float = 1.0) -> None:
+        folders = discover_unpaired(Path(root), ("control", "patient"), ("effect",))
+        controls: list[Case] = [{"control": path} for path in folders["control"].values()]
+        patients: list[Case] = [{"patient": path, **({"effect": folders["effect"][cid]} if cid in folders["effect"]
+                                                     else {})} for cid, path in folders["patient"].items()]
+        held = split_validation(Datalist([c for c in patients if "effect" in c]), val_cases).validation
+        training = [c for c in patients if c not in held]
+        self.datalist = Datalist(controls + training, held, Path(root))
+        volumes = read_cases(controls + training + held, Path(root), check_grid=("patient", "effect"))
+        self.grid = ModelGrid(spacing or median_spacing([next(iter(v.values())).meta for v in volumes]))
+        self.intensity = MRIntensity(scaling=scaling)
+        self.region = IntensityRegion(region)
+        prepared = [self._prepare(v.get("control") or v["patient"], v.get("effect"), slab) for v in volumes]
+        self.controls = prepared[:len(controls)]
+        self.patients = prepared[len(controls):len(controls) + len(training)]
+        self.validation = prepared[len(controls) + len(training):]
+
+    def _prepare(self, volume: Volume, effect: Volume | None, slab: float) -> PreparedImage:
+        on_grid = self.grid.forward(volume.array, volume.meta).numpy()[0]
+        normalised = self.intensity.normalise(on_grid, normalisation_region(on_grid, self.region))
+        effect_grid = None if effect is None else self.grid.forward(effect.array, effect.meta).numpy()[0]
+        return PreparedImage(case_id(volume.path), normalised[None], _central_slices(body_mask(on_grid), slab),
+                             effect_grid)
+
+    def whole_size(self, dims: int, divisor: int) -> tuple[int, ...]:
+        """The smallest patch holding every training image (or axial slice), in multiples of ``divisor``."""
+        largest = np.max([p.image.shape[1:dims + 1] for p in self.controls + self.patients], axis=0)
+        return tuple(int(-(-s // divisor) * divisor) for s in largest)
+
+    def ncc_scores(self, map_of: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
+        """NCC(map, −effect) over the whole model grid for each held-out patient; ``map_of`` maps a
+        normalised (1, X, Y, Z) image to its (X, Y, Z) map."""
+        return {case.name: ncc(map_of(case.image), -case.effect) for case in self.validation}
+
+
+def _central_slices(foreground: np.ndarray, slab: float) -> np.ndarray:
+    """Axial slices the head covers by at least 10 %, cut down to their central ``slab`` fraction."""
+    covered = np.flatnonzero(foreground.mean(axis=(0, 1)) >= _HEAD_FRACTION)
+    if covered.size == 0:
+        covered = np.arange(foreground.shape[2])
+    keep = max(1, round(covered.size * slab))
+    first = (covered.size - keep) // 2
+    return covered[first:first + keep]
+
+
+def _shrink_last_layer(network: nn.Module, factor: float) -> None:
+    """Scale the weights and bias of the last convolution of ``network`` by ``factor``."""
+    convolutions = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+    last = [m for m in network.modules() if isinstance(m, convolutions)][-1]
+    with torch.no_grad():
+        for parameter in (last.weight, last.bias):
+            parameter.mul_(factor)
+
+
+def draw_image(rng: np.random.Generator, group: Sequence[PreparedImage], patch_size: Sequence[int],
+               flip_axes: Sequence[int]) -> np.ndarray:
+    """A random image of ``group`` cut to ``patch_size``: a whole axial slice (2D) or a patch (3D),
+    centred and padded with the background where the patch is larger than the image."""
+    case = group[int(rng.integers(len(group)))]
+    shape = case.image.shape[1:]
+    start = [-((size - extent) // 2) if size >= extent else int(rng.integers(extent - size + 1))
+             for extent, size in zip(shape, patch_size, strict=False)]
+    if len(patch_size) < len(shape):
+        start.append(int(rng.choice(case.slices)))
+    flips = tuple(int(a) for a in flip_axes if rng.random() < 0.5)
+    return cut_patch(case.image, PatchDraw(tuple(start), flips), patch_size, -1.0)
+
+
+class VAGAN(Family):
+    """VA-GAN on the shared engine: M and C, WGAN-GP, the official critic schedule."""
+
+    name = "vagan"
+    best_metric = ("ncc", False)
+
+    def __init__(self, config: VAGANConfig, data: Path) -> None:
+        super().__init__()
+        self.config = config
+        self.data = AttributionData(data, config.spacing, config.mr_scaling, config.intensity_region,
+                                    config.val_cases, config.slab)
+        self.patch_size = tuple(config.patch_size or self.data.whole_size(config.dims, config.divisor))
+        self._build_networks()
+
+    def _build_networks(self) -> None:
+        c = self.config
+        self.add_network("M", "medsynth.UNetGenerator", spatial_dims=c.dims, in_channels=1, out_channels=1,
+                         channels=list(c.channels), strides=[2] * (len(c.channels) - 1),
+                         # No residual units: MONAI's would instance-normalise the one-channel output,
+                         # forcing unit variance on a map that should be zero almost everywhere.
+                         num_res_units=0, tanh_output=False)
+        _shrink_last_layer(self.networks["M"], OUTPUT_INIT_SCALE)
+        self.add_network("C", "medsynth.Critic", spatial_dims=c.dims, in_channels=1,
+                         channels=list(c.critic_channels))
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {name: torch.optim.Adam(self.networks[name].parameters(), lr=self.config.lr,
+                                       betas=tuple(self.config.betas)) for name in ("C", "M")}
+
+    def sample(self, index: int) -> dict[str, Tensor]:
+        """A control image (the critic's "real") and a patient image, drawn independently."""
+        rng = np.random.default_rng([self.config.seed, index])
+        return {group: torch.from_numpy(draw_image(rng, images, self.patch_size, self.config.flip_axes))
+                for group, images in (("control", self.data.controls), ("patient", self.data.patients))}
+
+    def train_step(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
+        for i in range(critic_iterations(ctx.step, self.config)):
+            critic_losses = self._critic_step(batch if i == 0 else ctx.next_batch(), ctx)
+        return {**critic_losses, **self._map_step(batch["patient"], ctx)}
+
+    def _critic_step(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
+        control, patient = batch["control"], batch["patient"]
+        with ctx.frozen("M") as generator, torch.no_grad(), ctx.autocast():
+            healthy = (patient + generator(patient)).float()
+        critic = ctx.trained("C")
+        with ctx.autocast():
+            # One pass over both groups: without normalisation layers that equals two separate passes.
+            real, fake = critic(torch.cat([control, healthy])).float().chunk(2)
+        wasserstein = real.mean() - fake.mean()
+        # Full precision for the penalty: it is differentiated twice.
+        penalty = gradient_penalty(critic, control, healthy)
+        ctx.optimize("C", penalty * self.config.lambda_gp - wasserstein)
+        return {"C_wasserstein": wasserstein, "C_gp": penalty}
+
+    def _map_step(self, patient: Tensor, ctx: StepContext) -> dict[str, Tensor]:
+        with ctx.frozen("C") as critic, ctx.autocast():
+            change = ctx.trained("M")(patient).float()
+            adversarial = -critic(patient + change).float().mean()
+        sparsity = change.abs().mean()
+        ctx.optimize("M", adversarial + self.config.lambda_map * sparsity)
+        return {"M_adv": adversarial, "M_l1": sparsity}
+
+    def map_grid(self, generator: nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
+        """M(x) (X, Y, Z) for a normalised (1, X, Y, Z) image on the model grid, slice-wise for 2D."""
+        generator.eval()
+        with torch.no_grad():
+            out = predict_grid(generator, torch.from_numpy(image)[None].to(device), self.config.dims,
+                               self.patch_size, self.config.val_overlap)
+        return out[0, 0].cpu().numpy()
+
+    def validate(self, networks: Mapping[str, nn.Module], device: torch.device) -> dict[str, float]:
+        """NCC(M(x), −effect) of the held-out patients: mean (the best-model metric) and sd."""
+        if not self.data.validation:
+            return {}
+        scores = list(self.data.ncc_scores(lambda image: self.map_grid(networks["M"], image, device)).values())
+        networks["M"].train()
+        return {"ncc": float(np.nanmean(scores)), "ncc_sd": float(np.nanstd(scores))}
+
+    def preview(self, batch: dict[str, Tensor], networks: Mapping[str, nn.Module]) -> list[list[np.ndarray]]:
+        """Axial and coronal rows: patient, healthy y, map, and −effect where known (red > 0 > blue)."""
+        from medsynth.viz import mid_slices, overlay_signed_map, window
+
+        case = (self.data.validation or self.data.patients)[0]
+        change = self.map_grid(networks["M"], case.image, next(networks["M"].parameters()).device)
+        networks["M"].train()
+        volumes = [case.image[0], case.image[0] + change, change]
+        volumes += [] if case.effect is None else [-case.effect]
+        rows = []
+        for plane in (0, 1):
+            image, healthy, *maps = (mid_slices(v)[plane] for v in volumes)
+            grey = window(image, -1, 1)
+            rows.append([grey, window(healthy, -1, 1), *(overlay_signed_map(grey, m) for m in maps)])
+        # Small grids (CPU runs) are enlarged by pixel repetition so the maps stay legible.
+        scale = max(1, _PREVIEW_PIXELS // max(rows[0][0].shape))
+        return [[panel.repeat(scale, 0).repeat(scale, 1) for panel in row] for row in rows]
+
+    def export(self) -> ModelExport:
+        c = self.config
+        return ModelExport(networks=("M",), metadata={
+            "spatial_dims": c.dims,
+            "patch_size": list(self.patch_size),
+            "spacing": list(self.data.grid.spacing),
+            "orientation": "RAS",
+            "flip_axes": list(c.flip_axes),
+            "map_network": "M",
+            "intensity": self.data.intensity.to_json(),
+            "intensity_region": self.data.region.value,
+            "map_sign": MAP_SIGN,
+            "data_fingerprint": data_fingerprint(self.data.datalist.files()),
+            "training_cases": len(self.data.controls) + len(self.data.patients),
+        })
