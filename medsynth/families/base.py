@@ -54,6 +54,12 @@ class Family(ABC):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """One optimiser per independently updated group, by name."""
 
+    def adam_per_network(self, names: tuple[str, ...], lr: float, betas: tuple[float, ...]
+                         ) -> dict[str, torch.optim.Optimizer]:
+        """One Adam optimiser per named network, the GAN papers' usual set-up."""
+        return {name: torch.optim.Adam(self.networks[name].parameters(), lr=lr, betas=tuple(betas))
+                for name in names}
+
     @abstractmethod
     def sample(self, index: int) -> dict[str, Tensor]:
         """Training sample number ``index``: deterministic in ``index`` so that resume and DDP are exact."""

@@ -136,9 +136,7 @@ class Pix2Pix(Family):
                          last_conv_kernel_size=4)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        c = self.config
-        return {name: torch.optim.Adam(self.networks[name].parameters(), lr=c.lr, betas=tuple(c.betas))
-                for name in ("D", "G")}
+        return self.adam_per_network(("D", "G"), self.config.lr, self.config.betas)
 
     def sample(self, index: int) -> dict[str, Tensor]:
         rng = np.random.default_rng([self.config.seed, index])

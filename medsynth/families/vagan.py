@@ -233,8 +233,7 @@ class VAGAN(Family):
                          channels=list(c.critic_channels))
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {name: torch.optim.Adam(self.networks[name].parameters(), lr=self.config.lr,
-                                       betas=tuple(self.config.betas)) for name in ("C", "M")}
+        return self.adam_per_network(("C", "M"), self.config.lr, self.config.betas)
 
     def sample(self, index: int) -> dict[str, Tensor]:
         """A control image (the critic's "real") and a patient image, drawn independently."""
