@@ -29,7 +29,7 @@ from medsynth.engine.context import StepContext
 from medsynth.errors import UsageError
 from medsynth.families.base import Family, ModelExport
 from medsynth.inference.volume import predict_grid
-from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss
+from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
 from medsynth.metrics.synthrad import synthrad2023
 from medsynth.metrics.tissue import bone_dice
 from medsynth.modelfile import data_fingerprint
@@ -150,12 +150,12 @@ class Pix2Pix(Family):
         mr, ct = batch["mr"], batch["ct"]
         with ctx.autocast():
             fake = ctx.trained("G")(mr)
-            d_real = _prediction(ctx.trained("D")(torch.cat([mr, ct], 1)))
-            d_fake = _prediction(ctx.trained("D")(torch.cat([mr, fake.detach()], 1)))
+            d_real = patch_prediction(ctx.trained("D")(torch.cat([mr, ct], 1)))
+            d_fake = patch_prediction(ctx.trained("D")(torch.cat([mr, fake.detach()], 1)))
             loss_d = discriminator_loss(d_real, d_fake, self.config.gan_loss)
         ctx.optimize("D", loss_d)
         with ctx.frozen("D") as discriminator, ctx.autocast():
-            loss_adv = generator_loss(_prediction(discriminator(torch.cat([mr, fake], 1))), self.config.gan_loss)
+            loss_adv = generator_loss(patch_prediction(discriminator(torch.cat([mr, fake], 1))), self.config.gan_loss)
             loss_l1 = F.l1_loss(fake.float(), ct.float())
             loss_g = loss_adv + self.config.lambda_l1 * loss_l1
         ctx.optimize("G", loss_g)
@@ -207,8 +207,3 @@ class Pix2Pix(Family):
             "data_fingerprint": data_fingerprint(self.datalist.files()),
             "training_cases": len(self.training),
         })
-
-
-def _prediction(outputs: list[Tensor] | Tensor) -> Tensor:
-    """MONAI's PatchDiscriminator returns its intermediate features too; the prediction is the last."""
-    return outputs[-1] if isinstance(outputs, (list, tuple)) else outputs

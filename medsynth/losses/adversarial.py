@@ -20,6 +20,11 @@ class GanLoss(StrEnum):
     HINGE = "hinge"
 
 
+def patch_prediction(outputs: list[Tensor] | Tensor) -> Tensor:
+    """MONAI's PatchDiscriminator returns its intermediate features too; the prediction is the last."""
+    return outputs[-1] if isinstance(outputs, (list, tuple)) else outputs
+
+
 def discriminator_loss(real: Tensor, fake: Tensor, kind: GanLoss) -> Tensor:
     """Loss of D that scores ``real`` outputs high and ``fake`` outputs low.
 

@@ -1,0 +1,441 @@
+"""CycleGAN with shape consistency: unpaired MR ↔ CT translation that keeps the anatomy.
+
+Zhang, Yang & Zheng, "Translating and segmenting multimodal medical volumes with cycle- and
+shape-consistency generative adversarial network" (CVPR 2018), built on CycleGAN (Zhu et al., 2017).
+
+Networks, with the paper's names (X = MR, Y = CT): generators G: X → Y (``G_mr2ct``) and F: Y → X
+(``G_ct2mr``), U-Nets with tanh output; discriminators D_Y (``D_ct``) and D_X (``D_mr``), PatchGANs;
+segmenters S_Y (``S_ct``) and S_X (``S_mr``), U-Nets over the K labels of the label maps.
+
+Losses, with x an MR, y a CT (different subjects), m_x, m_y their label maps, ℓ least squares
+(LSGAN, default) and P_X, P_Y the 50-image pools:
+    L_D = ½·[ℓ(D_Y(y), 1) + ℓ(D_Y(P_Y(G(x))), 0)] + ½·[ℓ(D_X(x), 1) + ℓ(D_X(P_X(F(y))), 0)]
+    L_G = ℓ(D_Y(G(x)), 1) + ℓ(D_X(F(y)), 1)
+          + λ_cyc·(‖F(G(x)) − x‖₁ + ‖G(F(y)) − y‖₁)                       λ_cyc = 10
+          + λ_idt·(‖G(y) − y‖₁ + ‖F(x) − x‖₁)                             λ_idt = 0 (off)
+          + λ_shape·([CE + Dice](S_Y(G(x)), m_x) + [CE + Dice](S_X(F(y)), m_y))  λ_shape = 1
+    L_S = [CE + Dice](S_Y(y), m_y) + [CE + Dice](S_X(x), m_x)          on real labelled images
+Each step updates G and F together, then both discriminators, then both segmenters; during the
+first ``seg_pretrain_steps`` steps only the segmenters learn. The segmenters learn from real images
+only (the paper also feeds them translated ones), so the Dice of S_Y on G(x) measures how much
+anatomy survives the translation rather than how well S_Y has adapted to synthetic images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from medsynth.data.bodymask import body_mask
+from medsynth.data.geometry import ModelGrid, median_spacing
+from medsynth.data.intensity import CTIntensity, MRIntensity, MRScaling
+from medsynth.data.layouts import Case, Problems, discover_paired, discover_unpaired, read_cases, read_datalist
+from medsynth.data.patches import body_anchors, cut_patch, draw_patch
+from medsynth.engine.context import StepContext
+from medsynth.errors import InputError, UsageError
+from medsynth.families.base import Family, ModelExport
+from medsynth.inference.volume import predict_grid
+from medsynth.io.image import Volume
+from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
+from medsynth.losses.cycle import cycle_consistency_loss, identity_loss, segmentation_loss, shape_consistency_loss
+from medsynth.losses.image_pool import PAPER_POOL_SIZE, ImagePool
+from medsynth.metrics.similarity import dice_per_label
+from medsynth.metrics.synthrad import synthrad2023
+from medsynth.metrics.tissue import bone_dice
+from medsynth.modelfile import data_fingerprint
+from medsynth.viz import label_colors, mid_slices, window
+
+DOMAINS = ("mr", "ct")
+_OTHER = {"mr": "ct", "ct": "mr"}
+
+
+@dataclass
+class CycleGANConfig:
+    """Network, loss and data settings (paper defaults where the papers give them)."""
+
+    dims: int = 3
+    patch_size: tuple[int, ...] = (64, 64, 64)
+    spacing: tuple[float, ...] | None = None  # None: median spacing of the training images
+    # Generators: a first stride of 1 keeps a full-resolution level, so a plain convolution (not a strided
+    # transposed one, with its checkerboard) makes the output; None: (1, 2, ..., 2).
+    channels: tuple[int, ...] = (32, 64, 128, 256)
+    strides: tuple[int, ...] | None = None
+    num_res_units: int = 0  # MONAI's residual top layer instance-normalises a single output channel
+    disc_channels: int = 64
+    disc_layers: int = 3
+    seg_channels: tuple[int, ...] = (16, 32, 64, 128)
+    gan_loss: GanLoss = GanLoss.LSGAN
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.0  # across modalities the identity loss only pulls G towards copying
+    shape_weight: float = 1.0  # λ_shape; 0 leaves segmenters (if labels exist) for reporting only
+    seg_pretrain_steps: int = 0  # first steps in which only the segmenters learn
+    pool_size: int = PAPER_POOL_SIZE
+    lr: float = 2e-4
+    seg_lr: float = 1e-3  # the segmenters' task is supervised and tolerates a larger step
+    betas: tuple[float, ...] = (0.5, 0.999)
+    mr_scaling: MRScaling = MRScaling.PERCENTILE
+    body_fraction: float = 0.9  # share of patches centred inside the body
+    flip_axes: tuple[int, ...] = (0,)  # left-right mirroring keeps a head anatomically plausible
+    label_names: tuple[str, ...] = ()  # names of labels 0..K-1 in metric names (default: numbers)
+    val_data: str | None = None  # paired folder (mr/, ct/, optional mask/, labels/) for validation
+    val_cases: int = -1  # without val_data: labelled cases held out per domain; -1: 10 % (≥ 1 from 4)
+    val_overlap: float = 0.25
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dims not in (2, 3):
+            raise UsageError("--dims must be 2 or 3.")
+        if len(self.patch_size) == 1:
+            self.patch_size = tuple(self.patch_size) * self.dims
+        if len(self.patch_size) != self.dims:
+            raise UsageError(f"patch size {self.patch_size} needs {self.dims} values for --dims {self.dims}.")
+        if min(len(self.channels), len(self.seg_channels)) < 2:
+            raise UsageError("channels and seg_channels need at least two U-Net levels each.")
+        if self.strides is None:
+            self.strides = (1,) + (2,) * (len(self.channels) - 2)
+        if len(self.strides) != len(self.channels) - 1:
+            raise UsageError(f"strides {self.strides} needs one value fewer than channels {self.channels}.")
+        divisor = int(np.lcm(np.prod(self.strides), 2 ** (len(self.seg_channels) - 2)))
+        if any(p % divisor for p in self.patch_size):
+            raise UsageError(f"patch size {self.patch_size} must be a multiple of {divisor} for these U-Nets.")
+        weights = {"lambda_cycle": self.lambda_cycle, "lambda_identity": self.lambda_identity,
+                   "shape_weight": self.shape_weight, "seg_pretrain_steps": self.seg_pretrain_steps,
+                   "pool_size": self.pool_size}
+        negative = [name for name, value in weights.items() if value < 0]
+        if negative:
+            raise UsageError(f"{', '.join(negative)} must not be negative.")
+
+
+@dataclass
+class DomainCase:
+    """One image on the model grid, normalised to [-1, 1], with its body mask and optional labels."""
+
+    image: np.ndarray  # (1, X, Y, Z) float32
+    mask: np.ndarray  # (X, Y, Z) bool
+    labels: np.ndarray | None  # (1, X, Y, Z) uint8
+    anchors: np.ndarray
+
+
+def discover_domains(data: Path) -> dict[str, list[Case]]:
+    """Per domain, its cases ``{domain: image, "<domain>_labels": label map}`` from the unpaired
+    folder layout or a datalist JSON; a label map belongs to the image with its case id."""
+    data = Path(data)
+    if data.is_file():
+        entries = read_datalist(data, (), (*DOMAINS, *(f"{d}_labels" for d in DOMAINS))).training
+        return {d: [{r: p for r, p in e.items() if r.startswith(d)} for e in entries if d in e] for d in DOMAINS}
+    found = discover_unpaired(data, DOMAINS, tuple(f"{d}_labels" for d in DOMAINS))
+    problems = Problems(data)
+    domains: dict[str, list[Case]] = {}
+    for domain in DOMAINS:
+        images, labels = found[domain], found[f"{domain}_labels"]
+        for cid in sorted(set(labels) - set(images)):
+            problems.add(f"{domain}_labels/{labels[cid].name} has no image with its case id in {domain}/")
+        domains[domain] = [{domain: images[cid], **({f"{domain}_labels": labels[cid]} if cid in labels else {})}
+                           for cid in sorted(images)]
+    problems.raise_if_any()
+    return domains
+
+
+def count_labels(label_maps: Sequence[Volume]) -> int:
+    """K = largest label + 1 over all label maps; each must hold non-negative integers."""
+    largest = 0
+    for volume in label_maps:
+        values = volume.array
+        if values.min() < 0 or not np.array_equal(values, np.rint(values)):
+            raise InputError(f"{volume.path}: a label map holds integers 0, 1, 2, ...; this one has negative or "
+                             "fractional values. Give the integer label map.")
+        largest = max(largest, int(values.max()))
+    return largest + 1
+
+
+def overlay_labels(grey: np.ndarray, labels: np.ndarray, opacity: float = 0.45) -> np.ndarray:
+    """RGB panel: label colours blended over a uint8 grey image wherever the label is not background."""
+    rgb = np.repeat(grey[..., None], 3, axis=-1).astype(np.float32)
+    alpha = opacity * (np.asarray(labels) > 0)[..., None]
+    return np.rint(rgb + alpha * (label_colors(labels).astype(np.float32) - rgb)).astype(np.uint8)
+
+
+class CycleGAN(Family):
+    """CycleGAN with shape consistency on the shared engine."""
+
+    name = "cyclegan"
+    best_metric = ("dice_mr2ct", False)
+
+    def __init__(self, config: CycleGANConfig, data: Path) -> None:
+        super().__init__()
+        self.config = config
+        cases = discover_domains(data)
+        self.files = [path for domain in cases.values() for case in domain for path in case.values()]
+        volumes = {d: read_cases(cases[d], Path(data), check_grid=(d, f"{d}_labels")) for d in DOMAINS}
+        self.num_labels = self._count_labels(volumes)
+        images = [case[d] for d in DOMAINS for case in volumes[d]]
+        self.grid = ModelGrid(config.spacing or median_spacing([v.meta for v in images]))
+        self.ct_intensity = CTIntensity()
+        self.mr_intensity = MRIntensity(scaling=config.mr_scaling)
+        self.training = {d: [self._prepare(case[d], d, case.get(f"{d}_labels")) for case in volumes[d]]
+                         for d in DOMAINS}
+        self.validation = self._validation_cases()
+        self.pools = {d: ImagePool(config.pool_size, seed=2 * config.seed + i) for i, d in enumerate(DOMAINS)}
+        self._build_networks()
+
+    # -- data -----------------------------------------------------------------------------------------
+    def _count_labels(self, volumes: dict[str, list[dict[str, Volume]]]) -> int:
+        """K, or 0 when the segmenters cannot be trained (a domain without any label map)."""
+        c = self.config
+        maps = {d: [case[f"{d}_labels"] for case in volumes[d] if f"{d}_labels" in case] for d in DOMAINS}
+        if not all(maps.values()) and (c.shape_weight > 0 or c.seg_pretrain_steps > 0):
+            raise UsageError("shape consistency needs label maps of both domains (mr_labels/ and ct_labels/); "
+                             "add them, or set shape_weight: 0 and seg_pretrain_steps: 0.")
+        count = count_labels(maps["mr"] + maps["ct"]) if all(maps.values()) else 0
+        if c.label_names and count and len(c.label_names) != count:
+            raise UsageError(f"label_names lists {len(c.label_names)} names but the label maps hold {count} "
+                             "labels (0 included); name every label or none.")
+        return count
+
+    def _prepare(self, image: Volume, domain: str, labels: Volume | None = None,
+                 mask: Volume | None = None) -> DomainCase:
+        on_grid = self.grid.forward(image.array, image.meta).numpy()[0]
+        body = body_mask(on_grid)
+        if domain == "mr":
+            normalised = self.mr_intensity.normalise(on_grid, body)
+        else:
+            normalised = self.ct_intensity.normalise(on_grid)
+        if mask is not None:
+            body = self.grid.forward(mask.array, mask.meta, mode="nearest").numpy()[0] > 0.5
+        label_grid = None if labels is None else \
+            np.rint(self.grid.forward(labels.array, labels.meta, mode="nearest").numpy()).astype(np.uint8)
+        return DomainCase(normalised[None], body, label_grid, body_anchors(body))
+
+    def _validation_cases(self) -> dict[str, list[DomainCase]]:
+        """From ``val_data`` (paired: the i-th MR and CT are one subject), else held-out labelled cases."""
+        c = self.config
+        if c.val_data:
+            datalist = discover_paired(Path(c.val_data), DOMAINS, ("mask", "labels"))
+            cases = read_cases(datalist.training, datalist.source, check_grid=(*DOMAINS, "mask", "labels"))
+            return {d: [self._prepare(case[d], d, case.get("labels"), case.get("mask"))
+                        for case in cases] for d in DOMAINS}
+        return {d: self._hold_out(d) if self.num_labels else [] for d in DOMAINS}
+
+    def _hold_out(self, domain: str) -> list[DomainCase]:
+        labelled = [case for case in self.training[domain] if case.labels is not None]
+        wanted = self.config.val_cases
+        count = wanted if wanted >= 0 else (max(1, len(labelled) // 10) if len(labelled) >= 4 else 0)
+        if count and count >= len(labelled):
+            raise UsageError(f"holding out {count} labelled {domain.upper()} cases leaves none to train the "
+                             "segmenter; lower val_cases or give val_data.")
+        held = labelled[len(labelled) - count:] if count else []
+        held_ids = {id(case) for case in held}
+        self.training[domain] = [case for case in self.training[domain] if id(case) not in held_ids]
+        return held
+
+    # -- networks -------------------------------------------------------------------------------------
+    def _build_networks(self) -> None:
+        c = self.config
+        for name in ("G_mr2ct", "G_ct2mr"):
+            self.add_network(name, "medsynth.UNetGenerator", spatial_dims=c.dims, in_channels=1, out_channels=1,
+                             channels=list(c.channels), strides=list(c.strides),
+                             num_res_units=c.num_res_units, tanh_output=True)
+        for name in ("D_ct", "D_mr"):
+            self.add_network(name, "monai.PatchDiscriminator", spatial_dims=c.dims, num_layers_d=c.disc_layers,
+                             channels=c.disc_channels, in_channels=1, out_channels=1, norm="INSTANCE",
+                             last_conv_kernel_size=4)
+        if self.num_labels:
+            for name in ("S_ct", "S_mr"):
+                self.add_network(name, "monai.UNet", spatial_dims=c.dims, in_channels=1,
+                                 out_channels=self.num_labels, channels=list(c.seg_channels),
+                                 strides=[1] + [2] * (len(c.seg_channels) - 2), num_res_units=c.num_res_units,
+                                 norm="instance")
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """One Adam per group, as in CycleGAN's code: both generators, both discriminators, both segmenters."""
+        c = self.config
+        groups = {"G": ("G_mr2ct", "G_ct2mr"), "D": ("D_ct", "D_mr")}
+        if self.num_labels:
+            groups["S"] = ("S_ct", "S_mr")
+        return {group: torch.optim.Adam(itertools.chain(*(self.networks[n].parameters() for n in names)),
+                                        lr=c.seg_lr if group == "S" else c.lr, betas=tuple(c.betas))
+                for group, names in groups.items()}
+
+    # -- training -------------------------------------------------------------------------------------
+    def sample(self, index: int) -> dict[str, Tensor]:
+        """An MR patch and a CT patch from independently drawn cases (the domains share no subjects)."""
+        rng = np.random.default_rng([self.config.seed, index])
+        return {key: value for domain in DOMAINS for key, value in self._domain_patch(rng, domain).items()}
+
+    def _domain_patch(self, rng: np.random.Generator, domain: str) -> dict[str, Tensor]:
+        c = self.config
+        cases = self.training[domain]
+        case = cases[int(rng.integers(len(cases)))]
+        draw = draw_patch(rng, case.mask.shape, c.patch_size, case.anchors, c.body_fraction, c.flip_axes)
+        patch = {domain: torch.from_numpy(cut_patch(case.image, draw, c.patch_size, -1.0))}
+        if self.num_labels:
+            # an unlabelled case gets an all-background map that its false flag keeps out of every loss
+            labels = np.zeros((1, *c.patch_size), np.uint8) if case.labels is None \
+                else cut_patch(case.labels, draw, c.patch_size, 0)
+            patch[f"{domain}_labels"] = torch.from_numpy(labels.astype(np.int64))
+            patch[f"{domain}_labelled"] = torch.tensor(case.labels is not None)
+        return patch
+
+    def train_step(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
+        if ctx.step < self.config.seg_pretrain_steps:
+            return self._segmenter_step(batch, ctx)
+        fakes, losses = self._generator_step(batch, ctx)
+        losses.update(self._discriminator_step(batch, fakes, ctx))
+        if self.num_labels:
+            losses.update(self._segmenter_step(batch, ctx))
+        return losses
+
+    def _generator_step(self, batch: dict[str, Tensor], ctx: StepContext
+                        ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """One update of G and F on L_G; returns the translations (detached) for the discriminators."""
+        c = self.config
+        mr, ct = batch["mr"], batch["ct"]
+        g, f = ctx.trained("G_mr2ct"), ctx.trained("G_ct2mr")
+        shaped = bool(self.num_labels) and c.shape_weight > 0
+        others = ("D_ct", "D_mr", *(("S_ct", "S_mr") if shaped else ()))
+        with contextlib.ExitStack() as frozen, ctx.autocast():
+            nets = {name: frozen.enter_context(ctx.frozen(name)) for name in others}
+            fake_ct, fake_mr = g(mr), f(ct)
+            losses = {"G_adv": generator_loss(patch_prediction(nets["D_ct"](fake_ct)), c.gan_loss)
+                      + generator_loss(patch_prediction(nets["D_mr"](fake_mr)), c.gan_loss),
+                      "cycle": cycle_consistency_loss(f(fake_ct), mr) + cycle_consistency_loss(g(fake_mr), ct)}
+            total = losses["G_adv"] + c.lambda_cycle * losses["cycle"]
+            if c.lambda_identity > 0:
+                losses["identity"] = identity_loss(g(ct), ct) + identity_loss(f(mr), mr)
+                total = total + c.lambda_identity * losses["identity"]
+            if shaped:
+                losses["shape"] = (
+                    shape_consistency_loss(nets["S_ct"], fake_ct, batch["mr_labels"], batch["mr_labelled"])
+                    + shape_consistency_loss(nets["S_mr"], fake_mr, batch["ct_labels"], batch["ct_labelled"]))
+                total = total + c.shape_weight * losses["shape"]
+        ctx.optimize("G", total)
+        return {"ct": fake_ct.detach(), "mr": fake_mr.detach()}, losses
+
+    def _discriminator_step(self, batch: dict[str, Tensor], fakes: dict[str, Tensor], ctx: StepContext
+                            ) -> dict[str, Tensor]:
+        """One update of D_Y and D_X: real images against translations drawn through the pools."""
+        losses = {}
+        with ctx.autocast():
+            for domain in DOMAINS:
+                critic = ctx.trained(f"D_{domain}")
+                real = patch_prediction(critic(batch[domain]))
+                fake = patch_prediction(critic(self.pools[domain].query(fakes[domain])))
+                losses[f"D_{domain}"] = discriminator_loss(real, fake, self.config.gan_loss)
+        ctx.optimize("D", losses["D_ct"] + losses["D_mr"])
+        return losses
+
+    def _segmenter_step(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
+        """One update of S_Y and S_X on the real labelled images of the batch."""
+        with ctx.autocast():
+            losses = {f"S_{d}": segmentation_loss(ctx.trained(f"S_{d}")(batch[d]), batch[f"{d}_labels"],
+                                                  batch[f"{d}_labelled"]) for d in DOMAINS}
+        ctx.optimize("S", losses["S_ct"] + losses["S_mr"])
+        return losses
+
+    # -- validation and previews ----------------------------------------------------------------------
+    def apply(self, network: nn.Module, image: np.ndarray | Tensor, device: torch.device) -> Tensor:
+        """Whole-volume output (C, X, Y, Z) of ``network`` for a normalised (1, X, Y, Z) image."""
+        training = network.training
+        network.eval()
+        with torch.no_grad():
+            out = predict_grid(network, torch.as_tensor(image)[None].to(device), self.config.dims,
+                               self.config.patch_size, self.config.val_overlap)
+        network.train(training)
+        return out[0]
+
+    def label_name(self, label: int) -> str:
+        return self.config.label_names[label] if self.config.label_names else str(label)
+
+    def validate(self, networks: Mapping[str, nn.Module], device: torch.device) -> dict[str, float]:
+        """Dice of S_CT on G(MR) (``dice_mr2ct``) and of S_MR on F(CT) per label, the segmenters' own Dice
+        on real images, and with paired ``val_data`` the SynthRAD2023 metrics of G(MR) against the CT."""
+        metrics: dict[str, float] = {}
+        if self.num_labels:
+            for source, target in (("mr", "ct"), ("ct", "mr")):
+                generator = networks[f"G_{source}2{target}"]
+                segmenter = networks[f"S_{target}"]
+                metrics.update(self._dice(f"dice_{source}2{target}", segmenter, self.validation[source],
+                                          device, generator))
+                metrics.update(self._dice(f"dice_real_{target}", segmenter, self.validation[target], device))
+        if self.config.val_data:
+            metrics.update(self._synthrad(networks["G_mr2ct"], device))
+        return metrics
+
+    def _dice(self, prefix: str, segmenter: nn.Module, cases: list[DomainCase], device: torch.device,
+              generator: nn.Module | None = None) -> dict[str, float]:
+        """Mean foreground Dice and Dice per label of ``segmenter`` on the (translated) labelled cases."""
+        scores = []
+        for case in (c for c in cases if c.labels is not None):
+            image = self.apply(generator, case.image, device) if generator is not None else case.image
+            predicted = self.apply(segmenter, image, device).argmax(0).cpu().numpy()
+            scores.append(dice_per_label(predicted, case.labels[0], range(1, self.num_labels)))
+        if not scores:
+            return {}
+        per_label = {k: float(np.nanmean([s[k] for s in scores])) for k in range(1, self.num_labels)}
+        return {prefix: float(np.nanmean(list(per_label.values()))),
+                **{f"{prefix}_{self.label_name(k)}": v for k, v in per_label.items()}}
+
+    def _synthrad(self, generator: nn.Module, device: torch.device) -> dict[str, float]:
+        rows = []
+        for mr, ct in zip(self.validation["mr"], self.validation["ct"], strict=True):
+            pred = self.ct_intensity.denormalise(self.apply(generator, mr.image, device)[0].cpu().numpy())
+            ref = self.ct_intensity.denormalise(ct.image[0])
+            rows.append({**synthrad2023(pred, ref, ct.mask), "bone_dice": bone_dice(pred, ref, ct.mask)})
+        return {key: float(np.nanmean([row[key] for row in rows])) for key in rows[0]}
+
+    def preview(self, batch: dict[str, Tensor], networks: Mapping[str, nn.Module]) -> list[list[np.ndarray]]:
+        """Per direction: source, translation, cycle reconstruction, S_target(translation), true labels."""
+        return [self._preview_row(networks, source) for source in DOMAINS]
+
+    def _preview_row(self, networks: Mapping[str, nn.Module], source: str) -> list[np.ndarray]:
+        target = _OTHER[source]
+        case = (self.validation[source] or self.training[source])[0]
+        device = next(networks[f"G_{source}2{target}"].parameters()).device
+        translated = self.apply(networks[f"G_{source}2{target}"], case.image, device)
+        reconstructed = self.apply(networks[f"G_{target}2{source}"], translated, device)
+        panels = [self._grey(case.image[0], source), self._grey(translated[0].cpu().numpy(), target),
+                  self._grey(reconstructed[0].cpu().numpy(), source)]
+        if self.num_labels:
+            found = self.apply(networks[f"S_{target}"], translated, device).argmax(0).cpu().numpy()
+            panels.append(overlay_labels(panels[1], found))
+            if case.labels is not None:
+                panels.append(overlay_labels(panels[0], case.labels[0]))
+        return [mid_slices(panel).axial for panel in panels]
+
+    def _grey(self, normalised: np.ndarray, domain: str) -> np.ndarray:
+        if domain == "ct":
+            return window(self.ct_intensity.denormalise(normalised), -1000.0, 1500.0)
+        return window(normalised, -1.0, 1.0)
+
+    # -- checkpoints and export -----------------------------------------------------------------------
+    def state_dict_extra(self) -> dict[str, dict]:
+        return {"pools": {domain: pool.state_dict() for domain, pool in self.pools.items()}}
+
+    def load_state_dict_extra(self, state: dict[str, dict]) -> None:
+        for domain, pool in self.pools.items():
+            pool.load_state_dict(state["pools"][domain])
+
+    def export(self) -> ModelExport:
+        c = self.config
+        mr, ct = self.mr_intensity.to_json(), self.ct_intensity.to_json()
+        return ModelExport(networks=("G_mr2ct", "G_ct2mr"), metadata={
+            "spatial_dims": c.dims,
+            "patch_size": list(c.patch_size),
+            "spacing": list(self.grid.spacing),
+            "orientation": "RAS",
+            "flip_axes": list(c.flip_axes),
+            "directions": {"mr2ct": {"network": "G_mr2ct", "source": mr, "target": ct},
+                           "ct2mr": {"network": "G_ct2mr", "source": ct, "target": mr}},
+            "mc_dropout": False,
+            "shape_weight": c.shape_weight,
+            "labels": self.num_labels,
+            "data_fingerprint": data_fingerprint(self.files),
+            "training_cases": {d: len(self.training[d]) for d in DOMAINS},
+        })
