@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import fields
 from enum import StrEnum
 from pathlib import Path
@@ -83,7 +84,7 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
 def _prepare_run_dir(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
+        probe = run_dir / f".write-test-{os.getpid()}"  # one per process: torchrun ranks probe at once
         probe.write_text("")
         probe.unlink()
     except OSError as error:
