@@ -23,7 +23,7 @@ from medsynth.viz import mid_slices, save_grid, window
 
 DEMO_SHAPE = (48, 56, 48)
 DEMO_SPACING = 3.5
-DEMO_TRAIN = {"batch_size": 2, "val_every": 100, "ckpt_every": 100, "preview_every": 100, "device": "cpu"}
+DEMO_TRAIN = {"batch_size": 2, "val_every": 250, "ckpt_every": 500, "preview_every": 250, "device": "cpu"}
 DEMO_MODEL = {"patch_size": [32, 32, 32], "channels": [16, 32, 64, 128], "disc_channels": 32, "lr": 1e-3}
 
 
@@ -35,7 +35,7 @@ class DemoResult:
     preview: Path
 
 
-def run_demo(out: Path, steps: int = 300, train_cases: int = 8, test_cases: int = 2) -> DemoResult:
+def run_demo(out: Path, steps: int = 1500, train_cases: int = 8, test_cases: int = 2) -> DemoResult:
     """Run the whole pipeline in ``out``; returns the evaluation of the unseen test heads."""
     out = Path(out)
     write_phantom("paired", out / "data", cases=train_cases, shape=DEMO_SHAPE, spacing=DEMO_SPACING, seed=0)
