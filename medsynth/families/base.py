@@ -16,8 +16,19 @@ import torch
 from torch import Tensor, nn
 
 from medsynth.engine.context import StepContext
+from medsynth.errors import UsageError
 from medsynth.modelfile import NetworkSpec
 from medsynth.nets.registry import build_network
+
+
+def spatial_patch(dims: int, patch_size: tuple[int, ...]) -> tuple[int, ...]:
+    """Validate ``--dims`` and expand a single patch size to every spatial axis."""
+    if dims not in (2, 3):
+        raise UsageError("--dims must be 2 or 3.")
+    patch = tuple(patch_size) * dims if len(patch_size) == 1 else tuple(patch_size)
+    if len(patch) != dims:
+        raise UsageError(f"patch size {patch} needs {dims} values for --dims {dims}.")
+    return patch
 
 
 @dataclass

@@ -40,7 +40,7 @@ from medsynth.data.layouts import Case, Problems, discover_paired, discover_unpa
 from medsynth.data.patches import body_anchors, cut_patch, draw_patch
 from medsynth.engine.context import StepContext
 from medsynth.errors import InputError, UsageError
-from medsynth.families.base import Family, ModelExport
+from medsynth.families.base import Family, ModelExport, spatial_patch
 from medsynth.inference.volume import predict_grid
 from medsynth.io.image import Volume
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
@@ -90,12 +90,7 @@ class CycleGANConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.dims not in (2, 3):
-            raise UsageError("--dims must be 2 or 3.")
-        if len(self.patch_size) == 1:
-            self.patch_size = tuple(self.patch_size) * self.dims
-        if len(self.patch_size) != self.dims:
-            raise UsageError(f"patch size {self.patch_size} needs {self.dims} values for --dims {self.dims}.")
+        self.patch_size = spatial_patch(self.dims, self.patch_size)
         if min(len(self.channels), len(self.seg_channels)) < 2:
             raise UsageError("channels and seg_channels need at least two U-Net levels each.")
         if self.strides is None:

@@ -27,7 +27,7 @@ from medsynth.data.layouts import Datalist, discover_paired, read_cases
 from medsynth.data.patches import body_anchors, cut_patch, draw_patch
 from medsynth.engine.context import StepContext
 from medsynth.errors import UsageError
-from medsynth.families.base import Family, ModelExport
+from medsynth.families.base import Family, ModelExport, spatial_patch
 from medsynth.inference.volume import predict_grid
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
 from medsynth.metrics.synthrad import synthrad2023
@@ -59,12 +59,7 @@ class Pix2PixConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.dims not in (2, 3):
-            raise UsageError("--dims must be 2 or 3.")
-        if len(self.patch_size) == 1:
-            self.patch_size = tuple(self.patch_size) * self.dims
-        if len(self.patch_size) != self.dims:
-            raise UsageError(f"patch size {self.patch_size} needs {self.dims} values for --dims {self.dims}.")
+        self.patch_size = spatial_patch(self.dims, self.patch_size)
         smallest = 2 ** (self.disc_layers + 2)  # the PatchGAN needs > 1 output voxel for its norm
         if min(self.patch_size) < smallest:
             raise UsageError(f"patch size {self.patch_size} is too small for a {self.disc_layers}-layer "
