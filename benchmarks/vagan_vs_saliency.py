@@ -5,7 +5,10 @@
 DATA is an attribution data set (``medsynth phantom attribution DATA``), RUN a VA-GAN run trained on
 it (``medsynth train vagan DATA --out RUN``). The held-out patients are the ones the run validated on
 (same ``val_cases`` rule); the classifier is trained here on the run's training images, same grid
-and normalisation. Prints both scores with the command that made them.
+and normalisation. Prints both scores with the command that made them, and a reference that is
+not a method: the mean effect of the *training* patients (which VA-GAN never sees) used as every
+held-out patient's map. It shows how much of the score the disease's typical location alone earns
+on the phantom, whose heads share one frame.
 """
 
 from __future__ import annotations
@@ -28,13 +31,17 @@ from medsynth.metrics.report import summarise
 from medsynth.modelfile import load_model
 
 
-def vagan_scores(data: Path, run: Path, model_name: str) -> dict[str, float]:
-    """NCC(M(x), −effect) on the model grid for the run's held-out patients."""
+def held_out_data(data: Path, run: Path, model_name: str) -> AttributionData:
+    """The data set as the run saw it: its grid, normalisation and held-out patients."""
     model = load_model(run / model_name, "vagan")
     settings = yaml.safe_load((run / "config.yaml").read_text())["model"]
-    attribution = AttributionData(data, model.metadata["spacing"], MRScaling(settings["mr_scaling"]),
-                                  IntensityRegion(settings["intensity_region"]), settings["val_cases"],
-                                  settings["slab"])
+    return AttributionData(data, model.metadata["spacing"], MRScaling(settings["mr_scaling"]),
+                           IntensityRegion(settings["intensity_region"]), settings["val_cases"], settings["slab"])
+
+
+def vagan_scores(attribution: AttributionData, run: Path, model_name: str) -> dict[str, float]:
+    """NCC(M(x), −effect) on the model grid for the run's held-out patients."""
+    model = load_model(run / model_name, "vagan")
     generator = model.build(model.metadata["map_network"])
     dims, patch_size = int(model.metadata["spatial_dims"]), model.metadata["patch_size"]
 
@@ -45,11 +52,20 @@ def vagan_scores(data: Path, run: Path, model_name: str) -> dict[str, float]:
     return attribution.ncc_scores(map_of)
 
 
+def mean_effect_scores(attribution: AttributionData) -> dict[str, float]:
+    """NCC of −(mean effect of the training patients) against each held-out patient's −effect."""
+    effects = [case.effect for case in attribution.patients if case.effect is not None]
+    if not effects or len({e.shape for e in effects + [c.effect for c in attribution.validation]}) > 1:
+        return {}
+    mean_effect = np.mean(effects, axis=0)
+    return attribution.ncc_scores(lambda image: -mean_effect)
+
+
 def _row(name: str, scores: dict[str, float], seconds: float | None = None) -> str:
     summary = summarise(list(scores.values()))
     cases = "  ".join(f"{case} {value:.3f}" for case, value in sorted(scores.items()))
     took = "" if seconds is None else f"  ({seconds:.0f} s)"
-    return f"{name:<10} {summary.mean:6.3f} ± {summary.sd:5.3f}   {cases}{took}"
+    return f"{name:<11} {summary.mean:6.3f} ± {summary.sd:5.3f}   {cases}{took}"
 
 
 def main() -> None:
@@ -63,7 +79,8 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = yaml.safe_load((args.run / "config.yaml").read_text())["model"]
-    vagan = vagan_scores(args.data, args.run, args.model)
+    attribution = held_out_data(args.data, args.run, args.model)
+    vagan = vagan_scores(attribution, args.run, args.model)
     started = time.perf_counter()
     baseline = train_saliency_baseline(args.data, steps=args.baseline_steps, dims=settings["dims"],
                                        batch_size=args.baseline_batch_size, val_cases=settings["val_cases"],
@@ -74,6 +91,9 @@ def main() -> None:
     print(f"held-out patients: {len(vagan)}; NCC(map, -effect), mean ± sd (sample), then per case")
     print(_row("VA-GAN", vagan))
     print(_row("saliency", baseline.ncc, seconds))
+    reference = mean_effect_scores(attribution)
+    if reference:
+        print(_row("mean effect", reference) + "  (reference: training patients' ground truth, not a method)")
     print(f"classifier: final batch loss {baseline.loss:.3f}, accuracy {baseline.accuracy:.2f}")
 
 

@@ -1,7 +1,7 @@
 """``demo``: phantom -> vox2vox training -> translation of unseen heads -> evaluation -> previews.
 
 Everything a new user needs to see medsynth work end to end, sized to finish in a few minutes on
-two CPU cores. The settings are a CPU budget, not the paper's: a tenfold learning rate and a small
+two CPU cores. The settings are a CPU budget, not the paper's: a fivefold learning rate for G and a small
 U-Net, so that a few hundred steps already give anatomy-aware synthetic CT.
 """
 
@@ -24,7 +24,8 @@ from medsynth.viz import mid_slices, save_grid, window
 DEMO_SHAPE = (48, 56, 48)
 DEMO_SPACING = 3.5
 DEMO_TRAIN = {"batch_size": 2, "val_every": 250, "ckpt_every": 500, "preview_every": 250, "device": "cpu"}
-DEMO_MODEL = {"patch_size": [32, 32, 32], "channels": [16, 32, 64, 128], "disc_channels": 32, "lr": 1e-3}
+DEMO_MODEL = {"patch_size": [32, 32, 32], "channels": [16, 32, 64, 128], "disc_channels": 32,
+              "lr": 1e-3, "lr_d": 2.5e-4}
 
 
 @dataclass

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from medsynth.engine.config import TrainConfig
 from medsynth.engine.runtime import make_runtime
@@ -20,6 +21,7 @@ from medsynth.engine.trainer import Trainer, linear_decay
 from medsynth.errors import TrainingDiverged, UsageError
 from medsynth.families.pix2pix import Pix2Pix, Pix2PixConfig
 from medsynth.modelfile import load_model
+from medsynth.nets.generators import UNetGenerator, head_width
 from medsynth.phantom.kinds import write_phantom
 from medsynth.training import train
 
@@ -145,6 +147,31 @@ def test_two_dimensional_pix2pix_trains_on_slices(paired: Path, tmp_path: Path) 
     model = {**TINY_MODEL, "dims": 2, "patch_size": [32, 32]}
     result = train("pix2pix", paired, tmp_path / "run2d", tiny_train(steps=2), model)
     assert load_model(result.model_path).metadata["spatial_dims"] == 2
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_residual_generator_never_normalises_its_single_output_channel(dims: int) -> None:
+    def single_channel_norms(head_channels: int) -> int:
+        generator = UNetGenerator(dims, channels=(8, 16, 32), strides=(2, 2), num_res_units=2,
+                                  head_channels=head_channels)
+        norms = [m for m in generator.modules() if isinstance(m, nn.modules.instancenorm._InstanceNorm)]
+        return sum(m.num_features == 1 for m in norms)
+
+    assert single_channel_norms(head_channels=0) >= 1  # MONAI's top layer, the reason for the head
+    assert single_channel_norms(head_channels=head_width(None, (8, 16, 32), 2)) == 0
+
+
+def test_generator_strides_and_discriminator_learning_rate_are_settings(paired: Path, tmp_path: Path) -> None:
+    model = {**TINY_MODEL, "channels": [4, 8, 16], "strides": [1, 2], "lr": 1e-3, "lr_d": 2e-4}
+    family = Pix2Pix(Pix2PixConfig(**model), paired)
+    assert family.specs["G"].kwargs["strides"] == [1, 2]
+    rates = {name: optimizer.param_groups[0]["lr"] for name, optimizer in family.optimizers().items()}
+    assert rates == {"G": 1e-3, "D": 2e-4}
+    assert Pix2PixConfig(channels=(8, 16, 32)).strides == (2, 2)
+    with pytest.raises(UsageError, match="one value fewer"):
+        Pix2PixConfig(channels=(8, 16, 32), strides=(2,))
+    with pytest.raises(UsageError, match="multiple of 4"):
+        Pix2PixConfig(patch_size=(18,), channels=(8, 16, 32), disc_layers=1)
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed support")

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 import medsynth.cli.phantom  # noqa: F401  (registers the command)
 from medsynth.cli.app import app
 from medsynth.errors import UsageError
-from medsynth.phantom import LABEL_NAMES, head_affine, make_attribution_case, make_head, write_phantom
-from medsynth.phantom.anatomy import TISSUE_NAMES
+from medsynth.phantom import LABEL_NAMES, head_affine, make_attribution_case, make_head, oracle_ct, write_phantom
+from medsynth.phantom.anatomy import MEDIAN_CORTICAL_HU, TISSUE_NAMES
 from medsynth.phantom.kinds import head_slices, slice_affine
 
 SMALL = (32, 38, 32)  # at 5 mm the whole 160 x 190 x 160 mm head, in a few milliseconds
@@ -112,6 +112,20 @@ def test_misregistration_moves_only_the_mr():
     moved = make_head(2, SMALL, SMALL_SPACING, misregistration_mm=4.0)
     assert np.array_equal(still.ct, moved.ct) and np.array_equal(still.labels, moved.labels)
     assert np.abs(moved.mr - still.mr).mean() > 5.0
+
+
+def test_oracle_ct_is_the_noise_free_head_with_median_cortical_bone(fine_head):
+    oracle = oracle_ct(7, FINE, 2.5)
+    assert oracle.shape == fine_head.ct.shape and oracle.dtype == np.float32
+    cortical = _core(fine_head, "cortical_bone")
+    assert np.median(oracle[cortical]) == pytest.approx(MEDIAN_CORTICAL_HU)  # others touch the diploë
+    assert np.std(fine_head.ct[cortical]) > 150  # the density field the MR cannot show
+    soft = _core(fine_head, "white_matter")
+    error = fine_head.ct[soft] - oracle[soft]
+    assert abs(error.mean()) < 3 and 10 < error.std() < 20  # only the CT noise is left
+    body = fine_head.mask > 0
+    floor = np.abs(oracle - fine_head.ct)[body].mean()
+    assert 30 < floor < 60, floor  # what docs/pix2pix.md quotes as the phantom's MAE floor
 
 
 def test_scales_to_a_small_field():

@@ -33,6 +33,7 @@ from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_l
 from medsynth.metrics.synthrad import synthrad2023
 from medsynth.metrics.tissue import bone_dice
 from medsynth.modelfile import data_fingerprint
+from medsynth.nets.generators import head_width
 
 
 @dataclass
@@ -43,13 +44,16 @@ class Pix2PixConfig:
     patch_size: tuple[int, ...] = (64, 64, 64)
     spacing: tuple[float, ...] | None = None  # None: median spacing of the training set
     channels: tuple[int, ...] = (32, 64, 128, 256)
-    num_res_units: int = 0  # > 0 would instance-normalise the 1-channel output before the last conv (see nets)
+    strides: tuple[int, ...] | None = None  # None: 2 at every level
+    num_res_units: int = 2  # residual units per U-Net level (MONAI's default; measured in docs/pix2pix.md)
+    head_channels: int | None = None  # features before G's 1×1 output conv; None: channels[0] with res units
     dropout: float = 0.0  # > 0 enables MC-dropout uncertainty at inference
     disc_channels: int = 64
     disc_layers: int = 3
     gan_loss: GanLoss = GanLoss.LSGAN
     lambda_l1: float = 100.0
     lr: float = 2e-4
+    lr_d: float | None = None  # D's learning rate; None: lr
     betas: tuple[float, ...] = (0.5, 0.999)
     mr_scaling: MRScaling = MRScaling.PERCENTILE
     body_fraction: float = 0.9  # share of patches centred inside the body
@@ -64,7 +68,11 @@ class Pix2PixConfig:
         if min(self.patch_size) < smallest:
             raise UsageError(f"patch size {self.patch_size} is too small for a {self.disc_layers}-layer "
                              f"discriminator; use at least {smallest} or fewer disc_layers.")
-        divisor = int(np.prod([2] * (len(self.channels) - 1)))
+        if self.strides is None:
+            self.strides = (2,) * (len(self.channels) - 1)
+        if len(self.strides) != len(self.channels) - 1:
+            raise UsageError(f"strides {self.strides} needs one value fewer than channels {self.channels}.")
+        divisor = int(np.prod(self.strides))
         if any(p % divisor for p in self.patch_size):
             raise UsageError(f"patch size {self.patch_size} must be a multiple of {divisor} for this U-Net depth.")
 
@@ -124,14 +132,18 @@ class Pix2Pix(Family):
     def _build_networks(self) -> None:
         c = self.config
         self.add_network("G", "medsynth.UNetGenerator", spatial_dims=c.dims, in_channels=1, out_channels=1,
-                         channels=list(c.channels), strides=[2] * (len(c.channels) - 1),
-                         num_res_units=c.num_res_units, dropout=c.dropout, tanh_output=True)
+                         channels=list(c.channels), strides=list(c.strides),
+                         num_res_units=c.num_res_units, dropout=c.dropout,
+                         head_channels=head_width(c.head_channels, c.channels, c.num_res_units),
+                         tanh_output=True)
         self.add_network("D", "monai.PatchDiscriminator", spatial_dims=c.dims, num_layers_d=c.disc_layers,
                          channels=c.disc_channels, in_channels=2, out_channels=1, norm="INSTANCE",
                          last_conv_kernel_size=4)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return self.adam_per_network(("D", "G"), self.config.lr, self.config.betas)
+        c = self.config
+        return {**self.adam_per_network(("G",), c.lr, c.betas),
+                **self.adam_per_network(("D",), c.lr if c.lr_d is None else c.lr_d, c.betas)}
 
     def sample(self, index: int) -> dict[str, Tensor]:
         rng = np.random.default_rng([self.config.seed, index])

@@ -39,6 +39,7 @@ from medsynth.io.image import Volume
 from medsynth.losses.adversarial import gradient_penalty
 from medsynth.metrics.similarity import ncc
 from medsynth.modelfile import data_fingerprint
+from medsynth.nets.generators import head_width
 
 MAP_SIGN = ("map = M(x), the intensity change that makes the image look healthy (healthy = image + map); "
             "it correlates with -effect, effect = patient - control")
@@ -75,6 +76,8 @@ class VAGANConfig:
     patch_size: tuple[int, ...] | None = None  # None: whole slices (2D) or volumes (3D), padded to fit the U-Net
     spacing: tuple[float, ...] | None = None  # None: median spacing of the training set
     channels: tuple[int, ...] = (16, 32, 64, 128)  # M: 16 base channels as in the official code
+    num_res_units: int = 0  # residual units per level of M
+    head_channels: int | None = None  # M's features before its 1×1 output conv; None: channels[0] with res units
     critic_channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     lambda_gp: float = 10.0
     lambda_map: float = 100.0
@@ -225,9 +228,10 @@ class VAGAN(Family):
         c = self.config
         self.add_network("M", "medsynth.UNetGenerator", spatial_dims=c.dims, in_channels=1, out_channels=1,
                          channels=list(c.channels), strides=[2] * (len(c.channels) - 1),
-                         # No residual units: MONAI's would instance-normalise the one-channel output,
-                         # forcing unit variance on a map that should be zero almost everywhere.
-                         num_res_units=0, tanh_output=False)
+                         # Residual units need the 1×1 head: without it MONAI would instance-normalise the
+                         # one-channel output, forcing unit variance on a map that should be zero almost everywhere.
+                         num_res_units=c.num_res_units,
+                         head_channels=head_width(c.head_channels, c.channels, c.num_res_units), tanh_output=False)
         _shrink_last_layer(self.networks["M"], OUTPUT_INIT_SCALE)
         self.add_network("C", "medsynth.Critic", spatial_dims=c.dims, in_channels=1,
                          channels=list(c.critic_channels))

@@ -4,8 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from monai.networks.blocks import Convolution
 from monai.networks.nets import UNet
 from torch import Tensor, nn
+
+
+def head_width(head_channels: int | None, channels: Sequence[int], num_res_units: int) -> int:
+    """Feature channels before a generator's 1×1 output convolution (0: none).
+
+    None chooses ``channels[0]`` when the U-Net has residual units (see :class:`UNetGenerator`) and
+    no head without them, where MONAI's last layer is already a plain convolution.
+    """
+    if head_channels is None:
+        return channels[0] if num_res_units > 0 else 0
+    return head_channels
 
 
 class UNetGenerator(nn.Module):
@@ -15,9 +27,11 @@ class UNetGenerator(nn.Module):
     map generator predicts an unbounded additive map and uses ``tanh_output=False``. ``dropout`` > 0
     keeps dropout layers that MC-dropout inference switches on to estimate uncertainty.
 
-    ``num_res_units`` defaults to 0: with residual units MONAI normalises the top up-convolution's
-    one-channel output (zero mean, unit variance per image) before the last residual conv, which holds
-    the output's level back and made translation learn several times slower in our tests.
+    With residual units (``num_res_units`` > 0), MONAI's top up-convolution normalises its output
+    before the last residual conv. With one output channel that output is held at zero mean and unit
+    variance per image, which held the level back and made translation learn several times slower in
+    our tests. ``head_channels`` > 0 avoids it: the U-Net then ends in that many feature channels
+    (normalised as usual), and a plain 1×1 convolution makes the output from them (see :func:`head_width`).
     """
 
     def __init__(
@@ -31,19 +45,22 @@ class UNetGenerator(nn.Module):
         norm: str = "instance",
         dropout: float = 0.0,
         tanh_output: bool = True,
+        head_channels: int = 0,
     ) -> None:
         super().__init__()
         self.unet = UNet(
             spatial_dims=spatial_dims,
             in_channels=in_channels,
-            out_channels=out_channels,
+            out_channels=head_channels or out_channels,
             channels=tuple(channels),
             strides=tuple(strides),
             num_res_units=num_res_units,
             norm=norm,
             dropout=dropout,
         )
+        self.head = (Convolution(spatial_dims, head_channels, out_channels, kernel_size=1, conv_only=True)
+                     if head_channels else nn.Identity())
         self.activation = nn.Tanh() if tanh_output else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.activation(self.unet(x))
+        return self.activation(self.head(self.unet(x)))

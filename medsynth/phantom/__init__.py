@@ -9,6 +9,7 @@ from medsynth.phantom.anatomy import (
     head_affine,
     make_attribution_case,
     make_head,
+    oracle_ct,
 )
 from medsynth.phantom.kinds import PhantomKind, PhantomSummary, write_phantom
 
@@ -23,5 +24,6 @@ __all__ = [
     "head_affine",
     "make_attribution_case",
     "make_head",
+    "oracle_ct",
     "write_phantom",
 ]

@@ -21,6 +21,7 @@ DEFAULT_SHAPE: tuple[int, int, int] = (80, 96, 80)
 DEFAULT_SPACING = 2.0
 _FIELD_MM = np.array([168.0, 202.0, 168.0])  # the anatomy below fits this field (RAS) with a margin
 _AIR_HU = -1000.0
+MEDIAN_CORTICAL_HU = 1350.0  # centre of every subject's cortical-density field
 _BRAIN_CENTRE = (0.0, -4.0, 14.0)  # centre of the cerebrum in anatomy mm
 Seed = int | tuple[int, ...]  # a tuple such as (dataset seed, subject index) names one subject
 
@@ -110,6 +111,20 @@ def make_head(
     """
     subject = _Subject(_rng(seed, 0), shape, spacing)
     return subject.acquire(subject.render(disease), misregistration_mm)
+
+
+def oracle_ct(seed: Seed, shape: tuple[int, int, int] = DEFAULT_SHAPE, spacing: float = DEFAULT_SPACING) -> np.ndarray:
+    """The best synthetic CT that any model working from the MR could make of healthy head ``seed``.
+
+    It has the exact anatomy and partial volumes, no CT noise, and cortical bone at the population
+    median (float32 HU). Each subject's cortical density is a random field, and the T1 MR does not
+    show it: bone is dark whatever its density. So no MR→CT translation can recover that field.
+    The oracle's error against the phantom CT is therefore the floor for translation figures on
+    the phantom. For MAE the median is the optimal constant, and the noise is symmetric.
+    """
+    subject = _Subject(_rng(seed, 0), shape, spacing)
+    subject.cortical_hu = np.float32(MEDIAN_CORTICAL_HU)
+    return subject.render(None).ct.astype(np.float32)
 
 
 def make_attribution_case(
@@ -234,7 +249,7 @@ class _Subject:
         self.skull = np.clip(6.0 + 1.2 * _smooth_field(rng, axes, 40.0), 4.0, 9.0)
         scalp_fat = np.clip(3.5 + 1.2 * _smooth_field(rng, axes, 35.0), 1.5, 6.0)
         self.fat = scalp_fat + 6.0 / (1.0 + np.exp((self.p[2] + 50.0) / 8.0))  # fuller face and neck
-        self.cortical_hu = np.clip(1350 + 380 * _smooth_field(rng, axes, 30.0), 800, 1900)
+        self.cortical_hu = np.clip(MEDIAN_CORTICAL_HU + 380 * _smooth_field(rng, axes, 30.0), 800, 1900)
         self.marrow_hu = np.clip(450 + 70 * _smooth_field(rng, axes, 25.0), 300, 600)
         self.folds = _smooth_field(rng, axes, 8.0)
         self.bias = np.exp(0.12 * _smooth_field(rng, axes, 70.0))
