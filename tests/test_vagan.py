@@ -18,7 +18,14 @@ from typer.testing import CliRunner
 import medsynth.cli.attribute  # noqa: F401  (registers the command)
 from medsynth.cli.app import app
 from medsynth.families.saliency_baseline import GradientSaliency
-from medsynth.families.vagan import VAGAN, AttributionData, IntensityRegion, VAGANConfig, critic_iterations
+from medsynth.families.vagan import (
+    VAGAN,
+    AttributionData,
+    IntensityRegion,
+    VAGANConfig,
+    critic_iterations,
+    map_weight,
+)
 from medsynth.io import ImageMeta, write_image
 from medsynth.losses.adversarial import gradient_penalty
 from medsynth.modelfile import NetworkSpec, load_model, save_model
@@ -103,6 +110,15 @@ def test_critic_has_no_normalisation_and_scores_each_image_alone(dims):
     assert scores.shape == (3,)
     assert torch.allclose(critic(batch[:1]), scores[:1], atol=1e-5)  # no coupling between samples
     assert [m for m in Classifier(dims).modules() if isinstance(m, norms)]  # the classifier may normalise
+
+
+def test_map_weight_keeps_the_official_balance_at_any_image_size():
+    assert map_weight(None, (112, 112)) == pytest.approx(100.0)
+    # λ/√N is what stays fixed: 4× the voxels, twice the weight.
+    assert map_weight(None, (224, 224)) == pytest.approx(200.0)
+    assert map_weight(None, (40, 48)) == pytest.approx(100.0 * math.sqrt(40 * 48) / 112)
+    assert map_weight(None, (40, 48, 40)) == pytest.approx(map_weight(None, (40, 48)) * math.sqrt(40))
+    assert map_weight(7.5, (40, 48, 40)) == 7.5
 
 
 def test_critic_schedule_follows_the_official_code():

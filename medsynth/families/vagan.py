@@ -6,7 +6,8 @@ sees control images c as real and y as fake.
 
 Losses (WGAN-GP, Gulrajani et al., 2017):
     L_C = E[C(y)] − E[C(c)] + λ_GP·E[(‖∇ĉ C(ĉ)‖₂ − 1)²],  ĉ = ε·c + (1 − ε)·y,  ε ~ U(0, 1),  λ_GP = 10
-    L_M = −E[C(y)] + λ_map·‖M(x)‖₁,  λ_map = 100 (official code; ‖·‖₁ taken as the voxel mean)
+    L_M = −E[C(y)] + λ_map·‖M(x)‖₁,  ‖·‖₁ taken as the voxel mean; λ_map = 100 on the official code's
+    112×112 images, scaled by √(N / 112²) for images of N voxels (see :func:`map_weight`)
 C takes several steps per step of M: 5, and 100 during the first 25 steps of M and every 100th.
 
 Sign convention, used throughout medsynth: the map is M(x), the change that *removes* the disease,
@@ -15,6 +16,7 @@ so it correlates with −effect where effect = patient − control; a perfect ma
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -43,6 +45,8 @@ from medsynth.nets.generators import head_width
 
 MAP_SIGN = ("map = M(x), the intensity change that makes the image look healthy (healthy = image + map); "
             "it correlates with -effect, effect = patient - control")
+OFFICIAL_LAMBDA_MAP = 100.0
+OFFICIAL_IMAGE_SIZE = (112, 112)  # the official code's synthetic images, where λ_map = 100 was set
 OUTPUT_INIT_SCALE = 0.01  # M starts close to "no change" (y ≈ x) instead of adding noise as large as the image
 _PREVIEW_PIXELS = 160
 _HEAD_FRACTION = 0.1  # an axial slice takes part in 2D training when the head covers this share of it
@@ -80,7 +84,7 @@ class VAGANConfig:
     head_channels: int | None = None  # M's features before its 1×1 output conv; None: channels[0] with res units
     critic_channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     lambda_gp: float = 10.0
-    lambda_map: float = 100.0
+    lambda_map: float | None = None  # None: the official 100 scaled to the image size (map_weight)
     lr: float = 1e-4  # official code; the paper states 1e-3
     betas: tuple[float, ...] = (0.0, 0.9)
     critic_steps: int = 5  # critic updates per update of M ...
@@ -114,6 +118,19 @@ class VAGANConfig:
     def divisor(self) -> int:
         """Image sides must be multiples of this for the U-Net's downsampling to invert exactly."""
         return 2 ** (len(self.channels) - 1)
+
+
+def map_weight(lambda_map: float | None, image_size: Sequence[int]) -> float:
+    """λ_map for images of ``image_size``: ``lambda_map`` when given, else the official code's 100 at
+    112×112 scaled by √(N / 112²), N the voxels of one image.
+
+    With ‖M‖₁ a voxel mean, L1 pulls each voxel of the map with λ/N, while the critic (Lipschitz-1 by
+    the penalty) pushes with about 1/√N per voxel when its gradient is spread; only λ/√N keeps the
+    balance of the official setting (measured in docs/vagan.md).
+    """
+    if lambda_map is not None:
+        return float(lambda_map)
+    return OFFICIAL_LAMBDA_MAP * math.sqrt(math.prod(image_size) / math.prod(OFFICIAL_IMAGE_SIZE))
 
 
 def critic_iterations(step: int, config: VAGANConfig) -> int:
@@ -222,6 +239,7 @@ class VAGAN(Family):
         self.data = AttributionData(data, config.spacing, config.mr_scaling, config.intensity_region,
                                     config.val_cases, config.slab)
         self.patch_size = tuple(config.patch_size or self.data.whole_size(config.dims, config.divisor))
+        self.lambda_map = map_weight(config.lambda_map, self.patch_size)
         self._build_networks()
 
     def _build_networks(self) -> None:
@@ -269,7 +287,7 @@ class VAGAN(Family):
             change = ctx.trained("M")(patient).float()
             adversarial = -critic(patient + change).float().mean()
         sparsity = change.abs().mean()
-        ctx.optimize("M", adversarial + self.config.lambda_map * sparsity)
+        ctx.optimize("M", adversarial + self.lambda_map * sparsity)
         return {"M_adv": adversarial, "M_l1": sparsity}
 
     def map_grid(self, generator: nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
@@ -320,4 +338,5 @@ class VAGAN(Family):
             "map_sign": MAP_SIGN,
             "data_fingerprint": data_fingerprint(self.data.datalist.files()),
             "training_cases": len(self.data.controls) + len(self.data.patients),
+            "lambda_map": self.lambda_map,
         })
