@@ -325,6 +325,8 @@ def test_nan_and_constant_messages_say_what_is_wrong(tmp_path):
         read_image(BAD_FILES["constant"][1](tmp_path / "c.nii.gz"))
     with pytest.raises(InputError, match="4D"):
         read_image(BAD_FILES["4d"][1](tmp_path / "f.nii.gz"))
+    with pytest.raises(InputError, match="single slice"):
+        read_image(BAD_FILES["2d_as_xy1"][1](tmp_path / "xy1.nii.gz"))
 
 
 def test_empty_folder_is_refused_by_reader_and_case_listing(tmp_path):

@@ -177,8 +177,11 @@ def _with_shape(meta: ImageMeta, shape: tuple[int, ...], path: Path) -> ImageMet
 
 
 def _check_values(array: np.ndarray, path: Path) -> None:
-    if array.size == 0 or min(array.shape) < 2:
-        raise InputError(f"{path}: is empty or degenerate (shape {array.shape}).")
+    if array.size == 0:
+        raise InputError(f"{path}: is empty (shape {array.shape}).")
+    if min(array.shape) < 2:
+        raise InputError(f"{path}: is a single slice or line (shape {array.shape}); a volume needs at least "
+                         "2 voxels along every axis.")
     finite = np.isfinite(array)
     if not finite.all():
         raise InputError(f"{path}: contains {int((~finite).sum())} NaN or infinite voxels; fix or mask them first.")
