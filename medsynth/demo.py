@@ -14,15 +14,17 @@ import numpy as np
 
 from medsynth.baselines import lookup_baseline
 from medsynth.inference.translate import TranslateOptions, translate
-from medsynth.io.image import read_image
+from medsynth.io.image import read_image, write_ct
 from medsynth.metrics.evaluate import evaluate_folders
 from medsynth.metrics.report import EvaluationReport
-from medsynth.phantom.kinds import write_phantom
+from medsynth.phantom import oracle_ct
+from medsynth.phantom.kinds import case_name, write_phantom
 from medsynth.training import train
 from medsynth.viz import mid_slices, save_grid, window
 
 DEMO_SHAPE = (48, 56, 48)
 DEMO_SPACING = 3.5
+TEST_SEED = 1  # the unseen heads come from another phantom seed than the training heads (0)
 DEMO_TRAIN = {"batch_size": 2, "val_every": 250, "ckpt_every": 500, "preview_every": 250, "device": "cpu"}
 DEMO_MODEL = {"patch_size": [32, 32, 32], "channels": [16, 32, 64, 128], "disc_channels": 32,
               "lr": 1e-3, "lr_d": 2.5e-4}
@@ -33,6 +35,7 @@ class DemoResult:
     out: Path
     report: EvaluationReport
     baseline: EvaluationReport  # the no-context MR-intensity lookup table on the same test heads
+    floor: EvaluationReport  # the phantom's oracle CT: the best any MR-based model could do
     preview: Path
 
 
@@ -40,7 +43,7 @@ def run_demo(out: Path, steps: int = 1500, train_cases: int = 8, test_cases: int
     """Run the whole pipeline in ``out``; returns the evaluation of the unseen test heads."""
     out = Path(out)
     write_phantom("paired", out / "data", cases=train_cases, shape=DEMO_SHAPE, spacing=DEMO_SPACING, seed=0)
-    write_phantom("paired", out / "test", cases=test_cases, shape=DEMO_SHAPE, spacing=DEMO_SPACING, seed=1)
+    write_phantom("paired", out / "test", cases=test_cases, shape=DEMO_SHAPE, spacing=DEMO_SPACING, seed=TEST_SEED)
     train("pix2pix", out / "data", out / "run", {**DEMO_TRAIN, "steps": steps}, {**DEMO_MODEL, "val_cases": 1})
     translate(out / "run", out / "test" / "mr", out / "sct", TranslateOptions(device="cpu"))
     report = evaluate_folders(out / "sct", out / "test" / "ct", out / "test" / "mask")
@@ -48,7 +51,19 @@ def run_demo(out: Path, steps: int = 1500, train_cases: int = 8, test_cases: int
     lookup_baseline(out / "data", out / "test" / "mr", out / "baseline")
     baseline = evaluate_folders(out / "baseline", out / "test" / "ct", out / "test" / "mask")
     baseline.to_json(out / "metrics_baseline.json")
-    return DemoResult(out, report, baseline, write_comparison(out / "test", out / "sct", out / "demo.png"))
+    write_oracle(out / "test", out / "oracle", seed=TEST_SEED, cases=test_cases)
+    floor = evaluate_folders(out / "oracle", out / "test" / "ct", out / "test" / "mask")
+    floor.to_json(out / "metrics_floor.json")
+    return DemoResult(out, report, baseline, floor, write_comparison(out / "test", out / "sct", out / "demo.png"))
+
+
+def write_oracle(test: Path, out_dir: Path, seed: int, cases: int) -> Path:
+    """The oracle CT of each test head (``medsynth.phantom.oracle_ct``), on the head's own grid."""
+    for index in range(cases):
+        name = f"{case_name(index)}.nii.gz"
+        reference = read_image(test / "ct" / name)
+        write_ct(Path(out_dir) / name, oracle_ct((seed, index), DEMO_SHAPE, DEMO_SPACING), reference.meta)
+    return Path(out_dir)
 
 
 def write_comparison(test: Path, sct: Path, path: Path) -> Path:

@@ -26,6 +26,9 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     assert len(metrics["cases"]) == 2
     baseline = json.loads((out / "metrics_baseline.json").read_text())
     assert len(baseline["cases"]) == 2 and "no-context baseline" in result.output
+    floor = json.loads((out / "metrics_floor.json").read_text())["summary"]
+    assert 30 < floor["mae"]["mean"] < 60 and floor["bone_dice"]["mean"] > 0.95
+    assert "floor: the phantom's oracle CT scores MAE" in result.output
     assert (out / "demo.png").stat().st_size > 1000
     assert (out / "run" / "model.safetensors").is_file()
 
