@@ -187,3 +187,10 @@ def _atomic_png(image: Image.Image, path: Path) -> Path:
     finally:
         partial.unlink(missing_ok=True)
     return path
+
+
+def overlay_labels(grey: np.ndarray, labels: np.ndarray, opacity: float = 0.45) -> np.ndarray:
+    """RGB panel: label colours blended over a uint8 grey image wherever the label is not background."""
+    rgb = np.repeat(grey[..., None], 3, axis=-1).astype(np.float32)
+    alpha = opacity * (np.asarray(labels) > 0)[..., None]
+    return np.rint(rgb + alpha * (label_colors(labels).astype(np.float32) - rgb)).astype(np.uint8)

@@ -187,3 +187,36 @@ def _check_same_grid(volumes: dict[str, Volume], roles: Sequence[str], problems:
         elif not np.allclose(other.meta.affine, first.meta.affine, atol=1e-4):
             problems.add(f"{other.path.name}: {role} affine (spacing/origin/orientation) differs from "
                          f"{present[0]}; resample the pair onto one grid")
+
+
+def discover_domains(data: Path, domains: Sequence[str]) -> dict[str, list[Case]]:
+    """Per domain, its cases ``{domain: image, "<domain>_labels": label map}`` from the unpaired
+    folder layout (``DATA/<domain>/``, ``DATA/<domain>_labels/``) or a datalist JSON; a label map
+    belongs to the image with its case id."""
+    data = Path(data)
+    if data.is_file():
+        entries = read_datalist(data, (), (*domains, *(f"{d}_labels" for d in domains))).training
+        return {d: [{r: p for r, p in e.items() if r.startswith(d)} for e in entries if d in e] for d in domains}
+    found = discover_unpaired(data, domains, tuple(f"{d}_labels" for d in domains))
+    problems = Problems(data)
+    cases: dict[str, list[Case]] = {}
+    for domain in domains:
+        images, labels = found[domain], found[f"{domain}_labels"]
+        for cid in sorted(set(labels) - set(images)):
+            problems.add(f"{domain}_labels/{labels[cid].name} has no image with its case id in {domain}/")
+        cases[domain] = [{domain: images[cid], **({f"{domain}_labels": labels[cid]} if cid in labels else {})}
+                         for cid in sorted(images)]
+    problems.raise_if_any()
+    return cases
+
+
+def count_labels(label_maps: Sequence[Volume]) -> int:
+    """K = largest label + 1 over all label maps; each must hold non-negative integers."""
+    largest = 0
+    for volume in label_maps:
+        values = volume.array
+        if values.min() < 0 or not np.array_equal(values, np.rint(values)):
+            raise InputError(f"{volume.path}: a label map holds integers 0, 1, 2, ...; this one has negative or "
+                             "fractional values. Give the integer label map.")
+        largest = max(largest, int(values.max()))
+    return largest + 1

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +36,10 @@ from torch import Tensor, nn
 from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid, median_spacing
 from medsynth.data.intensity import CTIntensity, MRIntensity, MRScaling
-from medsynth.data.layouts import Case, Problems, discover_paired, discover_unpaired, read_cases, read_datalist
+from medsynth.data.layouts import count_labels, discover_domains, discover_paired, read_cases
 from medsynth.data.patches import body_anchors, cut_patch, draw_patch
 from medsynth.engine.context import StepContext
-from medsynth.errors import InputError, UsageError
+from medsynth.errors import UsageError
 from medsynth.families.base import Family, ModelExport, spatial_patch
 from medsynth.inference.volume import predict_grid
 from medsynth.io.image import Volume
@@ -50,7 +50,7 @@ from medsynth.metrics.similarity import dice_per_label
 from medsynth.metrics.synthrad import synthrad2023
 from medsynth.metrics.tissue import bone_dice
 from medsynth.modelfile import data_fingerprint
-from medsynth.viz import label_colors, mid_slices, window
+from medsynth.viz import mid_slices, overlay_labels, window
 
 DOMAINS = ("mr", "ct")
 _OTHER = {"mr": "ct", "ct": "mr"}
@@ -118,45 +118,6 @@ class DomainCase:
     anchors: np.ndarray
 
 
-def discover_domains(data: Path) -> dict[str, list[Case]]:
-    """Per domain, its cases ``{domain: image, "<domain>_labels": label map}`` from the unpaired
-    folder layout or a datalist JSON; a label map belongs to the image with its case id."""
-    data = Path(data)
-    if data.is_file():
-        entries = read_datalist(data, (), (*DOMAINS, *(f"{d}_labels" for d in DOMAINS))).training
-        return {d: [{r: p for r, p in e.items() if r.startswith(d)} for e in entries if d in e] for d in DOMAINS}
-    found = discover_unpaired(data, DOMAINS, tuple(f"{d}_labels" for d in DOMAINS))
-    problems = Problems(data)
-    domains: dict[str, list[Case]] = {}
-    for domain in DOMAINS:
-        images, labels = found[domain], found[f"{domain}_labels"]
-        for cid in sorted(set(labels) - set(images)):
-            problems.add(f"{domain}_labels/{labels[cid].name} has no image with its case id in {domain}/")
-        domains[domain] = [{domain: images[cid], **({f"{domain}_labels": labels[cid]} if cid in labels else {})}
-                           for cid in sorted(images)]
-    problems.raise_if_any()
-    return domains
-
-
-def count_labels(label_maps: Sequence[Volume]) -> int:
-    """K = largest label + 1 over all label maps; each must hold non-negative integers."""
-    largest = 0
-    for volume in label_maps:
-        values = volume.array
-        if values.min() < 0 or not np.array_equal(values, np.rint(values)):
-            raise InputError(f"{volume.path}: a label map holds integers 0, 1, 2, ...; this one has negative or "
-                             "fractional values. Give the integer label map.")
-        largest = max(largest, int(values.max()))
-    return largest + 1
-
-
-def overlay_labels(grey: np.ndarray, labels: np.ndarray, opacity: float = 0.45) -> np.ndarray:
-    """RGB panel: label colours blended over a uint8 grey image wherever the label is not background."""
-    rgb = np.repeat(grey[..., None], 3, axis=-1).astype(np.float32)
-    alpha = opacity * (np.asarray(labels) > 0)[..., None]
-    return np.rint(rgb + alpha * (label_colors(labels).astype(np.float32) - rgb)).astype(np.uint8)
-
-
 class CycleGAN(Family):
     """CycleGAN with shape consistency on the shared engine."""
 
@@ -166,7 +127,7 @@ class CycleGAN(Family):
     def __init__(self, config: CycleGANConfig, data: Path) -> None:
         super().__init__()
         self.config = config
-        cases = discover_domains(data)
+        cases = discover_domains(data, DOMAINS)
         self.files = [path for domain in cases.values() for case in domain for path in case.values()]
         volumes = {d: read_cases(cases[d], Path(data), check_grid=(d, f"{d}_labels")) for d in DOMAINS}
         self.num_labels = self._count_labels(volumes)
