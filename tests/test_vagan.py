@@ -6,6 +6,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -95,6 +99,53 @@ def test_gradient_penalty_is_finite_when_the_gradient_is_zero():
     penalty.backward()
     assert penalty.item() == 1.0
     assert torch.isfinite(critic.weight.grad).all()
+
+
+_DDP_WORKER = """
+import sys, torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from medsynth.losses.adversarial import gradient_penalty
+from medsynth.nets.critic import Critic
+dist.init_process_group("gloo")
+rank, folder = dist.get_rank(), sys.argv[1]
+critic = Critic(2, channels=(4, 8))
+critic.load_state_dict(torch.load(folder + "/critic.pt"))
+real, fake = (t.chunk(2)[rank] for t in torch.load(folder + "/batch.pt"))
+wrapped = DistributedDataParallel(critic)
+loss = 10 * gradient_penalty(wrapped, real, real) - (wrapped(real).mean() - wrapped(fake).mean())
+loss.backward()
+torch.save({n: p.grad for n, p in critic.named_parameters()}, f"{folder}/grads{rank}.pt")
+dist.destroy_process_group()
+"""
+
+
+def _critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    # real as both ends of the interpolation: x̂ = real whatever ε, so both processes see the same points
+    return 10 * gradient_penalty(critic, real, real) - (critic(real).mean() - critic(fake).mean())
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed support")
+def test_gradient_penalty_under_ddp_equals_the_single_process_gradient(tmp_path):
+    """The penalty's double backward through DistributedDataParallel (2 CPU processes, gloo, half the
+    batch each) gives the critic the gradient of one process on the whole batch."""
+    torch.manual_seed(0)
+    critic = Critic(2, channels=(4, 8))
+    real, fake = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
+    torch.save(critic.state_dict(), tmp_path / "critic.pt")
+    torch.save((real, fake), tmp_path / "batch.pt")
+    (tmp_path / "worker.py").write_text(_DDP_WORKER)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           f"--master_port={port}", str(tmp_path / "worker.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    _critic_loss(critic, real, fake).backward()
+    for rank in (0, 1):
+        synced = torch.load(tmp_path / f"grads{rank}.pt")
+        for name, parameter in critic.named_parameters():
+            torch.testing.assert_close(synced[name], parameter.grad, rtol=1e-4, atol=1e-6)
 
 
 # -- critic and schedule ------------------------------------------------------------------------------
