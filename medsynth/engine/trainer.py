@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +220,16 @@ class Trainer:
             self.batches_drawn += 1
             yield {k: self._to_device(v) for k, v in batch.items()}
 
+    def _advance_schedules(self) -> None:
+        with warnings.catch_warnings():
+            # The schedule follows the engine's step, not each optimiser's own count, so an optimiser
+            # that did not step (CycleGAN's segmenter-only warm-up, an fp16 overflow skipped by its
+            # scaler) keeps its place in it; torch's warning about that order does not apply here.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before",
+                                    category=UserWarning)
+            for scheduler in self.schedulers.values():
+                scheduler.step()
+
     def _to_device(self, tensor: Tensor) -> Tensor:
         tensor = tensor.to(self.runtime.device, non_blocking=True)
         if self.memory_format is not None and tensor.ndim == (5 if self.memory_format is
@@ -240,8 +251,7 @@ class Trainer:
                 losses = self._finite(self.family.train_step(batch, context))
                 for name, ema in self.ema.items():
                     ema.update_parameters(self.family.networks[name])
-                for scheduler in self.schedulers.values():
-                    scheduler.step()
+                self._advance_schedules()
                 self.step += 1
                 result.last_losses = losses
                 logbook.losses(self.step, losses, self._learning_rates(), every=self.config.log_every)
