@@ -80,7 +80,7 @@ class VAGANConfig:
     patch_size: tuple[int, ...] | None = None  # None: whole slices (2D) or volumes (3D), padded to fit the U-Net
     spacing: tuple[float, ...] | None = None  # None: median spacing of the training set
     channels: tuple[int, ...] = (16, 32, 64, 128)  # M: 16 base channels as in the official code
-    num_res_units: int = 0  # residual units per level of M
+    num_res_units: int = 2  # residual units per level of M (with the 1×1 head; measured in docs/vagan.md)
     head_channels: int | None = None  # M's features before its 1×1 output conv; None: channels[0] with res units
     critic_channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     lambda_gp: float = 10.0
