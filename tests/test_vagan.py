@@ -115,6 +115,8 @@ wrapped = DistributedDataParallel(critic)
 loss = 10 * gradient_penalty(wrapped, real, real) - (wrapped(real).mean() - wrapped(fake).mean())
 loss.backward()
 torch.save({n: p.grad for n, p in critic.named_parameters()}, f"{folder}/grads{rank}.pt")
+del wrapped  # DDP's reducer must go before its process group, or gloo may abort at exit
+dist.barrier()
 dist.destroy_process_group()
 """
 
