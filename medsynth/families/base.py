@@ -31,6 +31,16 @@ def spatial_patch(dims: int, patch_size: tuple[int, ...]) -> tuple[int, ...]:
     return patch
 
 
+def unet_strides(strides: tuple[int, ...] | None, channels: tuple[int, ...], first: int = 2) -> tuple[int, ...]:
+    """A U-Net's strides, one per level after the first: ``strides`` checked against ``channels``, or
+    by default ``first`` and then 2 at every level."""
+    if strides is None:
+        return (first,) + (2,) * (len(channels) - 2)
+    if len(strides) != len(channels) - 1:
+        raise UsageError(f"strides {strides} needs one value fewer than channels {channels}.")
+    return tuple(strides)
+
+
 @dataclass
 class ModelExport:
     """What goes into the model file: which networks (by name) and the metadata inference needs."""

@@ -40,7 +40,7 @@ from medsynth.data.layouts import count_labels, discover_domains, discover_paire
 from medsynth.data.patches import body_anchors, cut_patch, draw_patch
 from medsynth.engine.context import StepContext
 from medsynth.errors import UsageError
-from medsynth.families.base import Family, ModelExport, spatial_patch
+from medsynth.families.base import Family, ModelExport, spatial_patch, unet_strides
 from medsynth.inference.volume import predict_grid
 from medsynth.io.image import Volume
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
@@ -93,10 +93,7 @@ class CycleGANConfig:
         self.patch_size = spatial_patch(self.dims, self.patch_size)
         if min(len(self.channels), len(self.seg_channels)) < 2:
             raise UsageError("channels and seg_channels need at least two U-Net levels each.")
-        if self.strides is None:
-            self.strides = (1,) + (2,) * (len(self.channels) - 2)
-        if len(self.strides) != len(self.channels) - 1:
-            raise UsageError(f"strides {self.strides} needs one value fewer than channels {self.channels}.")
+        self.strides = unet_strides(self.strides, self.channels, first=1)
         divisor = int(np.lcm(np.prod(self.strides), 2 ** (len(self.seg_channels) - 2)))
         if any(p % divisor for p in self.patch_size):
             raise UsageError(f"patch size {self.patch_size} must be a multiple of {divisor} for these U-Nets.")

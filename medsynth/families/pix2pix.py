@@ -27,7 +27,7 @@ from medsynth.data.layouts import Datalist, discover_paired, read_cases
 from medsynth.data.patches import body_anchors, cut_patch, draw_patch
 from medsynth.engine.context import StepContext
 from medsynth.errors import UsageError
-from medsynth.families.base import Family, ModelExport, spatial_patch
+from medsynth.families.base import Family, ModelExport, spatial_patch, unet_strides
 from medsynth.inference.volume import predict_grid
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
 from medsynth.metrics.synthrad import synthrad2023
@@ -45,7 +45,7 @@ class Pix2PixConfig:
     spacing: tuple[float, ...] | None = None  # None: median spacing of the training set
     channels: tuple[int, ...] = (32, 64, 128, 256)
     strides: tuple[int, ...] | None = None  # None: 2 at every level
-    num_res_units: int = 2  # residual units per U-Net level (MONAI's default; measured in docs/pix2pix.md)
+    num_res_units: int = 2  # residual units per U-Net level (measured in docs/pix2pix.md)
     head_channels: int | None = None  # features before G's 1×1 output conv; None: channels[0] with res units
     dropout: float = 0.0  # > 0 enables MC-dropout uncertainty at inference
     disc_channels: int = 64
@@ -68,10 +68,7 @@ class Pix2PixConfig:
         if min(self.patch_size) < smallest:
             raise UsageError(f"patch size {self.patch_size} is too small for a {self.disc_layers}-layer "
                              f"discriminator; use at least {smallest} or fewer disc_layers.")
-        if self.strides is None:
-            self.strides = (2,) * (len(self.channels) - 1)
-        if len(self.strides) != len(self.channels) - 1:
-            raise UsageError(f"strides {self.strides} needs one value fewer than channels {self.channels}.")
+        self.strides = unet_strides(self.strides, self.channels)
         divisor = int(np.prod(self.strides))
         if any(p % divisor for p in self.patch_size):
             raise UsageError(f"patch size {self.patch_size} must be a multiple of {divisor} for this U-Net depth.")
