@@ -28,20 +28,18 @@ from medsynth.families.saliency_baseline import train_saliency_baseline
 from medsynth.families.vagan import AttributionData, IntensityRegion
 from medsynth.inference.volume import predict_grid
 from medsynth.metrics.report import summarise
-from medsynth.modelfile import load_model
+from medsynth.modelfile import ModelFile, load_model
 
 
-def held_out_data(data: Path, run: Path, model_name: str) -> AttributionData:
+def held_out_data(data: Path, run: Path, model: ModelFile) -> AttributionData:
     """The data set as the run saw it: its grid, normalisation and held-out patients."""
-    model = load_model(run / model_name, "vagan")
     settings = yaml.safe_load((run / "config.yaml").read_text())["model"]
     return AttributionData(data, model.metadata["spacing"], MRScaling(settings["mr_scaling"]),
                            IntensityRegion(settings["intensity_region"]), settings["val_cases"], settings["slab"])
 
 
-def vagan_scores(attribution: AttributionData, run: Path, model_name: str) -> dict[str, float]:
+def vagan_scores(attribution: AttributionData, model: ModelFile) -> dict[str, float]:
     """NCC(M(x), −effect) on the model grid for the run's held-out patients."""
-    model = load_model(run / model_name, "vagan")
     generator = model.build(model.metadata["map_network"])
     dims, patch_size = int(model.metadata["spatial_dims"]), model.metadata["patch_size"]
 
@@ -79,8 +77,9 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = yaml.safe_load((args.run / "config.yaml").read_text())["model"]
-    attribution = held_out_data(args.data, args.run, args.model)
-    vagan = vagan_scores(attribution, args.run, args.model)
+    model = load_model(args.run / args.model, "vagan")
+    attribution = held_out_data(args.data, args.run, model)
+    vagan = vagan_scores(attribution, model)
     started = time.perf_counter()
     baseline = train_saliency_baseline(args.data, steps=args.baseline_steps, dims=settings["dims"],
                                        batch_size=args.baseline_batch_size, val_cases=settings["val_cases"],
