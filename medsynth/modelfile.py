@@ -102,6 +102,22 @@ def resolve_model_path(path: Path) -> Path:
     return path
 
 
+def resolve_model_paths(path: Path) -> list[Path]:
+    """MODEL as one or several models: a model file (``.safetensors`` or exported ``.onnx``), a run
+    folder, or a folder of run folders or ``.onnx`` files (an ensemble, e.g. the folds of one
+    experiment), sorted by name."""
+    path = Path(path)
+    if path.is_file() or (path / MODEL_FILENAME).is_file():
+        return [resolve_model_path(path)]
+    if path.is_dir():
+        members = sorted(p / MODEL_FILENAME for p in path.iterdir() if (p / MODEL_FILENAME).is_file())
+        members += sorted(p for p in path.glob("*.onnx") if p.is_file())
+        if members:
+            return members
+    raise ModelError(f"{path}: no model here; pass a run folder from 'medsynth train', its {MODEL_FILENAME}, "
+                     "an exported .onnx, or a folder of runs (an ensemble).")
+
+
 def load_model(path: Path, family: str | tuple[str, ...] | None = None) -> ModelFile:
     """Read a model file, check family and format, and return it (weights on the CPU)."""
     path = resolve_model_path(path)

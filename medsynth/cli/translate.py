@@ -9,13 +9,15 @@ import typer
 
 from medsynth.cli.app import app, console
 from medsynth.engine.config import DeviceChoice
+from medsynth.inference.engines import Engine
 from medsynth.inference.translate import Direction, TranslateOptions
 from medsynth.inference.translate import translate as translate_cases
 
 
 @app.command()
 def translate(
-    model: Annotated[Path, typer.Argument(help="Run folder or its model.safetensors.")],
+    model: Annotated[Path, typer.Argument(help="Run folder, its model.safetensors, an exported .onnx, or a folder "
+                                          "of runs (an ensemble, e.g. folds).")],
     input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="A volume, a DICOM series folder or a "
                                                "folder of them.")],
     out_dir: Annotated[Path, typer.Argument(help="Outputs: OUT_DIR/<case>.nii.gz.")],
@@ -27,10 +29,14 @@ def translate(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases whose outputs exist.")] = False,
     device: Annotated[DeviceChoice, typer.Option(help="auto, cpu or cuda.")] = DeviceChoice.AUTO,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
+    engine: Annotated[Engine, typer.Option(help="torch, or onnxruntime (extra medsynth[onnx]).")] = Engine.TORCH,
+    sw_batch_size: Annotated[int, typer.Option("--sw-batch-size", help="Windows per network call.")] = 4,
+    workers: Annotated[int, typer.Option(help="Cases read and preprocessed ahead in parallel.")] = 1,
 ) -> None:
     """Translate MR into synthetic CT (int16 HU) on each input's own grid."""
     options = TranslateOptions(direction=direction, overlap=overlap, tta=tta, uncertainty=uncertainty,
-                               shard=shard, overwrite=overwrite, device=device, amp=amp)
+                               shard=shard, overwrite=overwrite, device=device, amp=amp,
+                               engine=engine, sw_batch_size=sw_batch_size, workers=workers)
     report = translate_cases(model, input_path, out_dir, options)
     console.print(report.table(f"translate -> {out_dir}"))
     if report.failures:

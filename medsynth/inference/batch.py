@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -119,24 +120,27 @@ def prepare_output_dir(out_dir: Path, input_path: Path) -> None:
             from error
 
 
-def _prefetched(cases: dict[str, Path], load: Callable[[Path], Any]) -> Iterator[tuple[str, Future]]:
-    """Load (read and preprocess) the next case in a background thread while the current one computes."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
+def _prefetched(cases: dict[str, Path], load: Callable[[Path], Any], workers: int = 1
+                ) -> Iterator[tuple[str, Future]]:
+    """Load (read and preprocess) the next ``workers`` cases in background threads while the current
+    one computes; at most ``workers`` loaded cases wait in memory."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         items = list(cases.items())
-        pending = pool.submit(load, items[0][1]) if items else None
+        pending = deque(pool.submit(load, path) for _, path in items[:workers])
         for i, (cid, _) in enumerate(items):
-            current = pending
-            pending = pool.submit(load, items[i + 1][1]) if i + 1 < len(items) else None
+            current = pending.popleft()
+            if i + workers < len(items):
+                pending.append(pool.submit(load, items[i + workers][1]))
             yield cid, current
 
 
 def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], process: Callable[[str, Any],
               list[Path]], overwrite: bool, label: str, ndim: int = 3,
-              load: Callable[[Path], Any] | None = None) -> BatchReport:
+              load: Callable[[Path], Any] | None = None, workers: int = 1) -> BatchReport:
     """Apply ``process`` to every case not already done; one bad case is reported, the rest go on.
 
     ``load`` turns a path into what ``process`` takes (default: the image as a :class:`Volume`); it
-    runs one case ahead in a background thread, so reading and preprocessing overlap the compute.
+    runs ``workers`` cases ahead in background threads, so reading and preprocessing overlap the compute.
     """
     load = load or (lambda path: read_image(path, ndim))
     report = BatchReport()
@@ -147,7 +151,7 @@ def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], p
                                          reason="exists (use --overwrite to redo)"))
     with _progress() as progress:
         task = progress.add_task(label, total=len(todo))
-        for cid, future in _prefetched(todo, load):
+        for cid, future in _prefetched(todo, load, workers):
             started = time.perf_counter()
             try:
                 written = process(cid, future.result())

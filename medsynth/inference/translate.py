@@ -5,14 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import intensity_from_json
 from medsynth.engine.config import DeviceChoice
 from medsynth.engine.runtime import pick_amp_dtype, pick_device
-from medsynth.errors import UsageError
+from medsynth.errors import ModelError, UsageError
 from medsynth.inference.batch import (
     BatchReport,
     parse_shard,
@@ -21,9 +24,17 @@ from medsynth.inference.batch import (
     run_batch,
     select_cases,
 )
-from medsynth.inference.volume import PreparedVolume, VolumeTranslator, is_ct
+from medsynth.inference.engines import (
+    Engine,
+    OnnxNetwork,
+    model_document,
+    model_to_onnx,
+    onnx_providers,
+    read_onnx_metadata,
+)
+from medsynth.inference.volume import Member, PreparedVolume, VolumeTranslator, is_ct
 from medsynth.io.image import Volume, read_image, write_ct, write_image
-from medsynth.modelfile import ModelFile, load_model
+from medsynth.modelfile import load_model, resolve_model_paths
 
 TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")
 
@@ -45,44 +56,97 @@ class TranslateOptions:
     overwrite: bool = False
     device: DeviceChoice = DeviceChoice.AUTO
     amp: bool = True
-    sw_batch_size: int = 4
+    sw_batch_size: int = 4  # windows per network call
+    workers: int = 1  # cases read and preprocessed ahead, in parallel threads
+    engine: Engine = Engine.TORCH
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
             raise UsageError("--overlap is a fraction in [0, 1).")
         if self.uncertainty == 1 or self.uncertainty < 0:
             raise UsageError("--uncertainty K needs K ≥ 2 passes (or 0 for none).")
+        if self.sw_batch_size < 1 or self.workers < 1:
+            raise UsageError("--sw-batch-size and --workers must be at least 1.")
 
 
-def load_translator(model: ModelFile, direction: Direction, options: TranslateOptions) -> VolumeTranslator:
-    """Rebuild the network and preprocessing of ``direction`` from a model file."""
-    directions = model.metadata.get("directions", {})
+def _load_member(path: Path, direction: Direction, options: TranslateOptions, device: torch.device
+                 ) -> tuple[dict[str, Any], Member]:
+    """One model (file or exported graph) as its metadata document and an ensemble member."""
+    if path.suffix == ".onnx":
+        document = read_onnx_metadata(path)
+        if document.get("family") not in TRANSLATION_FAMILIES:
+            raise ModelError(f"{path}: exports a '{document.get('family')}' network; translate needs "
+                             f"{' or '.join(TRANSLATION_FAMILIES)}.")
+        _check_direction(document, path, direction)
+        network: nn.Module = OnnxNetwork(path, providers=onnx_providers(device))
+    else:
+        model = load_model(path, TRANSLATION_FAMILIES)
+        document = model_document(model)
+        _check_direction(document, path, direction)
+        spec = document["directions"][direction.value]
+        network = (OnnxNetwork(model_to_onnx(model, direction.value), providers=onnx_providers(device))
+                   if options.engine is Engine.ONNXRUNTIME else model.build(spec["network"], device))
+    member = Member(network, tuple(document["patch_size"]), tuple(document.get("flip_axes", ())))
+    return document, member
+
+
+def _check_direction(document: dict[str, Any], path: Path, direction: Direction) -> None:
+    directions = document.get("directions", {})
     if direction.value not in directions:
-        raise UsageError(f"{model.path}: this {model.family} model translates {', '.join(directions)} only; "
+        raise UsageError(f"{path}: this {document['family']} model translates {', '.join(directions)} only; "
                          f"--direction {direction.value} is not available.")
-    spec = directions[direction.value]
-    if options.uncertainty and not (model.metadata.get("mc_dropout") or options.tta):
-        raise UsageError("--uncertainty needs a model trained with dropout (model: dropout: 0.1) or --tta; "
-                         "this model is deterministic.")
+
+
+def _agreement(document: dict[str, Any], direction: Direction) -> dict[str, Any]:
+    """What every member of an ensemble must share: grid, normalisation and channels."""
+    spec = document["directions"][direction.value]
+    kwargs = document["networks"][spec["network"]]["kwargs"]
+    return {"grid": (document["spatial_dims"], [round(float(s), 6) for s in document["spacing"]],
+                     document.get("orientation", "RAS")),
+            "normalisation": (spec["source"], spec["target"]),
+            "channels": (kwargs.get("in_channels", 1), kwargs.get("out_channels", 1))}
+
+
+def load_translator(model_path: Path, direction: Direction, options: TranslateOptions) -> VolumeTranslator:
+    """The networks and preprocessing of ``direction`` from one model or an ensemble (a folder of runs
+    or exported graphs); members that disagree in grid, normalisation or channels are refused."""
+    paths = resolve_model_paths(model_path)
+    if options.engine is Engine.TORCH and any(p.suffix == ".onnx" for p in paths):
+        raise UsageError(f"{model_path}: exported ONNX graphs run with --engine onnxruntime.")
     device = pick_device(options.device)
+    loaded = [(path, *_load_member(path, direction, options, device)) for path in paths]
+    first_path, first, _ = loaded[0]
+    for path, document, _ in loaded[1:]:
+        expected, found = _agreement(first, direction), _agreement(document, direction)
+        for key in expected:
+            if expected[key] != found[key]:
+                raise UsageError(f"{path}: disagrees with {first_path} in {key} ({found[key]} vs {expected[key]}); "
+                                 "the models of an ensemble must share grid, normalisation and channels.")
+    stochastic = any(document.get("mc_dropout") for _, document, _ in loaded)
+    if options.uncertainty and not (stochastic or options.tta or len(loaded) > 1):
+        raise UsageError("--uncertainty needs a model trained with dropout (model: dropout: 0.1), --tta or several "
+                         "models; this model is deterministic"
+                         + (" (an exported graph has no dropout)." if options.engine is Engine.ONNXRUNTIME else "."))
+    spec = first["directions"][direction.value]
     return VolumeTranslator(
-        network=model.build(spec["network"], device),
-        dims=int(model.metadata["spatial_dims"]),
-        patch_size=tuple(model.metadata["patch_size"]),
-        grid=ModelGrid(model.metadata["spacing"]),
+        members=[member for _, _, member in loaded],
+        dims=int(first["spatial_dims"]),
+        grid=ModelGrid(first["spacing"]),
         source=intensity_from_json(spec["source"]),
         target=intensity_from_json(spec["target"]),
-        flip_axes=tuple(model.metadata.get("flip_axes", ())),
-        amp_dtype=pick_amp_dtype(device, options.amp),
+        amp_dtype=pick_amp_dtype(device, options.amp) if options.engine is Engine.TORCH else None,
         sw_batch_size=options.sw_batch_size,
     )
 
 
 def translate(model_path: Path, input_path: Path, out_dir: Path, options: TranslateOptions) -> BatchReport:
-    """Translate every case of ``input_path`` into ``out_dir/<case>.nii.gz`` (+ ``_std`` maps)."""
+    """Translate every case of ``input_path`` into ``out_dir/<case>.nii.gz`` (+ ``_std`` maps).
+
+    ``model_path``: a run folder, a model file, an exported ``.onnx`` (with ``--engine onnxruntime``)
+    or a folder of them, whose outputs are averaged (an ensemble).
+    """
     out_dir = Path(out_dir)
-    model = load_model(model_path, TRANSLATION_FAMILIES)
-    translator = load_translator(model, Direction(options.direction), options)
+    translator = load_translator(Path(model_path), Direction(options.direction), options)
     cases = select_cases(Path(input_path), parse_shard(options.shard))
     prepare_output_dir(out_dir, Path(input_path))
 
@@ -102,7 +166,7 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
         return written
 
     report = run_batch(cases, outputs_of, process, options.overwrite, "translate",
-                       load=lambda path: translator.prepare(read_image(path)))
+                       load=lambda path: translator.prepare(read_image(path)), workers=options.workers)
     report.write_json(out_dir / report_name("translate", options.shard))
     return report
 

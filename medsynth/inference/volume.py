@@ -24,13 +24,18 @@ def predict_grid(network: nn.Module, image: Tensor, dims: int, patch_size: Seque
     A 2D network runs on the axial slices (the Z axis becomes the batch) with 2D windows. Windows are
     padded with -1, the normalised background, where the image is smaller than a patch.
     """
-    device = next(network.parameters()).device
-    image = image.to(device)
+    image = image.to(network_device(network))
     if dims == 2:
         slices = image[0].permute(3, 0, 1, 2)  # (Z, 1, X, Y)
         out = _windows(network, slices, patch_size, overlap, sw_batch_size, amp_dtype)
         return out.permute(1, 2, 3, 0)[None]
     return _windows(network, image, patch_size, overlap, sw_batch_size, amp_dtype)
+
+
+def network_device(network: nn.Module) -> torch.device:
+    """Where ``network`` computes: its parameters' device, or the ``device`` an engine wrapper declares."""
+    parameter = next(network.parameters(), None)
+    return parameter.device if parameter is not None else getattr(network, "device", torch.device("cpu"))
 
 
 def _windows(network: nn.Module, image: Tensor, patch_size: Sequence[int], overlap: float, sw_batch_size: int,
@@ -75,53 +80,74 @@ def normalise_source(image: np.ndarray, intensity: Intensity) -> np.ndarray:
 
 
 @dataclass
-class VolumeTranslator:
-    """A translation network with everything needed to apply it to a volume on its own grid."""
+class Member:
+    """One network of an ensemble, with the window size and the training flips of its model."""
 
     network: nn.Module
-    dims: int
     patch_size: tuple[int, ...]
+    flip_axes: tuple[int, ...] = ()
+
+
+def flip_passes(flip_axes: Sequence[int], tta: bool, samples: int) -> list[tuple[int, ...]]:
+    """Flip sets of one network's forward passes: identity, plus each training flip with TTA, cycled
+    over ``samples`` stochastic passes (0 for a deterministic network: each variant once)."""
+    variants: list[tuple[int, ...]] = [()] + ([(int(a),) for a in flip_axes] if tta else [])
+    count = max(samples, len(variants))
+    return [variants[i % len(variants)] for i in range(count)]
+
+
+@dataclass
+class VolumeTranslator:
+    """Translation networks (one model, or an ensemble sharing one grid and normalisation) with
+    everything needed to apply them to a volume on its own grid."""
+
+    members: list[Member]
+    dims: int
     grid: ModelGrid
     source: Intensity
     target: Intensity
-    flip_axes: tuple[int, ...] = ()
     amp_dtype: torch.dtype | None = None
     sw_batch_size: int = 4
 
     @torch.no_grad()
-    def model_space(self, image: Tensor, overlap: float, flips: tuple[int, ...] = ()) -> Tensor:
-        """Normalised output on the model grid; ``flips`` mirrors the input and un-mirrors the output."""
+    def model_space(self, member: Member, image: Tensor, overlap: float, flips: tuple[int, ...] = ()) -> Tensor:
+        """Normalised output of one member on the model grid; ``flips`` mirrors the input and un-mirrors
+        the output."""
         spatial = [axis + 2 for axis in flips]
         x = torch.flip(image, spatial) if spatial else image
-        y = predict_grid(self.network, x, self.dims, self.patch_size, overlap, self.sw_batch_size, self.amp_dtype)
+        y = predict_grid(member.network, x, self.dims, member.patch_size, overlap, self.sw_batch_size,
+                         self.amp_dtype)
         return torch.flip(y, spatial) if spatial else y
 
-    def passes(self, tta: bool, samples: int) -> list[tuple[int, ...]]:
-        """Flip sets of the forward passes: identity, plus the training flips with TTA, cycled over K samples."""
-        variants: list[tuple[int, ...]] = [()] + ([(a,) for a in self.flip_axes] if tta else [])
-        count = max(samples, len(variants))
-        return [variants[i % len(variants)] for i in range(count)]
-
     def prepare(self, volume: Volume) -> PreparedVolume:
-        """CPU work before the network: model grid and normalisation (runs in the prefetch thread)."""
+        """CPU work before the network: model grid and normalisation (runs in a prefetch thread)."""
         on_grid = self.grid.forward(volume.array, volume.meta)
         image = torch.from_numpy(normalise_source(on_grid.as_tensor().numpy()[0], self.source))[None, None]
         return PreparedVolume(volume, on_grid, image)
 
     def run(self, prepared: PreparedVolume, overlap: float = 0.25, tta: bool = False, samples: int = 0
             ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The output on the input grid (target units: HU for CT) and, with ``samples`` ≥ 2 stochastic
-        passes (MC dropout, cycling through the TTA flips), their voxel-wise standard deviation."""
-        self.network.eval()
-        if samples >= 2:
-            enable_mc_dropout(self.network)
+        """The output on the input grid (target units: HU for CT) and, with ``samples`` ≥ 2, the
+        voxel-wise standard deviation of every pass.
+
+        Each member runs its identity pass, its training flips with ``tta``, and — when it has dropout
+        layers and ``samples`` ≥ 2 — ``samples`` MC-dropout passes cycling through those flips. All
+        passes of all members are averaged in the normalised space (the target's inverse is linear,
+        so this is also the mean in HU); the standard deviation therefore includes the spread between
+        ensemble members.
+        """
         stats = _RunningMoments()
-        for flips in self.passes(tta, samples):
-            output = self.model_space(prepared.image, overlap, flips)[0, 0].float().cpu().numpy()
-            stats.add(self.target.denormalise(output))
-        self.network.eval()
-        mean = self.grid.inverse(torch.from_numpy(stats.mean)[None], prepared.on_grid)[0]
-        std = self.grid.inverse(torch.from_numpy(stats.std)[None], prepared.on_grid)[0] if samples >= 2 else None
+        for member in self.members:
+            member.network.eval()
+            stochastic = samples >= 2 and enable_mc_dropout(member.network) > 0
+            for flips in flip_passes(member.flip_axes, tta, samples if stochastic else 0):
+                stats.add(self.model_space(member, prepared.image, overlap, flips)[0, 0].float().cpu().numpy())
+            member.network.eval()
+        mean = self.grid.inverse(torch.from_numpy(self.target.denormalise(stats.mean))[None], prepared.on_grid)[0]
+        if samples < 2:
+            return mean, None
+        scale = float(self.target.denormalise(np.ones(1))[0] - self.target.denormalise(np.zeros(1))[0])
+        std = self.grid.inverse(torch.from_numpy(stats.std * scale)[None], prepared.on_grid)[0]
         return mean, std
 
     def __call__(self, volume: Volume, overlap: float = 0.25, tta: bool = False, samples: int = 0

@@ -1,0 +1,24 @@
+"""``medsynth export MODEL OUT.onnx``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medsynth.cli.app import app, console
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="Run folder or its model.safetensors.")],
+    out: Annotated[Path, typer.Argument(metavar="OUT.onnx", help="The ONNX file to write.")],
+    direction: Annotated[str, typer.Option(help="CycleGAN: which generator (mr2ct or ct2mr).")] = "mr2ct",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUT.onnx.")] = False,
+) -> None:
+    """Export the model's inference network to ONNX (opset 17, dynamic spatial axes, metadata kept)."""
+    from medsynth.export import export_onnx
+
+    written = export_onnx(model, out, direction, overwrite)
+    console.print(f"exported -> {written}")

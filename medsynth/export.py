@@ -1,0 +1,43 @@
+"""``export``: a model's inference network as an ONNX graph that carries the model file's metadata.
+
+What is exported, by family: pix2pix the generator G; CycleGAN the generator of ``direction``
+(``G_mr2ct`` or ``G_ct2mr``); VA-GAN the map generator M; FastGAN the generator G (latent in, slice out).
+Image networks take (B, C, *spatial) with every axis but the channels dynamic; FastGAN's
+generator takes (B, nz). The graph's ``metadata_props['medsynth']`` holds the model file's JSON with
+``onnx`` added (network, direction, opset), so ``translate`` can run it without the model file.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from medsynth.errors import UsageError
+from medsynth.inference.engines import model_to_onnx
+from medsynth.modelfile import load_model
+
+
+def export_onnx(model_path: Path, out_path: Path, direction: str = "mr2ct", overwrite: bool = False) -> Path:
+    """Write the ONNX graph of the model at ``model_path`` to ``out_path`` (atomically).
+
+    Errors: a missing or damaged model, a direction the model lacks, an existing ``out_path``
+    without ``overwrite``, or onnx not installed — each a :class:`~medsynth.errors.MedsynthError`.
+    """
+    out_path = Path(out_path)
+    if out_path.suffix != ".onnx":
+        raise UsageError(f"{out_path}: name the exported file *.onnx.")
+    if out_path.exists() and not overwrite:
+        raise UsageError(f"{out_path}: exists; add --overwrite to replace it.")
+    model = load_model(model_path)
+    if model.path is not None and out_path.resolve() == model.path.resolve():
+        raise UsageError(f"{out_path}: is the model file itself; choose another name.")
+    graph = model_to_onnx(model, direction)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.partial")
+        partial.write_bytes(graph)
+        os.replace(partial, out_path)
+    except OSError as error:
+        raise UsageError(f"{out_path}: cannot write here ({error.strerror}); choose a writable folder.") from error
+    return out_path
