@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import fields
+from collections.abc import Callable
+from dataclasses import fields, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from medsynth.data.splits import SPLIT_FILENAME, SplitPlan
 from medsynth.engine.config import TrainConfig, build_config, read_yaml, to_plain
 from medsynth.engine.runtime import make_runtime, process_group_closed_at_exit
 from medsynth.engine.trainer import TrainResult, run_training
@@ -50,10 +52,12 @@ def family_classes(name: FamilyName | str) -> tuple[type[Family], type]:
 
 def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: dict[str, Any] | None = None,
           model_options: dict[str, Any] | None = None, config_file: Path | None = None,
-          resume: bool = False) -> TrainResult:
+          resume: bool = False, announce: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``family`` on ``data`` into ``run_dir``.
 
     Settings are layered: defaults < the run's saved config (on ``resume``) < ``config_file`` < options.
+    The train/validation split (fold ``fold`` of ``folds``, or a seeded hold-out) is written to
+    ``RUN/split.json`` and reused on resume; ``announce`` receives its one-line summary (rank 0).
     """
     run_dir = Path(run_dir)
     family_cls, config_cls = family_classes(family)
@@ -69,11 +73,21 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
     seed_layer = {"seed": train_config.seed} if "seed" in {f.name for f in fields(config_cls)} else {}
     model_config = build_config(config_cls, seed_layer, saved.get("model", {}), extra.get("model", {}),
                                 model_options or {}, where=f" in {family} model settings")
+    before = saved.get("train", {})
+    changed = [f"--{key} {before.get(key)}" for key in ("fold", "folds")
+               if saved and before.get(key) != getattr(train_config, key)]
+    if changed:
+        raise UsageError(f"{run_dir}: was trained with {', '.join(changed)}; a run keeps its split on resume "
+                         "(start a new run for another fold).")
+    plan = SplitPlan(seed=train_config.seed, fold=train_config.fold, folds=train_config.folds,
+                     path=run_dir / SPLIT_FILENAME)
     _prepare_run_dir(run_dir)
     runtime = make_runtime(train_config.device, train_config.amp)
     with process_group_closed_at_exit(runtime):
         _seed_everything(train_config.seed + runtime.rank)
-        instance = family_cls(model_config, Path(data))
+        instance = family_cls(model_config, Path(data), split=replace(plan, write=runtime.is_main))
+        if runtime.is_main and announce is not None and instance.split is not None:
+            announce(instance.split.summary())
         if runtime.is_main:
             document = {"family": str(FamilyName(family)), "data": str(data),
                         "train": to_plain(train_config), "model": to_plain(model_config)}

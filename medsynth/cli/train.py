@@ -30,12 +30,14 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
     val_every: Annotated[int | None, typer.Option("--val-every", help="Validate every N steps (0: never).")] = None,
     ckpt_every: Annotated[int | None, typer.Option("--ckpt-every", help="Checkpoint every N steps.")] = None,
+    fold: Annotated[int | None, typer.Option(help="Train fold K (0-based) of a --folds N split.")] = None,
+    folds: Annotated[int | None, typer.Option(help="N: a seeded N-fold split written to RUN/split.json.")] = None,
 ) -> None:
     """Train a model family; writes RUN/model.safetensors (and best.safetensors with validation)."""
     train_options = {"steps": steps, "batch_size": batch_size, "device": device, "amp": amp, "seed": seed,
-                     "val_every": val_every, "ckpt_every": ckpt_every}
+                     "val_every": val_every, "ckpt_every": ckpt_every, "fold": fold, "folds": folds}
     model_options = {"patch_size": patch_size, "dims": dims}
-    result = train_family(family, data, out, train_options, model_options, config, resume)
+    result = train_family(family, data, out, train_options, model_options, config, resume, announce=console.print)
     if not result.is_main:
         return
     if result.interrupted:

@@ -40,6 +40,8 @@ class TrainConfig:
     decay_start: float = 0.5  # fraction of the steps after which the learning rate falls linearly to 0
     workers: int = -1  # data-loading processes; -1 chooses (0 on the CPU, 2 with CUDA)
     channels_last: bool = False  # channels-last memory format on CUDA (faster convolutions with AMP on tensor cores)
+    fold: int | None = None  # with folds: train fold k of a seeded k-fold split (RUN/split.json)
+    folds: int | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from medsynth.data.splits import Split
 from medsynth.engine.context import StepContext
 from medsynth.errors import UsageError
 from medsynth.modelfile import NetworkSpec
@@ -63,6 +64,7 @@ class Family(ABC):
     def __init__(self) -> None:
         self.networks = nn.ModuleDict()
         self.specs: dict[str, NetworkSpec] = {}
+        self.split: Split | None = None  # the run's train/validation split (RUN/split.json)
 
     def add_network(self, name: str, builder: str, **kwargs: Any) -> nn.Module:
         """Build a registered network and remember how, so the model file can rebuild it exactly."""

@@ -38,10 +38,12 @@ from medsynth.data.geometry import ModelGrid, median_spacing
 from medsynth.data.intensity import CTIntensity, MRIntensity, MRScaling
 from medsynth.data.layouts import count_labels, discover_domains, discover_paired, read_cases
 from medsynth.data.patches import body_anchors, cut_patch, draw_patch
+from medsynth.data.splits import Split, SplitPlan
 from medsynth.engine.context import StepContext
 from medsynth.errors import UsageError
 from medsynth.families.base import Family, ModelExport, spatial_patch, unet_strides
 from medsynth.inference.volume import predict_grid
+from medsynth.io.cases import case_id
 from medsynth.io.image import Volume
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
 from medsynth.losses.cycle import cycle_consistency_loss, identity_loss, segmentation_loss, shape_consistency_loss
@@ -121,10 +123,11 @@ class CycleGAN(Family):
     name = "cyclegan"
     best_metric = ("dice_mr2ct", False)
 
-    def __init__(self, config: CycleGANConfig, data: Path) -> None:
+    def __init__(self, config: CycleGANConfig, data: Path, split: SplitPlan | None = None) -> None:
         super().__init__()
         self.config = config
         cases = discover_domains(data, DOMAINS)
+        self.case_ids = {d: [case_id(case[d]) for case in cases[d]] for d in DOMAINS}
         self.files = [path for domain in cases.values() for case in domain for path in case.values()]
         volumes = {d: read_cases(cases[d], Path(data), check_grid=(d, f"{d}_labels")) for d in DOMAINS}
         self.num_labels = self._count_labels(volumes)
@@ -134,6 +137,7 @@ class CycleGAN(Family):
         self.mr_intensity = MRIntensity(scaling=config.mr_scaling)
         self.training = {d: [self._prepare(case[d], d, case.get(f"{d}_labels")) for case in volumes[d]]
                          for d in DOMAINS}
+        self.split = self._split(cases, split or SplitPlan(seed=config.seed))
         self.validation = self._validation_cases()
         self.pools = {d: ImagePool(config.pool_size, seed=2 * config.seed + i) for i, d in enumerate(DOMAINS)}
         self._build_networks()
@@ -166,27 +170,33 @@ class CycleGAN(Family):
             np.rint(self.grid.forward(labels.array, labels.meta, mode="nearest").numpy()).astype(np.uint8)
         return DomainCase(normalised[None], body, label_grid, body_anchors(body))
 
+    def _split(self, cases: dict[str, list[dict[str, Path]]], plan: SplitPlan) -> Split:
+        """Labelled cases of each domain may be held out (``mr/<id>``, ``ct/<id>`` in the split file);
+        with ``val_data`` the validation cases are that folder's, named ``val_data/<id>``."""
+        labelled = {d: [cid for cid, case in zip(self.case_ids[d], cases[d], strict=True) if f"{d}_labels" in case]
+                    if self.num_labels else [] for d in DOMAINS}
+        others = [f"{d}/{cid}" for d in DOMAINS for cid in self.case_ids[d] if cid not in labelled[d]]
+        if self.config.val_data:
+            if plan.folds:
+                raise UsageError("--folds splits the training data; with val_data the validation cases are fixed.")
+            named = [f"val_data/{case_id(c['mr'])}"
+                     for c in discover_paired(Path(self.config.val_data), DOMAINS, ("mask", "labels")).training]
+            return plan.split_groups({}, 0, named, others + [f"{d}/{c}" for d in DOMAINS for c in labelled[d]])
+        return plan.split_groups(labelled, self.config.val_cases, always_train=others,
+                                 note="no labelled cases held out: no validation, no best model")
+
     def _validation_cases(self) -> dict[str, list[DomainCase]]:
-        """From ``val_data`` (paired: the i-th MR and CT are one subject), else held-out labelled cases."""
+        """From ``val_data`` (paired: the i-th MR and CT are one subject), else the held-out labelled cases."""
         c = self.config
         if c.val_data:
             datalist = discover_paired(Path(c.val_data), DOMAINS, ("mask", "labels"))
             cases = read_cases(datalist.training, datalist.source, check_grid=(*DOMAINS, "mask", "labels"))
             return {d: [self._prepare(case[d], d, case.get("labels"), case.get("mask"))
                         for case in cases] for d in DOMAINS}
-        return {d: self._hold_out(d) if self.num_labels else [] for d in DOMAINS}
-
-    def _hold_out(self, domain: str) -> list[DomainCase]:
-        labelled = [case for case in self.training[domain] if case.labels is not None]
-        wanted = self.config.val_cases
-        count = wanted if wanted >= 0 else (max(1, len(labelled) // 10) if len(labelled) >= 4 else 0)
-        if count and count >= len(labelled):
-            raise UsageError(f"holding out {count} labelled {domain.upper()} cases leaves none to train the "
-                             "segmenter; lower val_cases or give val_data.")
-        held = labelled[len(labelled) - count:] if count else []
-        held_ids = {id(case) for case in held}
-        self.training[domain] = [case for case in self.training[domain] if id(case) not in held_ids]
-        return held
+        held = {d: [i for i, cid in enumerate(self.case_ids[d]) if f"{d}/{cid}" in self.split.val] for d in DOMAINS}
+        validation = {d: [self.training[d][i] for i in held[d]] for d in DOMAINS}
+        self.training = {d: [case for i, case in enumerate(self.training[d]) if i not in held[d]] for d in DOMAINS}
+        return validation
 
     # -- networks -------------------------------------------------------------------------------------
     def _build_networks(self) -> None:

@@ -30,10 +30,12 @@ from torch import Tensor, nn
 from medsynth.data.diffaugment import diff_augment, parse_policy
 from medsynth.data.intensity import CT_WINDOW, CTIntensity
 from medsynth.data.slices import BODY_THRESHOLD_HU, load_slices, slice_body_mask
+from medsynth.data.splits import SplitPlan
 from medsynth.engine.context import StepContext
 from medsynth.errors import UsageError
 from medsynth.families.base import Family, ModelExport
 from medsynth.inference.generate import display_slice, synthesise
+from medsynth.io.cases import case_id
 from medsynth.metrics.generation import body_hu_histogram, histogram_wasserstein
 from medsynth.modelfile import data_fingerprint
 from medsynth.nets.fastgan import RESOLUTIONS, quarter
@@ -133,12 +135,18 @@ class FastGAN(Family):
     # The official code: batch 8 and a constant learning rate throughout.
     train_defaults: ClassVar[dict[str, Any]] = {"batch_size": 8, "decay_start": 1.0}
 
-    def __init__(self, config: FastGANConfig, data: Path) -> None:
+    def __init__(self, config: FastGANConfig, data: Path, split: SplitPlan | None = None) -> None:
         super().__init__()
         self.config = config
+        plan = split or SplitPlan(seed=config.seed)
+        if plan.folds:
+            raise UsageError("fastgan learns the distribution of all its slices: there is no case to hold out, "
+                             "so --folds does not apply.")
         self.intensity = CTIntensity(window=(float(config.window[0]), float(config.window[1])))
         self.slices = load_slices(data, config.resolution, self.intensity.window, config.body_fraction,
                                   config.body_threshold)
+        self.split = plan.split([case_id(f) for f in self.slices.files], val_cases=0,
+                                note="validation compares generated slices with the training slices")
         self.real_histogram = body_hu_histogram(self.slices.hu, config.body_threshold)
         self.perceptual = self._load_perceptual()
         c = config

@@ -23,8 +23,9 @@ from torch import Tensor, nn
 from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid, median_spacing
 from medsynth.data.intensity import CTIntensity, MRIntensity, MRScaling
-from medsynth.data.layouts import Datalist, discover_paired, read_cases
+from medsynth.data.layouts import discover_paired, read_cases
 from medsynth.data.patches import body_anchors, cut_patch, draw_patch
+from medsynth.data.splits import SplitPlan, split_datalist
 from medsynth.engine.context import StepContext
 from medsynth.errors import UsageError
 from medsynth.families.base import Family, ModelExport, spatial_patch, unet_strides
@@ -58,7 +59,7 @@ class Pix2PixConfig:
     mr_scaling: MRScaling = MRScaling.PERCENTILE
     body_fraction: float = 0.9  # share of patches centred inside the body
     flip_axes: tuple[int, ...] = (0,)  # left-right mirroring keeps a head anatomically plausible
-    val_cases: int = -1  # held-out cases from a folder dataset; -1: 10 % (at least 1 when ≥ 4 cases)
+    val_cases: int = -1  # seeded hold-out without --folds (RUN/split.json); -1: 10 % (at least 1 from 4 cases)
     val_overlap: float = 0.25
     seed: int = 0
 
@@ -85,27 +86,17 @@ class PreparedCase:
     anchors: np.ndarray
 
 
-def split_validation(datalist: Datalist, val_cases: int) -> Datalist:
-    """Hold out the last cases of a folder dataset (sorted by id) unless the datalist names its own."""
-    if datalist.validation or val_cases == 0:
-        return datalist
-    count = val_cases if val_cases > 0 else (max(1, len(datalist.training) // 10) if len(datalist.training) >= 4 else 0)
-    if count >= len(datalist.training):
-        raise UsageError(f"{count} validation cases leave none for training; lower val_cases.")
-    return Datalist(datalist.training[:-count or None], datalist.training[len(datalist.training) - count:],
-                    datalist.source)
-
-
 class Pix2Pix(Family):
     """The pix2pix/vox2vox family on the shared engine."""
 
     name = "pix2pix"
     best_metric = ("mae", True)
 
-    def __init__(self, config: Pix2PixConfig, data: Path) -> None:
+    def __init__(self, config: Pix2PixConfig, data: Path, split: SplitPlan | None = None) -> None:
         super().__init__()
         self.config = config
-        self.datalist = split_validation(discover_paired(data, ("mr", "ct"), ("mask",)), config.val_cases)
+        self.datalist, self.split = split_datalist(discover_paired(data, ("mr", "ct"), ("mask",)),
+                                                   split or SplitPlan(seed=config.seed), config.val_cases, "mr")
         training = read_cases(self.datalist.training, self.datalist.source, check_grid=("mr", "ct", "mask"))
         validation = read_cases(self.datalist.validation, self.datalist.source, check_grid=("mr", "ct", "mask"))
         spacing = config.spacing or median_spacing([case["ct"].meta for case in training])

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medsynth.data.splits import SplitPlan
 from medsynth.families.vagan import AttributionData, IntensityRegion, VAGANConfig, draw_image
 from medsynth.inference.volume import predict_grid
 from medsynth.nets.critic import Classifier
@@ -58,14 +59,16 @@ def _batch(rng: np.random.Generator, data: AttributionData, patch_size: Sequence
 def train_saliency_baseline(data: Path, steps: int = 500, dims: int = 2, batch_size: int = 8, lr: float = 1e-3,
                             channels: Sequence[int] = (16, 32, 64, 128), val_cases: int = -1, slab: float = 1.0,
                             region: IntensityRegion = IntensityRegion.IMAGE, seed: int = 0,
-                            device: str = "cpu") -> SaliencyResult:
+                            device: str = "cpu", split: SplitPlan | None = None) -> SaliencyResult:
     """Train the classifier for ``steps`` Adam steps and score its saliency maps on the held-out patients.
 
     ``val_cases``, ``slab`` and ``region`` mean what they mean in :class:`VAGANConfig`; give the VA-GAN
-    run's values to compare on equal terms.
+    run's values to compare on equal terms; ``split`` (default: seeded by ``seed``) that run's split
+    (``SplitPlan(path=RUN/split.json)`` reuses its held-out patients).
     """
     config = VAGANConfig(dims=dims, val_cases=val_cases, slab=slab, intensity_region=region, seed=seed)
-    attribution = AttributionData(data, None, config.mr_scaling, region, val_cases, slab)
+    attribution = AttributionData(data, None, config.mr_scaling, region, val_cases, slab,
+                                  split or SplitPlan(seed=seed, write=False))
     patch_size = attribution.whole_size(dims, 2 ** (len(channels) - 1))
     torch.manual_seed(seed)
     classifier = Classifier(dims, channels=channels).to(device)

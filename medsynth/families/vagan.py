@@ -31,10 +31,10 @@ from medsynth.data.geometry import ModelGrid, median_spacing
 from medsynth.data.intensity import MRIntensity, MRScaling
 from medsynth.data.layouts import Case, Datalist, discover_unpaired, read_cases
 from medsynth.data.patches import PatchDraw, cut_patch
+from medsynth.data.splits import SplitPlan
 from medsynth.engine.context import StepContext
 from medsynth.errors import UsageError
 from medsynth.families.base import Family, ModelExport
-from medsynth.families.pix2pix import split_validation
 from medsynth.inference.volume import predict_grid
 from medsynth.io.cases import case_id
 from medsynth.io.image import Volume
@@ -159,12 +159,17 @@ class AttributionData:
 
     def __init__(self, root: Path, spacing: Sequence[float] | None = None,
                  scaling: MRScaling = MRScaling.PERCENTILE, region: IntensityRegion = IntensityRegion.IMAGE,
-                 val_cases: int = -1, slab: float = 1.0) -> None:
+                 val_cases: int = -1, slab: float = 1.0, split: SplitPlan | None = None) -> None:
         folders = discover_unpaired(Path(root), ("control", "patient"), ("effect",))
         controls: list[Case] = [{"control": path} for path in folders["control"].values()]
         patients: list[Case] = [{"patient": path, **({"effect": folders["effect"][cid]} if cid in folders["effect"]
                                                      else {})} for cid, path in folders["patient"].items()]
-        held = split_validation(Datalist([c for c in patients if "effect" in c]), val_cases).validation
+        # Only patients with an effect map can validate; controls and the other patients always train.
+        self.split = (split or SplitPlan()).split(
+            [f"patient/{case_id(c['patient'])}" for c in patients if "effect" in c], val_cases,
+            always_train=[f"control/{case_id(c['control'])}" for c in controls]
+            + [f"patient/{case_id(c['patient'])}" for c in patients if "effect" not in c])
+        held = [c for c in patients if f"patient/{case_id(c['patient'])}" in self.split.val]
         training = [c for c in patients if c not in held]
         self.datalist = Datalist(controls + training, held, Path(root))
         volumes = read_cases(controls + training + held, Path(root), check_grid=("patient", "effect"))
@@ -233,11 +238,12 @@ class VAGAN(Family):
     name = "vagan"
     best_metric = ("ncc", False)
 
-    def __init__(self, config: VAGANConfig, data: Path) -> None:
+    def __init__(self, config: VAGANConfig, data: Path, split: SplitPlan | None = None) -> None:
         super().__init__()
         self.config = config
         self.data = AttributionData(data, config.spacing, config.mr_scaling, config.intensity_region,
-                                    config.val_cases, config.slab)
+                                    config.val_cases, config.slab, split or SplitPlan(seed=config.seed))
+        self.split = self.data.split
         self.patch_size = tuple(config.patch_size or self.data.whole_size(config.dims, config.divisor))
         self.lambda_map = map_weight(config.lambda_map, self.patch_size)
         self._build_networks()

@@ -65,8 +65,8 @@ def _aggregation_device(image: Tensor) -> torch.device:
 
 
 def enable_mc_dropout(network: nn.Module) -> int:
-    """Put only the dropout layers in training mode (MC dropout); returns how many there are."""
-    layers = [m for m in network.modules() if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Dropout3d))]
+    """Put only the dropout layers in training mode (MC dropout); returns how many drop anything (p > 0)."""
+    layers = [m for m in network.modules() if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Dropout3d)) and m.p > 0]
     for layer in layers:
         layer.train()
     return len(layers)
