@@ -7,6 +7,7 @@ own voxel grid (its shape by construction), and the writer puts back the input's
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,12 +22,14 @@ class ModelGrid:
     """RAS orientation then resampling to ``spacing`` mm, with the exact inverse.
 
     MONAI checks that an inverse is taken by the very transform instance that applied the forward
-    step, so one grid object does both (one transform chain per interpolation mode).
+    step, so one grid object does both (one transform chain per interpolation mode). MONAI's
+    transforms keep per-call state, so calls from several threads (``translate --workers``) take turns.
     """
 
     def __init__(self, spacing: Sequence[float]) -> None:
         self.spacing = tuple(float(s) for s in spacing)
         self._chains: dict[str, Compose] = {}
+        self._lock = threading.Lock()
 
     def _chain(self, mode: str) -> Compose:
         if mode not in self._chains:
@@ -38,13 +41,15 @@ class ModelGrid:
         """``array`` (on the grid of ``meta``) as a (1, X, Y, Z) MetaTensor on the model grid."""
         tensor = MetaTensor(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None],
                             affine=torch.as_tensor(meta.affine, dtype=torch.float64))
-        return self._chain(mode)(tensor)
+        with self._lock:
+            return self._chain(mode)(tensor)
 
     def inverse(self, values: torch.Tensor, reference: MetaTensor, mode: str = "bilinear") -> np.ndarray:
         """Resample ``values`` (C, X, Y, Z on the model grid of ``reference``) back onto the input grid."""
         output = MetaTensor(values.detach().float().cpu(), meta=copy.deepcopy(reference.meta),
                             applied_operations=copy.deepcopy(reference.applied_operations))
-        restored = self._chain(mode).inverse(output)
+        with self._lock:
+            restored = self._chain(mode).inverse(output)
         return np.asarray(restored.as_tensor().numpy(), dtype=np.float32)
 
 
