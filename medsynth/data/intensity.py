@@ -58,9 +58,15 @@ class MRIntensity:
                 raise InputError("the MR foreground is constant; it holds no image.")
             return ((image - mean) / std).astype(np.float32)
         low, high = np.percentile(values, self.percentiles)
+        del values
         if high <= low:
             raise InputError("the MR foreground has no intensity range; it holds no image.")
-        return np.clip(2.0 * (image - low) / (high - low) - 1.0, -1.0, 1.0).astype(np.float32)
+        # In place on one float32 copy: a CT-sized volume must not need several float64 temporaries.
+        out = image.astype(np.float32, copy=True)
+        out -= np.float32(low)
+        out *= np.float32(2.0 / (high - low))
+        out -= np.float32(1.0)
+        return np.clip(out, -1.0, 1.0, out=out)
 
     def denormalise(self, x: np.ndarray) -> np.ndarray:
         return ((np.asarray(x, dtype=np.float32) + 1.0) * 0.5 * self.output_scale).astype(np.float32)

@@ -120,10 +120,17 @@ class VolumeTranslator:
         return torch.flip(y, spatial) if spatial else y
 
     def prepare(self, volume: Volume) -> PreparedVolume:
-        """CPU work before the network: model grid and normalisation (runs in a prefetch thread)."""
+        """CPU work before the network: model grid and normalisation (runs in a prefetch thread).
+
+        Only the normalised image keeps voxels: ``volume``'s array is released (replaced by an empty
+        one) and the model-grid copy dropped, as the inverse needs their geometry only; so a CT-sized
+        volume is held once, not three times.
+        """
         on_grid = self.grid.forward(volume.array, volume.meta)
+        volume.array = np.empty((0,) * volume.array.ndim, np.float32)  # released before the body mask's peak
         image = torch.from_numpy(normalise_source(on_grid.as_tensor().numpy()[0], self.source))[None, None]
-        return PreparedVolume(volume, on_grid, image)
+        geometry = MetaTensor(torch.zeros(1), meta=on_grid.meta, applied_operations=on_grid.applied_operations)
+        return PreparedVolume(volume, geometry, image)
 
     def run(self, prepared: PreparedVolume, overlap: float = 0.25, tta: bool = False, samples: int = 0
             ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -143,10 +150,13 @@ class VolumeTranslator:
             for flips in flip_passes(member.flip_axes, tta, samples if stochastic else 0):
                 stats.add(self.model_space(member, prepared.image, overlap, flips)[0, 0].float().cpu().numpy())
             member.network.eval()
-        mean = self.grid.inverse(torch.from_numpy(self.target.denormalise(stats.mean))[None], prepared.on_grid)[0]
+        scale, offset = _linear_inverse(self.target)
+        mean = stats.mean
+        mean *= scale  # in place: the target's inverse is linear, and a CT-sized output is held once
+        mean += offset
+        mean = self.grid.inverse(torch.from_numpy(mean)[None], prepared.on_grid)[0]
         if samples < 2:
             return mean, None
-        scale = float(self.target.denormalise(np.ones(1))[0] - self.target.denormalise(np.zeros(1))[0])
         std = self.grid.inverse(torch.from_numpy(stats.std * scale)[None], prepared.on_grid)[0]
         return mean, std
 
@@ -166,7 +176,11 @@ class PreparedVolume:
 
 
 class _RunningMoments:
-    """Welford's running mean and sample standard deviation: memory stays flat for any number of passes."""
+    """Welford's running mean and sample standard deviation: memory stays flat for any number of passes.
+
+    The first value is kept as given (a fresh float32 array owned from then on), and the squared
+    deviations are allocated only when a second value arrives: a single pass costs no extra volume.
+    """
 
     def __init__(self) -> None:
         self.count = 0
@@ -176,15 +190,29 @@ class _RunningMoments:
     def add(self, value: np.ndarray) -> None:
         self.count += 1
         if self.mean is None:
-            self.mean, self._m2 = value.astype(np.float32), np.zeros_like(value, dtype=np.float32)
+            self.mean = value if value.dtype == np.float32 else value.astype(np.float32)
             return
+        if self._m2 is None:
+            self.mean = self.mean.copy()  # no longer the caller's array once it is updated
+            self._m2 = np.zeros_like(self.mean)
         delta = value - self.mean
         self.mean += delta / self.count
         self._m2 += delta * (value - self.mean)
 
     @property
     def std(self) -> np.ndarray:
+        if self._m2 is None:
+            return np.zeros_like(self.mean)
         return np.sqrt(self._m2 / max(self.count - 1, 1)).astype(np.float32)
+
+
+def _linear_inverse(intensity: Intensity) -> tuple[float, float]:
+    """(scale, offset) of the intensity's inverse, value = scale·x + offset; checked to be linear."""
+    at = intensity.denormalise(np.array([-1.0, 0.0, 1.0], np.float32)).astype(np.float64)
+    scale, offset = at[2] - at[1], at[1]
+    if not np.isclose(at[0], offset - scale, rtol=1e-5, atol=1e-3):
+        raise ValueError(f"{type(intensity).__name__}.denormalise is not linear; ensembles average it linearly.")
+    return float(scale), float(offset)
 
 
 def is_ct(intensity: Intensity) -> bool:
