@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 import typer
@@ -13,6 +14,18 @@ from medsynth.errors import MedsynthError
 
 console = Console()
 error_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _NoteHandler(logging.Handler):
+    """The library's notes (``medsynth`` logger: a resampled DICOM series, ...) as one line each on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error_console.print(record.getMessage(), markup=False)
+
+
+_notes = logging.getLogger("medsynth")
+_notes.addHandler(_NoteHandler(logging.WARNING))
+_notes.propagate = False
 
 
 class _ErrorReportingGroup(TyperGroup):

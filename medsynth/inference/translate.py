@@ -22,6 +22,7 @@ from medsynth.inference.batch import (
     select_cases,
 )
 from medsynth.inference.volume import PreparedVolume, VolumeTranslator, is_ct
+from medsynth.io.formats import OutputFormat, image_name
 from medsynth.io.image import Volume, read_image, write_ct, write_image
 from medsynth.modelfile import ModelFile, load_model
 
@@ -46,10 +47,17 @@ class TranslateOptions:
     device: DeviceChoice = DeviceChoice.AUTO
     amp: bool = True
     sw_batch_size: int = 4
+    format: OutputFormat = OutputFormat.NIFTI  # dicom: a CT series folder per case
+    series: tuple[str, ...] = ()  # Series Instance UIDs choosing among several series in a DICOM folder
+    patient_id: str | None = None  # DICOM output from NIfTI/MHA input; default: the case id
+    patient_name: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
             raise UsageError("--overlap is a fraction in [0, 1).")
+        self.format = OutputFormat(self.format)
+        if self.format is OutputFormat.DICOM and Direction(self.direction) is not Direction.MR2CT:
+            raise UsageError("--format dicom writes synthetic CT series; for ct2mr choose nifti or mha.")
         if self.uncertainty == 1 or self.uncertainty < 0:
             raise UsageError("--uncertainty K needs K ≥ 2 passes (or 0 for none).")
 
@@ -83,18 +91,25 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     out_dir = Path(out_dir)
     model = load_model(model_path, TRANSLATION_FAMILIES)
     translator = load_translator(model, Direction(options.direction), options)
-    cases = select_cases(Path(input_path), parse_shard(options.shard))
-    prepare_output_dir(out_dir, Path(input_path))
+    # A DICOM sCT comes with a NIfTI std map: a float map is no CT series.
+    std_format = OutputFormat.NIFTI if options.format is OutputFormat.DICOM else options.format
 
     def outputs_of(case: str) -> list[Path]:
-        paths = [out_dir / f"{case}.nii.gz"]
-        return paths + ([out_dir / f"{case}_std.nii.gz"] if options.uncertainty else [])
+        paths = [out_dir / image_name(case, options.format)]
+        return paths + ([out_dir / image_name(f"{case}_std", std_format)] if options.uncertainty else [])
+
+    source_role = "mr" if Direction(options.direction) is Direction.MR2CT else "ct"
+    cases = select_cases(Path(input_path), parse_shard(options.shard), source_role, outputs_of)
+    prepare_output_dir(out_dir, Path(input_path))
 
     def process(case: str, prepared: PreparedVolume) -> list[Path]:
         mean, std = translator.run(prepared, options.overlap, options.tta, options.uncertainty)
         targets = outputs_of(case)
         volume = prepared.volume
-        written = [_write_output(targets[0], mean, volume, is_ct(translator.target))]
+        if options.format is OutputFormat.DICOM:
+            written = [_write_dicom(targets[0], mean, volume, model, case, options)]
+        else:
+            written = [_write_output(targets[0], mean, volume, is_ct(translator.target))]
         if std is not None:
             written.append(write_image(targets[1], std, volume.meta, np.float32))
             written.append(write_uncertainty_preview(out_dir / f"{case}_std.png", mean, std, volume,
@@ -102,9 +117,20 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
         return written
 
     report = run_batch(cases, outputs_of, process, options.overwrite, "translate",
-                       load=lambda path: translator.prepare(read_image(path)))
+                       load=lambda path: translator.prepare(read_image(path, series=options.series)))
     report.write_json(out_dir / report_name("translate", options.shard))
     return report
+
+
+def _write_dicom(folder: Path, hu: np.ndarray, like: Volume, model: ModelFile, case: str,
+                 options: TranslateOptions) -> Path:
+    from medsynth.io.dicom_write import identity_for, write_ct_series
+
+    run = model.path.parent.name if model.path is not None else "model"
+    description = f"SYNTHETIC CT medsynth {model.family} {run}"
+    identity = identity_for(like.path, options.series, description, options.patient_id or case,
+                            options.patient_name or case)
+    return write_ct_series(folder, hu, like.meta, identity)
 
 
 def _write_output(path: Path, values: np.ndarray, like: Volume, as_ct: bool) -> Path:
