@@ -30,6 +30,7 @@ def attribute(
     """Abnormality maps: map = M(x), the change that makes the image look healthy (so map ~ -effect)."""
     options = AttributeOptions(overlap=overlap, overwrite=overwrite, device=device, amp=amp, effect=effect)
     report = attribute_cases(model, input_path, out_dir, options)
+    report.raise_if_only_case_failed()
     console.print(report.table(f"attribute -> {out_dir}"))
     if report.ncc:
         summary = report.ncc_summary()

@@ -43,6 +43,7 @@ def translate(
                                shard=shard, overwrite=overwrite, device=device, amp=amp, format=output_format,
                                series=tuple(series or ()), patient_id=patient_id, patient_name=patient_name)
     report = translate_cases(model, input_path, out_dir, options)
+    report.raise_if_only_case_failed()
     console.print(report.table(f"translate -> {out_dir}"))
     if report.failures:
         raise typer.Exit(1)

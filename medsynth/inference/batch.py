@@ -50,6 +50,11 @@ class BatchReport:
     def failures(self) -> list[CaseResult]:
         return [r for r in self.results if r.status is CaseStatus.FAILED]
 
+    def raise_if_only_case_failed(self) -> None:
+        """One case and it failed: no batch to speak of, so its reason is the error (exit 2, SPEC §1)."""
+        if len(self.results) == 1 and self.failures:
+            raise InputError(self.failures[0].reason)
+
     def count(self, status: CaseStatus) -> int:
         return sum(r.status is status for r in self.results)
 
