@@ -18,7 +18,7 @@ from medsynth.phantom.kinds import DEFAULT_CASES, PhantomKind, write_phantom
 def phantom(
     kind: Annotated[PhantomKind, typer.Argument(
         help="paired (MR+CT), unpaired (MR, CT of other subjects), attribution (control, patient, "
-             "effect) or slices (2D axial CT).")],
+             "effect), slices (2D axial CT) or synthrad (paired, as <case>/mr.mha, ct.mha, mask.mha).")],
     out: Annotated[Path, typer.Argument(help="Output folder (new or empty unless --overwrite).")],
     cases: Annotated[int, typer.Option(help="Subjects per group; slices: number of heads.")] = DEFAULT_CASES,
     shape: Annotated[tuple[int, int, int], typer.Option(help="Grid size X Y Z in voxels.")] = DEFAULT_SHAPE,

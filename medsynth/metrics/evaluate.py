@@ -11,6 +11,7 @@ import numpy as np
 from medsynth.data.bodymask import body_mask
 from medsynth.errors import InputError, MedsynthError
 from medsynth.io import Volume, read_image, resolve_inputs
+from medsynth.io.casefolders import role_files, synthrad_cases
 from medsynth.io.cases import is_dicom_folder
 from medsynth.metrics.report import CaseFailure, CaseResult, EvaluationReport
 from medsynth.metrics.synthrad import synthrad2023, synthrad2025
@@ -41,16 +42,18 @@ def evaluate_folders(pred: Path, ref: Path, mask: Path | None = None,
                      progress: Callable[[str], None] | None = None) -> EvaluationReport:
     """Score every prediction in ``pred`` against the reference of the same case id in ``ref``.
 
-    ``pred``/``ref``/``mask`` are each an image, a DICOM series folder or a folder of them; two
-    single images are paired whatever their names. Without ``mask`` the body mask of the
-    reference is used (:func:`medsynth.data.bodymask.body_mask`); a single mask file serves every
-    case. A case missing on one side, or failing to load or agree in grid, is a failure of that
-    case; if no case at all can be scored, :class:`InputError` says why. ``progress`` is told
+    ``pred``/``ref``/``mask`` are each an image, a DICOM series folder or a folder of them; ``ref``
+    (and ``pred``) may also be a SynthRAD task folder (``<case>/ct.*``), whose ``<case>/mask.*`` are
+    the masks unless ``mask`` is given. Two single images are paired whatever their names. Without
+    any mask the body mask of the reference is used (:func:`medsynth.data.bodymask.body_mask`); a
+    single mask file serves every case. A case missing on one side, or failing to load or agree in
+    grid, is a failure of that case; if no case at all can be scored, :class:`InputError` says why. ``progress`` is told
     each case id before it is scored.
     """
     protocol = Protocol(protocol)
     pairs, failures = match_cases(Path(pred), Path(ref))
-    masks = None if mask is None else _resolve_masks(Path(mask), pairs)
+    masks = _synthrad_masks(Path(ref)) if mask is None else _resolve_masks(Path(mask), pairs)
+    mask = Path(ref) if mask is None else mask
     results = []
     for case, (pred_path, ref_path) in pairs.items():
         if progress is not None:
@@ -67,7 +70,7 @@ def evaluate_folders(pred: Path, ref: Path, mask: Path | None = None,
 
 def match_cases(pred: Path, ref: Path) -> tuple[dict[str, tuple[Path, Path]], list[CaseFailure]]:
     """Pairs (prediction, reference) by case id, and a failure for every case found on one side only."""
-    preds, refs = resolve_inputs(pred), resolve_inputs(ref)
+    preds, refs = resolve_inputs(pred, "ct"), resolve_inputs(ref, "ct")
     if _is_single_image(pred) and _is_single_image(ref):
         [(case, ref_path)], [pred_path] = refs.items(), preds.values()
         return {case: (pred_path, ref_path)}, []
@@ -131,6 +134,14 @@ def _resolve_masks(mask: Path, pairs: dict[str, tuple[Path, Path]]) -> dict[str,
         # One mask file given directly serves every case; the grid check guards against misuse.
         return dict.fromkeys(pairs, next(iter(masks.values())))
     return masks
+
+
+def _synthrad_masks(ref: Path) -> dict[str, Path] | None:
+    """The body masks of a SynthRAD REF tree (``<case>/mask.*``), when it is one and has them all."""
+    cases = synthrad_cases(ref)
+    if cases is None or not any("mask" in roles for roles in cases.values()):
+        return None
+    return role_files(cases, "mask", ref)
 
 
 def _mask_for(case: str, masks: dict[str, Path], folder: Path) -> Path:
