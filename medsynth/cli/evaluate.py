@@ -23,11 +23,14 @@ def evaluate(
     csv: Annotated[Path | None, typer.Option(help="Write per-case metrics to this CSV file.")] = None,
     json: Annotated[Path | None, typer.Option(
         help="Write per-case metrics, mean ± sd and failures to this JSON file.")] = None,
+    series: Annotated[list[str] | None, typer.Option(
+        "--series", help="Series Instance UID to read from a DICOM folder holding several (repeatable).")] = None,
 ) -> None:
     """Score synthetic CTs: MAE, PSNR, (MS-)SSIM, per-tissue MAE and bone Dice, per case and mean ± sd."""
     with console.status("evaluating") as status:
         report = evaluate_folders(pred, ref, mask, protocol,
-                                  progress=lambda case: status.update(f"evaluating {escape(case)}"))
+                                  progress=lambda case: status.update(f"evaluating {escape(case)}"),
+                                  series=tuple(series or ()))
     console.print(report.table())
     for failure in report.failures:
         error_console.print(f"[bold red]failed:[/] {escape(failure.case)}: {escape(failure.reason)}")

@@ -37,6 +37,7 @@ from medsynth.inference.batch import (
 )
 from medsynth.inference.volume import predict_grid
 from medsynth.io.cases import list_images
+from medsynth.io.formats import OutputFormat, image_name
 from medsynth.io.image import Volume, read_image, write_image
 from medsynth.metrics.report import MetricSummary, summarise, write_text_atomically
 from medsynth.metrics.similarity import ncc
@@ -54,10 +55,16 @@ class AttributeOptions:
     amp: bool = True
     effect: Path | None = None  # folder of ground-truth effect maps (patient − control), by case id
     sw_batch_size: int = 4
+    format: OutputFormat = OutputFormat.NIFTI  # nifti or mha: maps are float images, no CT series
+    series: tuple[str, ...] = ()  # Series Instance UIDs choosing among several series in a DICOM folder
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
             raise UsageError("--overlap is a fraction in [0, 1).")
+        self.format = OutputFormat(self.format)
+        if self.format is OutputFormat.DICOM:
+            raise UsageError("--format dicom writes synthetic CT; abnormality maps are float images: choose nifti "
+                             "or mha.")
         if self.effect is not None and not Path(self.effect).is_dir():
             raise UsageError(f"{self.effect}: --effect needs a folder of effect maps named by case id.")
 
@@ -159,12 +166,14 @@ def attribute(model_path: Path, input_path: Path, out_dir: Path, options: Attrib
     """Write map, healthy image and overlay of every case of ``input_path`` into ``out_dir``."""
     model = load_model(model_path, "vagan")
     generator = load_map_generator(model, options)
-    cases = select_cases(Path(input_path), (0, 1))
     out_dir = Path(out_dir)
-    prepare_output_dir(out_dir, Path(input_path))
 
     def outputs_of(case: str) -> list[Path]:
-        return [out_dir / f"{case}_map.nii.gz", out_dir / f"{case}_healthy.nii.gz", out_dir / f"{case}_overlay.png"]
+        return [out_dir / image_name(f"{case}_map", options.format),
+                out_dir / image_name(f"{case}_healthy", options.format), out_dir / f"{case}_overlay.png"]
+
+    cases = select_cases(Path(input_path), (0, 1), outputs_of=outputs_of)
+    prepare_output_dir(out_dir, Path(input_path))
 
     def process(case: str, volume: Volume) -> list[Path]:
         change, healthy = generator(volume, options.overlap)
@@ -173,7 +182,8 @@ def attribute(model_path: Path, input_path: Path, out_dir: Path, options: Attrib
                 write_image(healthy_path, healthy, volume.meta, np.float32),
                 write_overlay(overlay_path, volume, change)]
 
-    report = AttributionReport(run_batch(cases, outputs_of, process, options.overwrite, "attribute").results)
+    report = AttributionReport(run_batch(cases, outputs_of, process, options.overwrite, "attribute",
+                                         load=lambda path: read_image(path, series=options.series)).results)
     if options.effect is not None:
         score_against_effects(report, Path(options.effect), lambda case: outputs_of(case)[0])
     report.write_json(out_dir / report_name("attribute", None))

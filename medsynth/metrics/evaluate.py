@@ -39,7 +39,8 @@ def metric_names(protocol: Protocol) -> tuple[str, ...]:
 
 def evaluate_folders(pred: Path, ref: Path, mask: Path | None = None,
                      protocol: Protocol = Protocol.synthrad2023,
-                     progress: Callable[[str], None] | None = None) -> EvaluationReport:
+                     progress: Callable[[str], None] | None = None, series: tuple[str, ...] = ()
+                     ) -> EvaluationReport:
     """Score every prediction in ``pred`` against the reference of the same case id in ``ref``.
 
     ``pred``/``ref``/``mask`` are each an image, a DICOM series folder or a folder of them; ``ref``
@@ -48,7 +49,8 @@ def evaluate_folders(pred: Path, ref: Path, mask: Path | None = None,
     any mask the body mask of the reference is used (:func:`medsynth.data.bodymask.body_mask`); a
     single mask file serves every case. A case missing on one side, or failing to load or agree in
     grid, is a failure of that case; if no case at all can be scored, :class:`InputError` says why. ``progress`` is told
-    each case id before it is scored.
+    each case id before it is scored. ``series``: Series Instance UIDs choosing among several series
+    of a DICOM folder.
     """
     protocol = Protocol(protocol)
     pairs, failures = match_cases(Path(pred), Path(ref))
@@ -60,7 +62,7 @@ def evaluate_folders(pred: Path, ref: Path, mask: Path | None = None,
             progress(case)
         try:
             mask_path = None if masks is None else _mask_for(case, masks, Path(mask))
-            results.append(CaseResult(case, evaluate_case(pred_path, ref_path, mask_path, protocol)))
+            results.append(CaseResult(case, evaluate_case(pred_path, ref_path, mask_path, protocol, series)))
         except MedsynthError as error:
             failures.append(CaseFailure(case, str(error)))
     if not results:
@@ -85,11 +87,11 @@ def match_cases(pred: Path, ref: Path) -> tuple[dict[str, tuple[Path, Path]], li
 
 
 def evaluate_case(pred_path: Path, ref_path: Path, mask_path: Path | None,
-                  protocol: Protocol = Protocol.synthrad2023) -> dict[str, float]:
+                  protocol: Protocol = Protocol.synthrad2023, series: tuple[str, ...] = ()) -> dict[str, float]:
     """All metrics of one case: the protocol's MAE/PSNR/(MS-)SSIM and the per-tissue errors."""
-    reference = read_image(ref_path)
+    reference = read_image(ref_path, series=series)
     # A constant prediction (a collapsed network) is a bad result to score, not an unreadable input.
-    prediction = read_image(pred_path, check_values=False)
+    prediction = read_image(pred_path, check_values=False, series=series)
     _check_finite(prediction)
     _check_same_grid(prediction, reference, "prediction")
     mask = body_mask(reference.array) if mask_path is None else _read_mask(mask_path, reference)
