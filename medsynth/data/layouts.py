@@ -156,10 +156,12 @@ def _datalist_part(entries: list, path: Path, part: str, required: Sequence[str]
     return cases
 
 
-def read_cases(cases: list[Case], source: Path | None, check_grid: Sequence[str] = ()) -> list[dict[str, Volume]]:
+def read_cases(cases: list[Case], source: Path | None, check_grid: Sequence[str] = (),
+               ndim: int | tuple[int, ...] = 3) -> list[dict[str, Volume]]:
     """Read every file of every case, reporting all unreadable files and grid mismatches together.
 
     Roles in ``check_grid`` must share shape and affine (within 1e-4) with the case's first role.
+    ``ndim``: the dimensionalities accepted, ``(2, 3)`` for 2D models (which also take 2D images).
     """
     problems = Problems(source or Path("dataset"))
     loaded: list[dict[str, Volume]] = []
@@ -167,7 +169,7 @@ def read_cases(cases: list[Case], source: Path | None, check_grid: Sequence[str]
         volumes: dict[str, Volume] = {}
         for role, file in case.items():
             try:
-                volumes[role] = read_image(file, check_values=role not in ("mask", "labels", "effect")
+                volumes[role] = read_image(file, ndim, check_values=role not in ("mask", "labels", "effect")
                                            and not role.endswith("_labels"))
             except InputError as error:
                 problems.add(str(error))

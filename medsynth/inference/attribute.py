@@ -182,8 +182,9 @@ def attribute(model_path: Path, input_path: Path, out_dir: Path, options: Attrib
                 write_image(healthy_path, healthy, volume.meta, np.float32),
                 write_overlay(overlay_path, volume, change)]
 
+    ndim = (2, 3) if generator.dims == 2 else 3  # a 2D model also reads 2D images
     report = AttributionReport(run_batch(cases, outputs_of, process, options.overwrite, "attribute",
-                                         load=lambda path: read_image(path, series=options.series)).results)
+                                         load=lambda path: read_image(path, ndim, series=options.series)).results)
     if options.effect is not None:
         score_against_effects(report, Path(options.effect), lambda case: outputs_of(case)[0])
     report.write_json(out_dir / report_name("attribute", None))
@@ -201,8 +202,9 @@ def score_against_effects(report: AttributionReport, effect_dir: Path, map_path_
             if result.case not in effects:
                 raise InputError(f"{effect_dir}: holds no effect map for case '{result.case}'; add it or drop "
                                  "--effect.")
-            effect = read_image(effects[result.case], check_values=False)
-            change = read_image(map_path_of(result.case), check_values=False)
+            # (2, 3): the maps of 2D images are 2D, and so are their effects.
+            effect = read_image(effects[result.case], (2, 3), check_values=False)
+            change = read_image(map_path_of(result.case), (2, 3), check_values=False)
             report.ncc[result.case] = ncc(change.array, -effect.array)
         except InputError as error:
             result.status, result.reason = CaseStatus.FAILED, str(error)

@@ -116,8 +116,9 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
                                                      is_ct(translator.target)))
         return written
 
+    ndim = (2, 3) if translator.dims == 2 else 3  # a 2D model also translates 2D images
     report = run_batch(cases, outputs_of, process, options.overwrite, "translate",
-                       load=lambda path: translator.prepare(read_image(path, series=options.series)))
+                       load=lambda path: translator.prepare(read_image(path, ndim, series=options.series)))
     report.write_json(out_dir / report_name("translate", options.shard))
     return report
 
