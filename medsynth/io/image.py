@@ -146,13 +146,10 @@ def _from_sitk(image, path: Path) -> tuple[np.ndarray, ImageMeta]:
     import SimpleITK as sitk
 
     components = image.GetNumberOfComponentsPerPixel()
-    complex_ids = (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64)
-    if components != 1 or image.GetPixelID() in complex_ids:
-        kind = np.complex64 if image.GetPixelID() in complex_ids else np.float32
-        shown = (components,) if components > 1 and kind is np.float32 else ()  # ITK's complex: 2 components
-        rgb = image.GetPixelID() in (sitk.sitkVectorUInt8,) and components in (3, 4)
-        raise InputError(f"{path}: holds {describe_pixels(shown, np.dtype(kind), rgb)}; a single-channel "
-                         "greyscale (scalar) image is needed: convert it to one channel first.")
+    if components != 1:
+        rgb = image.GetPixelID() == sitk.sitkVectorUInt8 and components in (3, 4)
+        raise InputError(f"{path}: holds {describe_pixels((components,), np.dtype(np.float32), rgb)}; a "
+                         "single-channel greyscale (scalar) image is needed: convert it to one channel first.")
     array = sitk.GetArrayFromImage(image).astype(np.float32)
     ndim = image.GetDimension()
     array = np.transpose(array, tuple(range(ndim - 1, -1, -1)))
