@@ -42,7 +42,28 @@ def _rgb_mha(path: Path) -> Path:
     return path
 
 
+def _rgb_dicom(folder: Path) -> Path:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    folder.mkdir()
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SeriesInstanceUID, ds.Modality = generate_uid(), "OT"
+    ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    ds.PixelSpacing, ds.Rows, ds.Columns = [1.0, 1.0], 8, 8
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = np.ones((8, 8, 3), np.uint8).tobytes()
+    ds.save_as(folder / "rgb.dcm", enforce_file_format=True)
+    return folder
+
+
 @pytest.mark.parametrize(("name", "make", "holds"), [
+    ("screenshot", _rgb_dicom, "RGB colour pixels (3 channels per voxel)"),
     ("rgb.nii.gz", _rgb_nifti, "RGB colour pixels (3 channels per voxel)"),
     ("complex.nii.gz", _complex_nifti, "complex values"),
     ("vector.nii.gz", _vector_nifti, "vectors of 3 components per voxel"),
@@ -55,4 +76,5 @@ def test_a_non_scalar_image_is_one_line_saying_what_it_holds(tmp_path, name, mak
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    assert f"{name}: holds {holds}" in lines[0] and "single-channel greyscale" in lines[0], lines[0]
+    assert f"{name}: holds {holds}" in lines[0] or f"{name}/rgb.dcm: holds {holds}" in lines[0], lines[0]
+    assert "single-channel greyscale" in lines[0], lines[0]

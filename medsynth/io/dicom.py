@@ -219,8 +219,9 @@ def _pixels(file: Path) -> np.ndarray:
     if values.ndim != 2:
         from medsynth.io.image import describe_pixels
 
-        raise InputError(f"{file}: holds {describe_pixels(values.shape[2:] or values.shape, values.dtype)}; "
-                         "a single-channel greyscale slice is needed.")
+        colour = str(dataset.get("PhotometricInterpretation", "")).startswith(("RGB", "YBR", "PALETTE"))
+        raise InputError(f"{file}: holds {describe_pixels(values.shape[2:], values.dtype, colour)}; a "
+                         "single-channel greyscale slice is needed (one frame, MONOCHROME).")
     return values.T.astype(np.float32)
 
 
