@@ -97,3 +97,21 @@ def test_a_2d_pix2pix_trained_on_2d_slices_translates_one_slice(tmp_path, form):
     assert written.shape == (24, 28) and written.get_data_dtype() == np.int16
     np.testing.assert_allclose(written.affine, affine)
     assert np.ptp(np.asarray(written.dataobj)) > 0  # a translated slice, not a constant
+
+
+def test_a_2d_cyclegan_trains_on_2d_slices_and_translates_one_back(tmp_path):
+    data = _write_paired_slices(tmp_path / "data")
+    train("cyclegan", data, tmp_path / "run", {"steps": 2, "batch_size": 2, "val_every": 0, "ckpt_every": 100,
+                                               "preview_every": 100, "device": "cpu"},
+          {"dims": 2, "patch_size": [16, 16], "channels": [8, 16], "disc_channels": 8, "disc_layers": 2,
+           "seg_channels": [8, 16], "shape_weight": 0.0, "seg_pretrain_steps": 0})
+    ct = tmp_path / "ct_slice.nii.gz"
+    _save(ct, make_head(7, (24, 28, 12), 6.0).ct[:, :, 6], (24, 28, 1))
+    result = CliRunner().invoke(app, ["translate", str(tmp_path / "run"), str(ct), str(tmp_path / "out"),
+                                      "--direction", "ct2mr", "--format", "mha", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    from medsynth.io import read_image
+
+    written = read_image(tmp_path / "out" / "ct_slice.mha", ndim=2)
+    assert written.array.shape == (24, 28)
+    np.testing.assert_allclose(written.meta.affine, np.diag([SPACING, SPACING, 5.0, 1.0]), atol=1e-6)
