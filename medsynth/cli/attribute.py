@@ -7,11 +7,8 @@ from typing import Annotated
 
 import typer
 
+from medsynth.choices import DeviceChoice, OutputFormat
 from medsynth.cli.app import app, console
-from medsynth.engine.config import DeviceChoice
-from medsynth.inference.attribute import AttributeOptions
-from medsynth.inference.attribute import attribute as attribute_cases
-from medsynth.io.formats import OutputFormat
 
 
 @app.command()
@@ -32,6 +29,9 @@ def attribute(
         "--series", help="Series Instance UID to read from a DICOM folder holding several (repeatable).")] = None,
 ) -> None:
     """Abnormality maps: map = M(x), the change that makes the image look healthy (so map ~ -effect)."""
+    from medsynth.inference.attribute import AttributeOptions
+    from medsynth.inference.attribute import attribute as attribute_cases
+
     options = AttributeOptions(overlap=overlap, overwrite=overwrite, device=device, amp=amp, effect=effect,
                                format=output_format, series=tuple(series or ()))
     report = attribute_cases(model, input_path, out_dir, options)

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
+from medsynth.choices import OutputFormat
 
-
-class OutputFormat(StrEnum):
-    """``nifti``: ``<name>.nii.gz``; ``mha``: ``<name>.mha`` (SynthRAD 2025's format); ``dicom``: a series
-    folder ``<name>/`` (synthetic CT only)."""
-
-    NIFTI = "nifti"
-    MHA = "mha"
-    DICOM = "dicom"
+__all__ = ["OutputFormat", "image_name"]
 
 
 _SUFFIX = {OutputFormat.NIFTI: ".nii.gz", OutputFormat.MHA: ".mha", OutputFormat.DICOM: ""}
