@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medsynth.errors import InputError
-from medsynth.io.cases import is_dicom_folder, list_images
+from medsynth.io.cases import case_id, is_dicom_folder, is_image_file, list_images
 
 # The file names SynthRAD 2023/2025 use (cbct: task 2), plus label maps for CycleGAN's shape loss.
 ROLES = ("mr", "ct", "mask", "cbct", "mr_labels", "ct_labels", "labels")
@@ -27,10 +27,11 @@ def case_folder_roles(folder: Path) -> CaseRoles | None:
     folder = Path(folder)
     if not folder.is_dir() or is_dicom_folder(folder):
         return None
+    # Recognise by name first, so that a folder of another layout is left to its own checks.
+    if not any(case_id(p).lower() in ROLES and is_image_file(p) for p in folder.iterdir()):
+        return None
     images = list_images(folder)
     roles = {cid.lower(): path for cid, path in images.items() if cid.lower() in ROLES}
-    if not roles:
-        return None
     others = sorted(path.name for cid, path in images.items() if cid.lower() not in ROLES)
     if others:
         raise InputError(f"{folder}: holds SynthRAD role files ({', '.join(p.name for p in roles.values())}) beside "
