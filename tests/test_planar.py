@@ -53,6 +53,7 @@ def _write_attribution_slices(root: Path, cases: int = 16) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_vagan_learns_from_2d_images_and_attributes_them(tmp_path):
     data = _write_attribution_slices(tmp_path / "data")
     torch.manual_seed(0)
