@@ -27,10 +27,13 @@ def translate(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases whose outputs exist.")] = False,
     device: Annotated[DeviceChoice, typer.Option(help="auto, cpu or cuda.")] = DeviceChoice.AUTO,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
+    mask: Annotated[Path | None, typer.Option("--mask", help="Folder of body masks named by case id: the region "
+                                              "whose intensities scale each MR (default: its Otsu body mask).")
+                    ] = None,
 ) -> None:
     """Translate MR into synthetic CT (int16 HU) on each input's own grid."""
     options = TranslateOptions(direction=direction, overlap=overlap, tta=tta, uncertainty=uncertainty,
-                               shard=shard, overwrite=overwrite, device=device, amp=amp)
+                               shard=shard, overwrite=overwrite, device=device, amp=amp, mask=mask)
     report = translate_cases(model, input_path, out_dir, options)
     console.print(report.table(f"translate -> {out_dir}"))
     if report.failures:
