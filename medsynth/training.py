@@ -20,7 +20,13 @@ from medsynth.engine.runtime import make_runtime, process_group_closed_at_exit
 from medsynth.engine.trainer import TrainResult, run_training
 from medsynth.errors import UsageError
 from medsynth.families.base import Family
-from medsynth.io.outputs import check_not_an_input, prepare_output_dir, remove_partials, write_text_atomically
+from medsynth.io.outputs import (
+    check_not_an_input,
+    prepare_output_dir,
+    real_path,
+    remove_partials,
+    write_text_atomically,
+)
 
 CONFIG_FILENAME = "config.yaml"
 Config = TypeVar("Config")
@@ -71,7 +77,7 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
     family_name = str(FamilyName(family))
     family_cls, config_cls = family_classes(family)
     check_not_an_input(run_dir, [data, config_file])
-    if config_file is not None and _real(config_file) == _real(run_dir / CONFIG_FILENAME):
+    if config_file is not None and real_path(config_file) == real_path(run_dir / CONFIG_FILENAME):
         raise UsageError(f"{config_file}: is the run's own record of its settings, rewritten by every run; "
                          "copy it elsewhere to edit it (with --resume it is read anyway).")
     checkpoint = run_dir / "checkpoints" / CHECKPOINT_NAME
@@ -82,12 +88,23 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
         raise UsageError(f"{run_dir}: holds a run already; add --resume to continue it or choose another --out.")
     saved = _saved_settings(run_dir) if resume else {}
     extra = read_yaml(config_file)
-    train_config, changed = _layered(TrainConfig, [family_cls.train_defaults], saved.get("train"),
-                                     [extra.get("train"), train_options], "train", TrainConfig.resumable)
+    problems: list[str] = []  # every bad setting of both sections is reported at once
+    try:
+        train_config, changed = _layered(TrainConfig, [family_cls.train_defaults], saved.get("train"),
+                                         [extra.get("train"), train_options], "train", TrainConfig.resumable)
+    except UsageError as error:
+        problems.append(str(error))
+        train_config, changed = None, []
     # The family's own sampling seed follows --seed unless a config sets it apart.
-    seed_layer = {"seed": train_config.seed} if "seed" in {f.name for f in fields(config_cls)} else {}
-    model_config, changed_model = _layered(config_cls, [seed_layer], saved.get("model"),
-                                           [extra.get("model"), model_options], "model")
+    seed_layer = {"seed": train_config.seed} if train_config and "seed" in {f.name for f in fields(config_cls)} \
+        else {}
+    try:
+        model_config, changed_model = _layered(config_cls, [seed_layer], saved.get("model"),
+                                               [extra.get("model"), model_options], "model")
+    except UsageError as error:
+        problems.append(str(error))
+    if problems:
+        raise UsageError("\n".join(problems))
     if resume:
         _refuse_changes(run_dir, saved, family_name, data, changed + changed_model)
     document = {"family": family_name, "data": str(data), "train": to_plain(train_config),
@@ -100,10 +117,6 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
         if runtime.is_main:
             write_text_atomically(run_dir / CONFIG_FILENAME, yaml.safe_dump(document, sort_keys=False))
         return run_training(instance, train_config, run_dir, runtime, resume=resume)
-
-
-def _real(path: Path) -> Path:
-    return Path(os.path.realpath(Path(path).expanduser()))
 
 
 def _saved_settings(run_dir: Path) -> dict[str, Any]:
@@ -152,7 +165,7 @@ def _refuse_changes(run_dir: Path, saved: dict[str, Any], family: str, data: Pat
     lines = []
     if saved.get("family") not in (None, family):
         lines.append(f"family: {saved['family']} -> {family}")
-    if saved.get("data") is not None and _real(Path(saved["data"])) != _real(Path(data)):
+    if saved.get("data") is not None and real_path(Path(saved["data"])) != real_path(Path(data)):
         lines.append(f"data: {saved['data']} -> {data}")
     lines += changes
     if lines:

@@ -171,6 +171,7 @@ def test_resume_may_change_steps_cadences_and_device(finished, data, tiny_config
     ({"model": {"channels": [16, "x"], "dropout": "a", "gan_loss": "wgan"}},
      ["'channels.1'", "'dropout'", "'gan_loss'"]),
     ({"model": {"chanels": [8, 16]}}, ["'chanels'"]),
+    ({"train": {"steps": 1.5}, "model": {"lambda_l1": "high"}}, ["'steps'", "'lambda_l1'"]),
     ({"train": 5}, ["'train:'"]),
 ])
 def test_bad_settings_are_refused_one_line_each_before_anything_is_written(data, tmp_path, settings, named):

@@ -20,7 +20,7 @@ from medsynth.errors import InputError, UsageError
 PARTIAL_MARK = ".partial"
 
 
-def _real(path: Path) -> Path:
+def real_path(path: Path) -> Path:
     """The absolute path with every symbolic link and ``..`` resolved (it need not exist)."""
     return Path(os.path.realpath(Path(path).expanduser()))
 
@@ -37,11 +37,11 @@ def check_not_an_input(output: Path, inputs: Iterable[Path | None], case_paths: 
     series a command turns into outputs named by case id beside each other: an output folder may not
     be the folder that holds one of them. Raises :class:`UsageError` (exit 2) naming both paths.
     """
-    target = _real(output)
+    target = real_path(output)
     for item in inputs:
         if item is None:
             continue
-        source = _real(item)
+        source = real_path(item)
         if target == source:
             raise UsageError(f"{output}: is an input of this command ({item}); choose another output so inputs "
                              "stay untouched.")
@@ -49,7 +49,7 @@ def check_not_an_input(output: Path, inputs: Iterable[Path | None], case_paths: 
             raise UsageError(f"{output}: lies inside the input folder {item}; choose an output outside it so "
                              "inputs stay untouched.")
     for case in case_paths:
-        if _real(case).parent == target:
+        if real_path(case).parent == target:
             raise UsageError(f"{output}: is the folder of the input {case}; outputs named by case id would "
                              "replace it. Choose another output folder.")
 
