@@ -7,12 +7,12 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import fields
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from medsynth.choices import FamilyName
 from medsynth.engine.checkpoint import CHECKPOINT_NAME
 from medsynth.engine.config import TrainConfig, build_config, read_yaml, to_plain
 from medsynth.engine.logbook import LOG_FILENAME
@@ -32,18 +32,10 @@ CONFIG_FILENAME = "config.yaml"
 Config = TypeVar("Config")
 
 
-class FamilyName(StrEnum):
-    """The model families ``medsynth train`` knows."""
-
-    PIX2PIX = "pix2pix"
-    CYCLEGAN = "cyclegan"
-    VAGAN = "vagan"
-    FASTGAN = "fastgan"
-
-
 # family -> (module, family class, config class); imported only when used
 _FAMILIES: dict[FamilyName, tuple[str, str, str]] = {
     FamilyName.PIX2PIX: ("medsynth.families.pix2pix", "Pix2Pix", "Pix2PixConfig"),
+    FamilyName.VOX2VOX: ("medsynth.families.pix2pix", "Pix2Pix", "Pix2PixConfig"),
     FamilyName.CYCLEGAN: ("medsynth.families.cyclegan", "CycleGAN", "CycleGANConfig"),
     FamilyName.VAGAN: ("medsynth.families.vagan", "VAGAN", "VAGANConfig"),
     FamilyName.FASTGAN: ("medsynth.families.fastgan", "FastGAN", "FastGANConfig"),
@@ -74,7 +66,8 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
     """
     run_dir = Path(run_dir)
     note = note or (lambda message: None)
-    family_name = str(FamilyName(family))
+    family, model_options = _vox2vox_is_3d_pix2pix(FamilyName(family), model_options or {})
+    family_name = str(family)
     family_cls, config_cls = family_classes(family)
     check_not_an_input(run_dir, [data, config_file])
     if config_file is not None and real_path(config_file) == real_path(run_dir / CONFIG_FILENAME):
@@ -117,6 +110,15 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
         if runtime.is_main:
             write_text_atomically(run_dir / CONFIG_FILENAME, yaml.safe_dump(document, sort_keys=False))
         return run_training(instance, train_config, run_dir, runtime, resume=resume)
+
+
+def _vox2vox_is_3d_pix2pix(family: FamilyName, model_options: dict[str, Any]) -> tuple[FamilyName, dict[str, Any]]:
+    """``vox2vox`` names pix2pix with 3D networks (Cirillo et al. 2020): the same family, ``dims`` fixed to 3."""
+    if family is not FamilyName.VOX2VOX:
+        return family, model_options
+    if model_options.get("dims") not in (None, 3):
+        raise UsageError("vox2vox is 3D pix2pix; for slice-wise networks train 'pix2pix --dims 2'.")
+    return FamilyName.PIX2PIX, {**model_options, "dims": 3}
 
 
 def _saved_settings(run_dir: Path) -> dict[str, Any]:

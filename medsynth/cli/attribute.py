@@ -7,10 +7,8 @@ from typing import Annotated
 
 import typer
 
+from medsynth.choices import DeviceChoice
 from medsynth.cli.app import app, console
-from medsynth.engine.config import DeviceChoice
-from medsynth.inference.attribute import AttributeOptions
-from medsynth.inference.attribute import attribute as attribute_cases
 
 
 @app.command()
@@ -31,6 +29,9 @@ def attribute(
                     ] = None,
 ) -> None:
     """Abnormality maps: map = M(x), the change that makes the image look healthy (so map ~ -effect)."""
+    from medsynth.inference.attribute import AttributeOptions
+    from medsynth.inference.attribute import attribute as attribute_cases
+
     options = AttributeOptions(overlap=overlap, overwrite=overwrite, device=device, amp=amp, effect=effect,
                                mask=mask)
     report = attribute_cases(model, input_path, out_dir, options)

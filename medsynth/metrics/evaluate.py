@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
+from medsynth.choices import Protocol
 from medsynth.data.bodymask import body_mask
 from medsynth.errors import InputError, MedsynthError
 from medsynth.io import Volume, read_image, resolve_inputs
@@ -21,13 +21,6 @@ from medsynth.metrics.tissue import tissue_metrics
 AFFINE_TOLERANCE = 1e-4
 # A CT in HU shows air below this value; a prediction without any where its reference has air is not CT.
 AIR_BELOW_HU = -200.0
-
-
-class Protocol(StrEnum):
-    """Which challenge's definitions the image metrics follow."""
-
-    synthrad2023 = "synthrad2023"
-    synthrad2025 = "synthrad2025"
 
 
 _SCORERS = {Protocol.synthrad2023: synthrad2023, Protocol.synthrad2025: synthrad2025}
