@@ -32,8 +32,13 @@ def evaluate(
     with console.status("evaluating") as status:
         report = evaluate_folders(pred, ref, mask, protocol,
                                   progress=lambda case: status.update(f"evaluating {escape(case)}"),
-                                  series=tuple(series or ()))
+                                  outputs=(csv, json), series=tuple(series or ()))
     console.print(report.table())
+    if report.ignored:
+        console.print(f"ignored {len(report.ignored)} side products in {escape(str(pred))} (not predictions of a "
+                      f"case of their own): {escape(', '.join(report.ignored))}")
+    for warning in report.warnings:
+        error_console.print(f"[bold yellow]warning:[/] {escape(warning.case)}: {escape(warning.reason)}")
     for failure in report.failures:
         error_console.print(f"[bold red]failed:[/] {escape(failure.case)}: {escape(failure.reason)}")
     if csv is not None:

@@ -26,6 +26,9 @@ def translate(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases whose outputs exist.")] = False,
     device: Annotated[DeviceChoice, typer.Option(help="auto, cpu or cuda.")] = DeviceChoice.AUTO,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
+    mask: Annotated[Path | None, typer.Option("--mask", help="Folder of body masks named by case id: the region "
+                                              "whose intensities scale each MR (default: its Otsu body mask).")
+                    ] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="nifti, mha, or dicom (a CT Image "
                                                         "series per case, for a planning system).")] = (
         OutputFormat.NIFTI),
@@ -41,10 +44,10 @@ def translate(
     from medsynth.inference.translate import translate as translate_cases
 
     options = TranslateOptions(direction=direction, overlap=overlap, tta=tta, uncertainty=uncertainty,
-                               shard=shard, overwrite=overwrite, device=device, amp=amp, format=output_format,
-                               series=tuple(series or ()), patient_id=patient_id, patient_name=patient_name)
+                               shard=shard, overwrite=overwrite, device=device, amp=amp, mask=mask,
+                               format=output_format, series=tuple(series or ()), patient_id=patient_id,
+                               patient_name=patient_name)
     report = translate_cases(model, input_path, out_dir, options)
-    report.raise_if_only_case_failed()
     console.print(report.table(f"translate -> {out_dir}"))
     if report.failures:
         raise typer.Exit(1)

@@ -15,15 +15,18 @@ from medsynth.engine.runtime import pick_amp_dtype, pick_device
 from medsynth.errors import UsageError
 from medsynth.inference.batch import (
     BatchReport,
+    case_masks,
+    is_single_input,
+    mask_of,
     parse_shard,
-    prepare_output_dir,
     report_name,
     run_batch,
     select_cases,
 )
-from medsynth.inference.volume import PreparedVolume, VolumeTranslator, is_ct
+from medsynth.inference.volume import PreparedVolume, VolumeTranslator, is_ct, read_mask
 from medsynth.io.formats import OutputFormat, image_name
 from medsynth.io.image import Volume, read_image, write_ct, write_image
+from medsynth.io.outputs import prepare_output_dir
 from medsynth.modelfile import ModelFile, load_model
 
 TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")
@@ -40,6 +43,7 @@ class TranslateOptions:
     device: DeviceChoice = DeviceChoice.AUTO
     amp: bool = True
     sw_batch_size: int = 4
+    mask: Path | None = None  # folder of body masks by case id: the MR region that sets the intensity scale
     format: OutputFormat = OutputFormat.NIFTI  # dicom: a CT series folder per case
     series: tuple[str, ...] = ()  # Series Instance UIDs choosing among several series in a DICOM folder
     patient_id: str | None = None  # DICOM output from NIfTI/MHA input; default: the case id
@@ -93,7 +97,15 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
 
     source_role = "mr" if Direction(options.direction) is Direction.MR2CT else "ct"
     cases = select_cases(Path(input_path), parse_shard(options.shard), source_role, outputs_of)
-    prepare_output_dir(out_dir, Path(input_path))
+    masks = case_masks(options.mask)
+    prepare_output_dir(out_dir, [input_path, model.path, model.path.parent, options.mask], cases.values())
+    case_of = {path: case for case, path in cases.items()}
+    ndim = (2, 3) if translator.dims == 2 else 3  # a 2D model also translates 2D images
+
+    def load(path: Path) -> PreparedVolume:
+        volume = read_image(path, ndim, series=options.series)
+        mask = None if masks is None else read_mask(mask_of(case_of[path], masks, options.mask), volume)
+        return translator.prepare(volume, mask)
 
     def process(case: str, prepared: PreparedVolume) -> list[Path]:
         mean, std = translator.run(prepared, options.overlap, options.tta, options.uncertainty)
@@ -109,9 +121,8 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
                                                      is_ct(translator.target)))
         return written
 
-    ndim = (2, 3) if translator.dims == 2 else 3  # a 2D model also translates 2D images
-    report = run_batch(cases, outputs_of, process, options.overwrite, "translate",
-                       load=lambda path: translator.prepare(read_image(path, ndim, series=options.series)))
+    report = run_batch(cases, outputs_of, process, options.overwrite, "translate", load=load,
+                       single=is_single_input(input_path, cases))
     report.write_json(out_dir / report_name("translate", options.shard))
     return report
 

@@ -7,10 +7,7 @@ formats (MHA, NRRD) and DICOM series, which are LPS+, are converted to the same 
 
 from __future__ import annotations
 
-import contextlib
-import os
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from medsynth.errors import InputError, UsageError
+from medsynth.io.outputs import atomic_path
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
@@ -254,29 +252,6 @@ def _atomic_save(image: nib.Nifti1Image, path: Path) -> None:
     # nibabel picks the format by extension, so the temporary name keeps it.
     with atomic_path(path, ".nii.gz" if path.name.endswith(".nii.gz") else ".nii") as partial:
         nib.save(image, str(partial))
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
-    """A hidden temporary path beside ``path`` to write to, renamed onto ``path`` when the block succeeds.
-
-    ``suffix`` ends the temporary name (writers choosing the format by extension need it). On failure
-    the temporary file is removed; an ``OSError`` becomes :class:`InputError` naming the folder.
-    """
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{suffix}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        yield partial
-        os.replace(partial, path)
-    except BaseException as error:
-        # Whatever stopped the write (full disk, Ctrl-C), no half-written file may stay behind.
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise InputError(f"{path.parent}: cannot write here ({error.strerror or error}); "
-                             "choose a writable output folder.") from error
-        raise
 
 
 def write_ct(path: str | Path, hu: np.ndarray, meta: ImageMeta) -> Path:

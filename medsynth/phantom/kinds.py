@@ -17,6 +17,7 @@ import numpy as np
 from medsynth.choices import PhantomKind
 from medsynth.errors import UsageError
 from medsynth.io.image import ImageMeta, write_ct, write_image, write_labels
+from medsynth.io.outputs import prepare_output_dir
 from medsynth.phantom.anatomy import (
     DEFAULT_SHAPE,
     DEFAULT_SPACING,
@@ -106,8 +107,7 @@ def _prepare_output(out: Path, overwrite: bool) -> Path:
         raise UsageError(f"{out}: is a file; give a folder for the phantom.")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UsageError(f"{out}: exists and is not empty; choose a new folder or pass --overwrite.")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return prepare_output_dir(out, [])
 
 
 def _no_progress(done: int, total: int) -> None:
