@@ -93,9 +93,10 @@ def test_resume_keeps_the_split_and_refuses_another_fold(folds, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(folds / "folds/fold_0", run)
     before = (run / "split.json").read_text()
-    line = _one_error_line(CliRunner().invoke(app, ["train", "pix2pix", str(folds / "data"), "--out", str(run),
-                                                    "--resume", "--fold", "1", "--folds", "3", "--steps", "3"]))
-    assert "--fold 0" in line
+    refused = CliRunner().invoke(app, ["train", "pix2pix", str(folds / "data"), "--out", str(run), "--resume",
+                                       "--fold", "1", "--folds", "3", "--steps", "3"])
+    assert refused.exit_code == 2 and "Traceback" not in refused.stderr
+    assert "fold: 0 -> 1" in refused.stderr.replace("'", ""), refused.stderr
     result = CliRunner().invoke(app, ["train", "pix2pix", str(folds / "data"), "--out", str(run), "--resume",
                                       "--steps", "3"])
     assert result.exit_code == 0, (result.output, result.exception)

@@ -7,35 +7,50 @@ from typing import Annotated
 
 import typer
 
+from medsynth.choices import DeviceChoice, Direction, Engine, OutputFormat
 from medsynth.cli.app import app, console
-from medsynth.engine.config import DeviceChoice
-from medsynth.inference.engines import Engine
-from medsynth.inference.translate import Direction, TranslateOptions
-from medsynth.inference.translate import translate as translate_cases
 
 
 @app.command()
 def translate(
     model: Annotated[Path, typer.Argument(help="Run folder, its model.safetensors, an exported .onnx, or a folder "
                                           "of runs (an ensemble, e.g. folds).")],
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="A volume, a DICOM series folder or a "
-                                               "folder of them.")],
-    out_dir: Annotated[Path, typer.Argument(help="Outputs: OUT_DIR/<case>.nii.gz.")],
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="A volume, a DICOM series folder, a folder "
+                                               "of them, or a SynthRAD task or case folder (<case>/mr.nii.gz).")],
+    out_dir: Annotated[Path, typer.Argument(help="Outputs: OUT_DIR/<case>.nii.gz (.mha; DICOM: OUT_DIR/<case>/).")],
     direction: Annotated[Direction, typer.Option(help="mr2ct, or ct2mr for CycleGAN models.")] = Direction.MR2CT,
     overlap: Annotated[float, typer.Option(help="Sliding-window overlap fraction.")] = 0.25,
     tta: Annotated[bool, typer.Option("--tta", help="Average over the flips seen in training.")] = False,
     uncertainty: Annotated[int, typer.Option(help="K stochastic passes; writes <case>_std.nii.gz.")] = 0,
-    shard: Annotated[str | None, typer.Option(help="I/N: this machine's share of the cases.")] = None,
+    shard: Annotated[str | None, typer.Option(
+        metavar="I/N", help="This machine's share of the cases: part I of N, I counting from 0 (0/4 ... 3/4).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases whose outputs exist.")] = False,
     device: Annotated[DeviceChoice, typer.Option(help="auto, cpu or cuda.")] = DeviceChoice.AUTO,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
+    mask: Annotated[Path | None, typer.Option("--mask", help="Folder of body masks named by case id: the region "
+                                              "whose intensities scale each MR (default: its Otsu body mask).")
+                    ] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="nifti, mha, or dicom (a CT Image "
+                                                        "series per case, for a planning system).")] = (
+        OutputFormat.NIFTI),
+    series: Annotated[list[str] | None, typer.Option(
+        "--series", help="Series Instance UID to read from a DICOM folder holding several (repeatable).")] = None,
+    patient_id: Annotated[str | None, typer.Option(
+        "--patient-id", help="DICOM output from NIfTI/MHA input: Patient ID (default: the case id).")] = None,
+    patient_name: Annotated[str | None, typer.Option(
+        "--patient-name", help="DICOM output from NIfTI/MHA input: Patient's Name (default: the case id).")] = None,
     engine: Annotated[Engine, typer.Option(help="torch, or onnxruntime (extra medsynth[onnx]).")] = Engine.TORCH,
     sw_batch_size: Annotated[int, typer.Option("--sw-batch-size", help="Windows per network call.")] = 4,
     workers: Annotated[int, typer.Option(help="Cases read and preprocessed ahead in parallel.")] = 1,
 ) -> None:
     """Translate MR into synthetic CT (int16 HU) on each input's own grid."""
+    from medsynth.inference.translate import TranslateOptions
+    from medsynth.inference.translate import translate as translate_cases
+
     options = TranslateOptions(direction=direction, overlap=overlap, tta=tta, uncertainty=uncertainty,
-                               shard=shard, overwrite=overwrite, device=device, amp=amp,
+                               shard=shard, overwrite=overwrite, device=device, amp=amp, mask=mask,
+                               format=output_format, series=tuple(series or ()), patient_id=patient_id,
+                               patient_name=patient_name,
                                engine=engine, sw_batch_size=sw_batch_size, workers=workers)
     report = translate_cases(model, input_path, out_dir, options)
     console.print(report.table(f"translate -> {out_dir}"))

@@ -12,7 +12,6 @@ import io
 import json
 import warnings
 from collections.abc import Sequence
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from medsynth.choices import Engine
 from medsynth.errors import ModelError, UsageError
 from medsynth.modelfile import ModelFile
+
+__all__ = ["Engine", "OnnxNetwork", "model_to_onnx", "network_to_onnx", "read_onnx_metadata"]
 
 OPSET = 17
 ONNX_METADATA_KEY = "medsynth"
 INPUT_NAME, OUTPUT_NAME = "input", "output"
-
-
-class Engine(StrEnum):
-    """What runs the network at inference."""
-
-    TORCH = "torch"
-    ONNXRUNTIME = "onnxruntime"
 
 
 def _require(module: str) -> Any:

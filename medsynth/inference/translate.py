@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medsynth.choices import Direction
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import intensity_from_json
 from medsynth.engine.config import DeviceChoice
@@ -18,8 +18,10 @@ from medsynth.engine.runtime import pick_amp_dtype, pick_device
 from medsynth.errors import ModelError, UsageError
 from medsynth.inference.batch import (
     BatchReport,
+    case_masks,
+    is_single_input,
+    mask_of,
     parse_shard,
-    prepare_output_dir,
     report_name,
     run_batch,
     select_cases,
@@ -32,18 +34,13 @@ from medsynth.inference.engines import (
     onnx_providers,
     read_onnx_metadata,
 )
-from medsynth.inference.volume import Member, PreparedVolume, VolumeTranslator, is_ct
+from medsynth.inference.volume import Member, PreparedVolume, VolumeTranslator, is_ct, read_mask
+from medsynth.io.formats import OutputFormat, image_name
 from medsynth.io.image import Volume, read_image, write_ct, write_image
+from medsynth.io.outputs import prepare_output_dir
 from medsynth.modelfile import load_model, resolve_model_paths
 
 TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")
-
-
-class Direction(StrEnum):
-    """Translation direction."""
-
-    MR2CT = "mr2ct"
-    CT2MR = "ct2mr"
 
 
 @dataclass
@@ -59,10 +56,18 @@ class TranslateOptions:
     sw_batch_size: int = 4  # windows per network call
     workers: int = 1  # cases read and preprocessed ahead, in parallel threads
     engine: Engine = Engine.TORCH
+    mask: Path | None = None  # folder of body masks by case id: the MR region that sets the intensity scale
+    format: OutputFormat = OutputFormat.NIFTI  # dicom: a CT series folder per case
+    series: tuple[str, ...] = ()  # Series Instance UIDs choosing among several series in a DICOM folder
+    patient_id: str | None = None  # DICOM output from NIfTI/MHA input; default: the case id
+    patient_name: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
             raise UsageError("--overlap is a fraction in [0, 1).")
+        self.format = OutputFormat(self.format)
+        if self.format is OutputFormat.DICOM and Direction(self.direction) is not Direction.MR2CT:
+            raise UsageError("--format dicom writes synthetic CT series; for ct2mr choose nifti or mha.")
         if self.uncertainty == 1 or self.uncertainty < 0:
             raise UsageError("--uncertainty K needs K ≥ 2 passes (or 0 for none).")
         if self.sw_batch_size < 1 or self.workers < 1:
@@ -136,7 +141,16 @@ def load_translator(model_path: Path, direction: Direction, options: TranslateOp
         target=intensity_from_json(spec["target"]),
         amp_dtype=pick_amp_dtype(device, options.amp) if options.engine is Engine.TORCH else None,
         sw_batch_size=options.sw_batch_size,
+        label=_label(first["family"], paths),
     )
+
+
+def _label(family: str, paths: list[Path]) -> str:
+    """The family and run (folder) name, as a DICOM Series Description names the model."""
+    first = paths[0]
+    run = first.stem if first.suffix == ".onnx" else first.parent.name
+    folder = first.parent if first.suffix == ".onnx" else first.parent.parent
+    return f"{family} {run}" if len(paths) == 1 else f"{family} ensemble of {len(paths)} ({folder.name})"
 
 
 def translate(model_path: Path, input_path: Path, out_dir: Path, options: TranslateOptions) -> BatchReport:
@@ -146,29 +160,56 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     or a folder of them, whose outputs are averaged (an ensemble).
     """
     out_dir = Path(out_dir)
+    model_paths = resolve_model_paths(Path(model_path))
     translator = load_translator(Path(model_path), Direction(options.direction), options)
-    cases = select_cases(Path(input_path), parse_shard(options.shard))
-    prepare_output_dir(out_dir, Path(input_path))
+    # A DICOM sCT comes with a NIfTI std map: a float map is no CT series.
+    std_format = OutputFormat.NIFTI if options.format is OutputFormat.DICOM else options.format
 
     def outputs_of(case: str) -> list[Path]:
-        paths = [out_dir / f"{case}.nii.gz"]
-        return paths + ([out_dir / f"{case}_std.nii.gz"] if options.uncertainty else [])
+        paths = [out_dir / image_name(case, options.format)]
+        return paths + ([out_dir / image_name(f"{case}_std", std_format)] if options.uncertainty else [])
+
+    source_role = "mr" if Direction(options.direction) is Direction.MR2CT else "ct"
+    cases = select_cases(Path(input_path), parse_shard(options.shard), source_role, outputs_of)
+    masks = case_masks(options.mask)
+    prepare_output_dir(out_dir, [input_path, Path(model_path), *model_paths, *(p.parent for p in model_paths),
+                                 options.mask], cases.values())
+    case_of = {path: case for case, path in cases.items()}
+    ndim = (2, 3) if translator.dims == 2 else 3  # a 2D model also translates 2D images
+
+    def load(path: Path) -> PreparedVolume:
+        volume = read_image(path, ndim, series=options.series)
+        mask = None if masks is None else read_mask(mask_of(case_of[path], masks, options.mask), volume)
+        return translator.prepare(volume, mask)
 
     def process(case: str, prepared: PreparedVolume) -> list[Path]:
         mean, std = translator.run(prepared, options.overlap, options.tta, options.uncertainty)
         targets = outputs_of(case)
         volume = prepared.volume
-        written = [_write_output(targets[0], mean, volume, is_ct(translator.target))]
+        if options.format is OutputFormat.DICOM:
+            written = [_write_dicom(targets[0], mean, volume, translator.label, case, options)]
+        else:
+            written = [_write_output(targets[0], mean, volume, is_ct(translator.target))]
         if std is not None:
             written.append(write_image(targets[1], std, volume.meta, np.float32))
             written.append(write_uncertainty_preview(out_dir / f"{case}_std.png", mean, std, volume,
                                                      is_ct(translator.target)))
         return written
 
-    report = run_batch(cases, outputs_of, process, options.overwrite, "translate",
-                       load=lambda path: translator.prepare(read_image(path)), workers=options.workers)
+    report = run_batch(cases, outputs_of, process, options.overwrite, "translate", load=load,
+                       single=is_single_input(input_path, cases), workers=options.workers)
     report.write_json(out_dir / report_name("translate", options.shard))
     return report
+
+
+def _write_dicom(folder: Path, hu: np.ndarray, like: Volume, label: str, case: str,
+                 options: TranslateOptions) -> Path:
+    from medsynth.io.dicom_write import identity_for, write_ct_series
+
+    description = f"SYNTHETIC CT medsynth {label}"
+    identity = identity_for(like.path, options.series, description, options.patient_id or case,
+                            options.patient_name or case)
+    return write_ct_series(folder, hu, like.meta, identity)
 
 
 def _write_output(path: Path, values: np.ndarray, like: Volume, as_ct: bool) -> Path:
