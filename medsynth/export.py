@@ -9,12 +9,11 @@ generator takes (B, nz). The graph's ``metadata_props['medsynth']`` holds the mo
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 from medsynth.errors import UsageError
 from medsynth.inference.engines import model_to_onnx
+from medsynth.io.outputs import atomic_path, check_not_an_input
 from medsynth.modelfile import load_model
 
 
@@ -30,14 +29,8 @@ def export_onnx(model_path: Path, out_path: Path, direction: str = "mr2ct", over
     if out_path.exists() and not overwrite:
         raise UsageError(f"{out_path}: exists; add --overwrite to replace it.")
     model = load_model(model_path)
-    if model.path is not None and out_path.resolve() == model.path.resolve():
-        raise UsageError(f"{out_path}: is the model file itself; choose another name.")
+    check_not_an_input(out_path, [model.path])  # beside the model in its run folder is fine; over it is not
     graph = model_to_onnx(model, direction)
-    try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.partial")
+    with atomic_path(out_path) as partial:
         partial.write_bytes(graph)
-        os.replace(partial, out_path)
-    except OSError as error:
-        raise UsageError(f"{out_path}: cannot write here ({error.strerror}); choose a writable folder.") from error
     return out_path

@@ -9,7 +9,6 @@ seed and therefore the file's content, so their validation sets partition the ca
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from medsynth.data.layouts import Datalist
 from medsynth.errors import UsageError
 from medsynth.io.cases import case_id
+from medsynth.io.outputs import write_text_atomically
 
 SPLIT_FILENAME = "split.json"
 
@@ -151,6 +151,4 @@ def _read(path: Path) -> Folds:
 
 
 def _write(path: Path, folds: Folds) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(folds, indent=2))
-    os.replace(partial, path)
+    write_text_atomically(path, json.dumps(folds, indent=2))
