@@ -31,8 +31,9 @@ def main() -> None:
     args = parser.parse_args()
     print_header(f"{args.folds}-fold vox2vox ensemble on the phantom, {args.steps} steps per fold")
     out = args.out
-    write_phantom("paired", out / "data", cases=8, shape=DEMO_SHAPE, spacing=DEMO_SPACING, seed=0)
-    write_phantom("paired", out / "test", cases=2, shape=DEMO_SHAPE, spacing=DEMO_SPACING, seed=TEST_SEED)
+    for folder, cases, seed in (("data", 8, 0), ("test", 2, TEST_SEED)):
+        if not (out / folder).is_dir():  # a re-run reuses the data and the folds already trained
+            write_phantom("paired", out / folder, cases=cases, shape=DEMO_SHAPE, spacing=DEMO_SPACING, seed=seed)
     options = {**DEMO_TRAIN, "steps": args.steps, "val_every": args.steps, "folds": args.folds}
     for k in range(args.folds):
         run = out / "folds" / f"fold_{k}"

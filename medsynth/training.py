@@ -55,7 +55,8 @@ def family_classes(name: FamilyName | str) -> tuple[type[Family], type]:
 
 def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: dict[str, Any] | None = None,
           model_options: dict[str, Any] | None = None, config_file: Path | None = None,
-          resume: bool = False, note: Callable[[str], None] | None = None) -> TrainResult:
+          resume: bool = False, note: Callable[[str], None] | None = None,
+          announce: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``family`` on ``data`` into ``run_dir``.
 
     Settings are layered: defaults < the run's saved config (on ``resume``) < ``config_file`` < options,
@@ -65,7 +66,7 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
     resumed run may change only :attr:`TrainConfig.resumable` settings; any other difference is a
     :class:`UsageError` naming each setting, raised before the run folder is touched. The train/validation
     split (fold ``fold`` of ``folds``, or a seeded hold-out) is written to ``RUN/split.json``, reused on
-    resume and announced through ``note``.
+    resume, and its one-line summary goes to ``announce`` (rank 0).
     """
     run_dir = Path(run_dir)
     note = note or (lambda message: None)
@@ -112,8 +113,8 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
     with process_group_closed_at_exit(runtime):
         _seed_everything(train_config.seed + runtime.rank)
         instance = family_cls(model_config, Path(data), split=replace(plan, write=runtime.is_main))
-        if runtime.is_main and instance.split is not None:
-            note(instance.split.summary())
+        if runtime.is_main and announce is not None and instance.split is not None:
+            announce(instance.split.summary())
         if runtime.is_main:
             write_text_atomically(run_dir / CONFIG_FILENAME, yaml.safe_dump(document, sort_keys=False))
         return run_training(instance, train_config, run_dir, runtime, resume=resume)

@@ -50,7 +50,8 @@ def train(
                      "val_every": val_every, "ckpt_every": ckpt_every, "fold": fold, "folds": folds}
     model_options = {"patch_size": patch_size, "dims": dims}
     result = train_family(family, data, out, train_options, model_options, config, resume,
-                          note=lambda message: console.print(f"note: {escape(message)}", soft_wrap=True))
+                          note=lambda message: console.print(f"note: {escape(message)}", soft_wrap=True),
+                          announce=lambda message: console.print(escape(message), soft_wrap=True))
     if not result.is_main:
         return
     if result.interrupted:

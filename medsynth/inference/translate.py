@@ -172,8 +172,9 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     source_role = "mr" if Direction(options.direction) is Direction.MR2CT else "ct"
     cases = select_cases(Path(input_path), parse_shard(options.shard), source_role, outputs_of)
     masks = case_masks(options.mask)
-    prepare_output_dir(out_dir, [input_path, Path(model_path), *model_paths, *(p.parent for p in model_paths),
-                                 options.mask], cases.values())
+    run_folders = [p.parent for p in model_paths if p.suffix != ".onnx"]  # an exported graph is one file
+    ensemble = [Path(model_path)] if Path(model_path).is_dir() else []
+    prepare_output_dir(out_dir, [input_path, *ensemble, *model_paths, *run_folders, options.mask], cases.values())
     case_of = {path: case for case, path in cases.items()}
     ndim = (2, 3) if translator.dims == 2 else 3  # a 2D model also translates 2D images
 
