@@ -85,7 +85,8 @@ def main() -> None:
                  f"{args.patch}³ windows, sw-batch-size {args.sw_batch_size}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model = write_model(root / "model.safetensors", args.channels, args.patch)
+        (root / "model").mkdir()  # the model's folder is an input: outputs go beside it, not inside
+        model = write_model(root / "model" / "model.safetensors", args.channels, args.patch)
         (root / "in").mkdir()
         source = write_input(root / "in" / "ct_sized.nii.gz", tuple(args.shape))
         reading, _ = child_peak_mb([sys.executable, __file__, "--read-only", "--input", str(source)])

@@ -161,8 +161,8 @@ def _peak_gib(device: torch.device) -> float | None:
 
 def translation(root: Path, label: str, shape: tuple[int, ...], device: torch.device, cfg: dict) -> list[dict]:
     """medsynth translate and a plain sliding-window script on the same volume and network (2nd of 2 cases)."""
-    root.mkdir(parents=True)
-    model, network, patch = _model_file(root / "model.safetensors", cfg)
+    (root / "model").mkdir(parents=True)  # the model's folder is an input: outputs go beside it, not inside
+    model, network, patch = _model_file(root / "model" / "model.safetensors", cfg)
     inputs = root / "in"
     inputs.mkdir(parents=True)
     rng = np.random.default_rng(0)
