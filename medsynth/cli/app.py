@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from medsynth import __version__
@@ -24,7 +25,8 @@ class _ErrorReportingGroup(TyperGroup):
         except MedsynthError as error:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            error_console.print(f"[bold red]error:[/] {error}", markup=True)
+            # Escaped: a message may hold brackets (``medsynth[dose]``, array shapes) that are not markup.
+            error_console.print(f"[bold red]error:[/] {escape(str(error))}", markup=True)
             raise typer.Exit(error.exit_code) from None
 
 

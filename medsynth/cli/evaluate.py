@@ -9,7 +9,11 @@ import typer
 from rich.markup import escape
 
 from medsynth.cli.app import app, console, error_console
+from medsynth.dose import require_dose_extra
+from medsynth.dose.protocol import Modality
+from medsynth.errors import UsageError
 from medsynth.metrics.evaluate import Protocol, evaluate_folders
+from medsynth.metrics.report import EvaluationReport
 
 
 @app.command()
@@ -23,12 +27,28 @@ def evaluate(
     csv: Annotated[Path | None, typer.Option(help="Write per-case metrics to this CSV file.")] = None,
     json: Annotated[Path | None, typer.Option(
         help="Write per-case metrics, mean ± sd and failures to this JSON file.")] = None,
+    dose: Annotated[bool, typer.Option(
+        "--dose", help="Also plan on each CT, recompute on the sCT and compare doses (extra medsynth[dose]).")] = False,
+    target: Annotated[Path | None, typer.Option(
+        help="With --dose: target masks (folder or one file); default: a 15 mm sphere deep in the body.")] = None,
+    modality: Annotated[Modality, typer.Option(help="With --dose: which plans to make.")] = Modality.both,
+    figures: Annotated[Path | None, typer.Option(
+        help="With --dose: write a PNG per case here (CT dose, sCT dose, difference, gamma).")] = None,
 ) -> None:
-    """Score synthetic CTs: MAE, PSNR, (MS-)SSIM, per-tissue MAE and bone Dice, per case and mean ± sd."""
+    """Score synthetic CTs: MAE, PSNR, (MS-)SSIM, per-tissue MAE and bone Dice, per case and mean ± sd.
+
+    With --dose, also by dose: gamma pass rates, dose differences, target DVH points, proton range shifts.
+    """
+    if not dose and (target is not None or figures is not None):
+        raise UsageError("--target and --figures belong to the dose evaluation; add --dose.")
+    if dose:
+        require_dose_extra()
     with console.status("evaluating") as status:
         report = evaluate_folders(pred, ref, mask, protocol,
                                   progress=lambda case: status.update(f"evaluating {escape(case)}"))
     console.print(report.table())
+    if dose:
+        report = _dose_report(report, pred, ref, mask, target, modality, figures)
     for failure in report.failures:
         error_console.print(f"[bold red]failed:[/] {escape(failure.case)}: {escape(failure.reason)}")
     if csv is not None:
@@ -37,3 +57,28 @@ def evaluate(
         console.print(f"wrote {escape(str(report.to_json(json)))}")
     if report.failures:
         raise typer.Exit(1)
+
+
+def _dose_report(image: EvaluationReport, pred: Path, ref: Path, mask: Path | None, target: Path | None,
+                 modality: Modality, figures: Path | None) -> EvaluationReport:
+    """Runs the dose evaluation under a progress bar over cases and beams; prints its tables; joins the reports."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from medsynth.dose.evaluate import evaluate_dose
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        cases = bar.add_task("dose: cases", total=None)
+        beams = bar.add_task("beams", total=None)
+
+        dose = evaluate_dose(pred, ref, mask, target, modality, figures=figures,
+                             progress=lambda case, done, total: bar.update(
+                                 cases, completed=done, total=total, description=f"dose: {escape(case)}"),
+                             beam_progress=lambda stage, done, total: bar.update(
+                                 beams, completed=done, total=total, description=escape(stage)))
+    for kind in modality.kinds():
+        columns = tuple(n for n in dose.metric_names if n.startswith(f"{kind}_"))
+        console.print(dose.table(f"{kind} plan, sCT − CT in % of the prescription", columns))
+    if figures is not None:
+        console.print(f"wrote dose figures to {escape(str(figures))}")
+    return image.join(dose)

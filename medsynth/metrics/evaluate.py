@@ -50,13 +50,13 @@ def evaluate_folders(pred: Path, ref: Path, mask: Path | None = None,
     """
     protocol = Protocol(protocol)
     pairs, failures = match_cases(Path(pred), Path(ref))
-    masks = None if mask is None else _resolve_masks(Path(mask), pairs)
+    masks = resolve_masks(mask, pairs)
     results = []
     for case, (pred_path, ref_path) in pairs.items():
         if progress is not None:
             progress(case)
         try:
-            mask_path = None if masks is None else _mask_for(case, masks, Path(mask))
+            mask_path = mask_for(case, masks, mask)
             results.append(CaseResult(case, evaluate_case(pred_path, ref_path, mask_path, protocol)))
         except MedsynthError as error:
             failures.append(CaseFailure(case, str(error)))
@@ -84,12 +84,7 @@ def match_cases(pred: Path, ref: Path) -> tuple[dict[str, tuple[Path, Path]], li
 def evaluate_case(pred_path: Path, ref_path: Path, mask_path: Path | None,
                   protocol: Protocol = Protocol.synthrad2023) -> dict[str, float]:
     """All metrics of one case: the protocol's MAE/PSNR/(MS-)SSIM and the per-tissue errors."""
-    reference = read_image(ref_path)
-    # A constant prediction (a collapsed network) is a bad result to score, not an unreadable input.
-    prediction = read_image(pred_path, check_values=False)
-    _check_finite(prediction)
-    _check_same_grid(prediction, reference, "prediction")
-    mask = body_mask(reference.array) if mask_path is None else _read_mask(mask_path, reference)
+    prediction, reference, mask = load_case(pred_path, ref_path, mask_path)
     try:
         scores = _SCORERS[Protocol(protocol)](prediction.array, reference.array, mask)
     except InputError as error:
@@ -97,13 +92,30 @@ def evaluate_case(pred_path: Path, ref_path: Path, mask_path: Path | None,
     return {**scores, **tissue_metrics(prediction.array, reference.array, mask)}
 
 
-def _read_mask(path: Path, reference: Volume) -> np.ndarray:
+def load_case(pred_path: Path, ref_path: Path, mask_path: Path | None) -> tuple[Volume, Volume, np.ndarray]:
+    """Prediction, reference and body mask (boolean, reference grid) of one case, checked to share a grid.
+
+    Without ``mask_path`` the reference's body mask is used. Raises :class:`InputError` for an
+    unreadable file, NaN/Inf in the prediction, or a grid that differs from the reference's.
+    """
+    reference = read_image(ref_path)
+    # A constant prediction (a collapsed network) is a bad result to score, not an unreadable input.
+    prediction = read_image(pred_path, check_values=False)
+    _check_finite(prediction)
+    _check_same_grid(prediction, reference, "prediction")
+    mask = body_mask(reference.array) if mask_path is None else read_mask(mask_path, reference)
+    return prediction, reference, mask
+
+
+def read_mask(path: Path, reference: Volume, role: str = "mask") -> np.ndarray:
+    """A mask (any value > 0 is inside) on the reference's grid, as booleans; empty is an :class:`InputError`."""
     # An all-ones mask is constant yet valid, so the value checks for images do not apply.
     volume = read_image(path, check_values=False)
-    _check_same_grid(volume, reference, "mask")
+    _check_same_grid(volume, reference, role)
     inside = volume.array > 0
     if not inside.any():
-        raise InputError(f"{path}: the mask is empty; give a mask that covers the body.")
+        covers = "the body" if role == "mask" else f"the {role}"
+        raise InputError(f"{path}: the {role} is empty; give a {role} that covers {covers}.")
     return inside
 
 
@@ -125,17 +137,23 @@ def _check_same_grid(volume: Volume, reference: Volume, role: str) -> None:
                          f"by up to {deviation:.4g} mm; resample it onto the reference grid.")
 
 
-def _resolve_masks(mask: Path, pairs: dict[str, tuple[Path, Path]]) -> dict[str, Path]:
-    masks = resolve_inputs(mask)
-    if _is_single_image(mask):
+def resolve_masks(mask: Path | None, pairs: dict[str, tuple[Path, Path]]) -> dict[str, Path] | None:
+    """Mask file per case id from a folder, or one mask file for every case; ``None`` for no masks."""
+    if mask is None:
+        return None
+    masks = resolve_inputs(Path(mask))
+    if _is_single_image(Path(mask)):
         # One mask file given directly serves every case; the grid check guards against misuse.
         return dict.fromkeys(pairs, next(iter(masks.values())))
     return masks
 
 
-def _mask_for(case: str, masks: dict[str, Path], folder: Path) -> Path:
+def mask_for(case: str, masks: dict[str, Path] | None, folder: Path | None, option: str = "--mask") -> Path | None:
+    """The case's mask file (``None`` without masks); a case without one is an :class:`InputError`."""
+    if masks is None:
+        return None
     if case not in masks:
-        raise InputError(f"no mask for case '{case}' in {folder}; add one or leave out --mask.")
+        raise InputError(f"no mask for case '{case}' in {folder}; add one or leave out {option}.")
     return masks[case]
 
 
