@@ -2,9 +2,11 @@
 
 One photon and one proton plan are optimised on a small phantom head (32×36×32 voxels of 5 mm) and
 recomputed, unchanged, on the CT itself and on the CT with +60 HU added inside the body. Measured
-(this file's plans): the CT against itself gives gamma 100 % and every difference exactly 0; with
-+60 HU the photon plan keeps gamma 2%/2 mm at 100 % and a mean body difference near 0.1 % of the
-prescription, while the proton plan loses gamma points and its fields stop about 3–4 mm short.
+(this file's plans; ``python benchmarks/bench_dose.py --shape 32 36 32 --spacing 5 --seed 3``): the CT
+against itself gives gamma 100 % and every difference exactly 0; with +60 HU the photon plan keeps gamma
+2%/2 mm at 100 % (1%/1 mm 96.0 %), a mean body difference of 0.12 % of the prescription and ΔD50 −1.4 %,
+while the proton plan drops to 87.9 % (81.4 %), its fields stop 1.8 mm short and the target's D98 falls
+by 13 % of the prescription.
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ from typer.testing import CliRunner
 pytest.importorskip("pyRadPlan", reason='the dose extra is not installed (pip install "medsynth[dose]")')
 pytest.importorskip("pymedphys", reason='the dose extra is not installed (pip install "medsynth[dose]")')
 
-import medsynth.cli.evaluate  # noqa: E402, F401  (registers the command)
-from medsynth.cli.app import app  # noqa: E402
-from medsynth.dose.evaluate import compare_doses, dose_metric_names  # noqa: E402
-from medsynth.dose.metrics import distal_falloff_mm  # noqa: E402
-from medsynth.dose.planning import BeamAxis, make_plan, recompute  # noqa: E402
-from medsynth.dose.protocol import DoseSettings, Modality, PatientFrame, default_target  # noqa: E402
-from medsynth.io import ImageMeta, write_ct, write_image  # noqa: E402
-from medsynth.phantom import make_head  # noqa: E402
+import medsynth.cli.evaluate  # noqa: F401  (registers the command)
+from medsynth.cli.app import app
+from medsynth.dose.evaluate import compare_doses, dose_metric_names
+from medsynth.dose.metrics import distal_falloff_mm
+from medsynth.dose.planning import BeamAxis, make_plan, recompute
+from medsynth.dose.protocol import DoseSettings, Modality, PatientFrame, default_target
+from medsynth.io import ImageMeta, write_ct, write_image
+from medsynth.phantom import make_head
 
 SHAPE, SPACING = (32, 36, 32), 5.0
 SETTINGS = DoseSettings()
@@ -63,7 +65,7 @@ def _no_network(*args, **kwargs):
 
 def test_ct_against_itself_gives_gamma_100_and_no_difference(compared):
     for kind, (same, _, _) in compared.items():
-        names = [n for n in dose_metric_names(Modality(kind), SETTINGS)]
+        names = dose_metric_names(Modality(kind), SETTINGS)
         assert set(same) == set(names)
         for name in names:
             expected = 100.0 if "gamma" in name else 0.0
@@ -78,10 +80,11 @@ def test_plus_60_hu_spares_photons_and_shifts_proton_ranges(compared):
     assert abs(photon["photon_d50"]) < 3.0
     # Denser tissue stops protons earlier: every field falls off millimetres short, the gamma drops.
     shifts = [proton[f"proton_range_{i + 1}"] for i in range(len(plan.axes))]
-    assert all(-8.0 < s < -1.5 for s in shifts), shifts
+    assert all(-3.0 < s < -1.2 for s in shifts), shifts
     assert proton["proton_gamma_2_2"] < photon["photon_gamma_2_2"] - 5.0
     assert proton["proton_gamma_1_1"] < photon["photon_gamma_1_1"] - 10.0
     assert proton["proton_mad_body"] > 2 * photon["photon_mad_body"]
+    assert proton["proton_d98"] < -5.0 < photon["photon_d98"]
 
 
 def test_plans_reach_the_prescription_on_the_ct(compared, head):
@@ -121,7 +124,8 @@ def test_cli_dose_table_csv_json_figure_and_a_failed_case(tmp_path, head):
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "--dose",
                                       "--modality", "photon", "--target", str(tmp_path / "target"),
-                                      "--figures", str(out), "--csv", str(out / "m.csv"), "--json", str(out / "m.json")])
+                                      "--figures", str(out), "--csv", str(out / "m.csv"),
+                                      "--json", str(out / "m.json")])
     assert result.exit_code == 1, result.output
     assert "photon plan" in result.output and "γ 2%/2mm" in result.output
     assert "case_b" in result.stderr and "--target" in result.stderr
