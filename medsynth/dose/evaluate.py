@@ -103,7 +103,7 @@ def evaluate_dose(pred: Path, ref: Path, mask: Path | None = None, target: Path 
                 from medsynth.dose.figure import write_case_figure
 
                 frame = PatientFrame.of(reference.meta.affine)
-                write_case_figure(Path(figures) / f"{case}_dose.png", case, frame.forward(reference.array),
+                write_case_figure(Path(figures) / f"{case}_dose.png", frame.forward(reference.array),
                                   frame.spacing, shown, settings.prescription_gy)
             results.append(CaseResult(case, metrics))
         except Exception as error:  # any case's failure (pyRadPlan's too) must not stop the rest

@@ -15,7 +15,7 @@ _WASH_FROM = 0.1
 _DIFFERENCE_LIMIT = 0.1  # the difference panel saturates at ±10 % of the prescription
 
 
-def write_case_figure(path: Path, case: str, hu: np.ndarray, spacing: tuple[float, ...], shown: Sequence,
+def write_case_figure(path: Path, hu: np.ndarray, spacing: tuple[float, ...], shown: Sequence,
                       prescription: float) -> Path:
     """One row per plan kind: CT dose | sCT dose | sCT − CT | gamma 2%/2 mm (0–2), axial, through the dose peak.
 
@@ -38,9 +38,10 @@ def write_case_figure(path: Path, case: str, hu: np.ndarray, spacing: tuple[floa
                      _wash(grey, axial(doses.sct_dose) / prescription),
                      overlay_signed_map(grey, difference, limit=_DIFFERENCE_LIMIT * prescription),
                      _gamma_panel(grey, axial(doses.gamma))])
-        titles += [f"{case} {doses.kind}: CT dose", "sCT dose", "sCT - CT (±10%)",
-                   f"gamma 2%/2mm ({doses.pass_rate:.1f}% pass)"]
-    return save_grid(path, rows, titles, scale=2)
+        titles += [f"{doses.kind}: CT dose", f"{doses.kind}: sCT dose", "sCT-CT ±10%",
+                   f"gamma 2%/2mm: {doses.pass_rate:.1f}%"]
+    # Three times enlarged so that the titles fit above panels of small volumes.
+    return save_grid(path, rows, titles, scale=3)
 
 
 def _wash(grey: np.ndarray, relative: np.ndarray) -> np.ndarray:
