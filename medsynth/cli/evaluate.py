@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
+from medsynth.choices import Modality, Protocol
 from medsynth.cli.app import app, console, error_console
 from medsynth.dose import require_dose_extra
-from medsynth.dose.protocol import Modality
 from medsynth.errors import UsageError
-from medsynth.metrics.evaluate import Protocol, evaluate_folders
-from medsynth.metrics.report import EvaluationReport
+
+if TYPE_CHECKING:
+    from medsynth.metrics.report import EvaluationReport
 
 
 @app.command()
@@ -39,14 +40,22 @@ def evaluate(
 
     With --dose, also by dose: gamma pass rates, dose differences, target DVH points, proton range shifts.
     """
+    from medsynth.metrics.evaluate import evaluate_folders
+
     if not dose and (target is not None or figures is not None):
         raise UsageError("--target and --figures belong to the dose evaluation; add --dose.")
     if dose:
         require_dose_extra()
     with console.status("evaluating") as status:
         report = evaluate_folders(pred, ref, mask, protocol,
-                                  progress=lambda case: status.update(f"evaluating {escape(case)}"))
+                                  progress=lambda case: status.update(f"evaluating {escape(case)}"),
+                                  outputs=(csv, json, figures))
     console.print(report.table())
+    if report.ignored:
+        console.print(f"ignored {len(report.ignored)} side products in {escape(str(pred))} (not predictions of a "
+                      f"case of their own): {escape(', '.join(report.ignored))}")
+    for warning in report.warnings:
+        error_console.print(f"[bold yellow]warning:[/] {escape(warning.case)}: {escape(warning.reason)}")
     if dose:
         report = _dose_report(report, pred, ref, mask, target, modality, figures)
     for failure in report.failures:

@@ -18,6 +18,7 @@ import numpy as np
 from medsynth.dose import require_dose_extra
 from medsynth.dose.protocol import DoseSettings, Modality, PatientFrame, default_target
 from medsynth.errors import InputError
+from medsynth.io.outputs import check_not_an_input
 from medsynth.metrics.evaluate import load_case, mask_for, match_cases, read_mask, resolve_masks
 from medsynth.metrics.report import CaseFailure, CaseResult, EvaluationReport
 
@@ -78,7 +79,8 @@ def evaluate_dose(pred: Path, ref: Path, mask: Path | None = None, target: Path 
     Cases are matched as by :func:`medsynth.metrics.evaluate.evaluate_folders`; ``mask`` gives the
     body (default: the reference's body mask), ``target`` the target masks (a folder or one file;
     default: the sphere of :func:`medsynth.dose.protocol.default_target`). With ``figures``, a PNG
-    per case (``<case>_dose.png``) is written there. ``progress`` is told (case, cases done, cases)
+    per case (``<case>_dose.png``) is written there (a :class:`medsynth.errors.UsageError` if that is
+    an input or inside one). ``progress`` is told (case, cases done, cases)
     before each case, ``beam_progress`` (stage, beams done, beams) as beams are computed. A case
     that cannot be planned or compared is a failure of that case; the others go on. Raises
     :class:`medsynth.errors.UsageError` if the ``dose`` extra is missing and
@@ -87,7 +89,9 @@ def evaluate_dose(pred: Path, ref: Path, mask: Path | None = None, target: Path 
     require_dose_extra()
     settings = settings or DoseSettings()
     modality = Modality(modality)
-    pairs, failures = match_cases(Path(pred), Path(ref))
+    if figures is not None:
+        check_not_an_input(Path(figures), [pred, ref, mask, target])
+    pairs, failures, _ = match_cases(Path(pred), Path(ref))  # side products (``<case>_std``) are not CTs
     masks, targets = resolve_masks(mask, pairs), resolve_masks(target, pairs)
     results = []
     for done, (case, (pred_path, ref_path)) in enumerate(pairs.items()):

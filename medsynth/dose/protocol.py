@@ -6,13 +6,15 @@ Plain numpy and nibabel only, so the protocol can be read (and tested) without t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 import nibabel.orientations as orientations
 import numpy as np
 from scipy import ndimage
 
+from medsynth.choices import Modality
 from medsynth.errors import InputError
+
+__all__ = ["PATIENT_FRAME", "TARGET_RADIUS_MM", "DoseSettings", "Modality", "PatientFrame", "default_target"]
 
 # The patient frame pyRadPlan (like matRad and DICOM) plans in: x to the patient's left, y posterior,
 # z superior. Gantry angles are IEC: 0° is a beam entering from anterior, 90° from the patient's left.
@@ -20,18 +22,6 @@ PATIENT_FRAME = ("L", "P", "S")
 
 # Default target: a sphere of this radius (mm) around the body voxel deepest below the body surface.
 TARGET_RADIUS_MM = 15.0
-
-
-class Modality(StrEnum):
-    """Which plans are made: photon IMRT, proton IMPT, or both."""
-
-    photon = "photon"
-    proton = "proton"
-    both = "both"
-
-    def kinds(self) -> tuple[str, ...]:
-        """The plan kinds this choice stands for, photon first."""
-        return ("photon", "proton") if self is Modality.both else (self.value,)
 
 
 @dataclass(frozen=True)
