@@ -77,7 +77,7 @@ def test_patient_frame_orders_axes_left_posterior_superior_and_back(codes):
 def test_joined_report_keeps_partial_rows_and_failures(tmp_path):
     image = EvaluationReport("synthrad2023", ("mae",), [CaseResult("a", {"mae": 10.0}), CaseResult("b", {"mae": 20.0})])
     dose = EvaluationReport("dose (photon)", ("photon_gamma_2_2",), [CaseResult("a", {"photon_gamma_2_2": 99.5})],
-                            [CaseFailure("b", "no target for b")], {"photon_gamma_2_2": ("γ 2%/2mm (%)", 1)})
+                            [CaseFailure("b", "no target for b")], labels={"photon_gamma_2_2": ("γ 2%/2mm (%)", 1)})
     joined = image.join(dose)
     assert joined.metric_names == ("mae", "photon_gamma_2_2")
     assert joined.summary()["photon_gamma_2_2"].n == 1 and joined.summary()["mae"].n == 2

@@ -117,7 +117,7 @@ def evaluate_dose(pred: Path, ref: Path, mask: Path | None = None, target: Path 
         raise InputError(first.reason if len(failures) == 1 else
                          f"none of {len(failures)} cases could be evaluated by dose; {first.case}: {first.reason}")
     return EvaluationReport(f"dose ({modality.value})", dose_metric_names(modality, settings), results,
-                            sorted(failures), dose_labels(settings))
+                            sorted(failures), labels=dose_labels(settings))
 
 
 def evaluate_case_dose(sct: np.ndarray, ct: np.ndarray, affine: np.ndarray, body: np.ndarray,

@@ -82,8 +82,10 @@ class EvaluationReport:
         results = [CaseResult(case, {n: values.get(n, float("nan")) for n in names})
                    for case, values in metrics.items()]
         return EvaluationReport(f"{self.protocol} + {other.protocol}", names, results,
-                                sorted({*self.failures, *other.failures}), sorted({*self.ignored, *other.ignored}),
-                                sorted({*self.warnings, *other.warnings}), {**self.labels, **other.labels})
+                                failures=sorted({*self.failures, *other.failures}),
+                                ignored=sorted({*self.ignored, *other.ignored}),
+                                warnings=sorted({*self.warnings, *other.warnings}),
+                                labels={**self.labels, **other.labels})
 
     def summary(self) -> dict[str, MetricSummary]:
         """Mean ± sd of every metric over the cases where it is not NaN (e.g. no bone in a case)."""
