@@ -28,6 +28,8 @@ def evaluate(
     csv: Annotated[Path | None, typer.Option(help="Write per-case metrics to this CSV file.")] = None,
     json: Annotated[Path | None, typer.Option(
         help="Write per-case metrics, mean ± sd and failures to this JSON file.")] = None,
+    series: Annotated[list[str] | None, typer.Option(
+        "--series", help="Series Instance UID to read from a DICOM folder holding several (repeatable).")] = None,
     dose: Annotated[bool, typer.Option(
         "--dose", help="Also plan on each CT, recompute on the sCT and compare doses (extra medsynth[dose]).")] = False,
     target: Annotated[Path | None, typer.Option(
@@ -49,7 +51,7 @@ def evaluate(
     with console.status("evaluating") as status:
         report = evaluate_folders(pred, ref, mask, protocol,
                                   progress=lambda case: status.update(f"evaluating {escape(case)}"),
-                                  outputs=(csv, json, figures))
+                                  outputs=(csv, json, figures), series=tuple(series or ()))
     console.print(report.table())
     if report.ignored:
         console.print(f"ignored {len(report.ignored)} side products in {escape(str(pred))} (not predictions of a "
@@ -57,7 +59,7 @@ def evaluate(
     for warning in report.warnings:
         error_console.print(f"[bold yellow]warning:[/] {escape(warning.case)}: {escape(warning.reason)}")
     if dose:
-        report = _dose_report(report, pred, ref, mask, target, modality, figures)
+        report = _dose_report(report, pred, ref, mask, target, modality, figures, tuple(series or ()))
     for failure in report.failures:
         error_console.print(f"[bold red]failed:[/] {escape(failure.case)}: {escape(failure.reason)}")
     if csv is not None:
@@ -69,7 +71,7 @@ def evaluate(
 
 
 def _dose_report(image: EvaluationReport, pred: Path, ref: Path, mask: Path | None, target: Path | None,
-                 modality: Modality, figures: Path | None) -> EvaluationReport:
+                 modality: Modality, figures: Path | None, series: tuple[str, ...]) -> EvaluationReport:
     """Runs the dose evaluation under a progress bar over cases and beams; prints its tables; joins the reports."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -80,7 +82,7 @@ def _dose_report(image: EvaluationReport, pred: Path, ref: Path, mask: Path | No
         cases = bar.add_task("dose: cases", total=None)
         beams = bar.add_task("beams", total=None)
 
-        dose = evaluate_dose(pred, ref, mask, target, modality, figures=figures,
+        dose = evaluate_dose(pred, ref, mask, target, modality, figures=figures, series=series,
                              progress=lambda case, done, total: bar.update(
                                  cases, completed=done, total=total, description=f"dose: {escape(case)}"),
                              beam_progress=lambda stage, done, total: bar.update(

@@ -19,7 +19,7 @@ from medsynth.dose import require_dose_extra
 from medsynth.dose.protocol import DoseSettings, Modality, PatientFrame, default_target
 from medsynth.errors import InputError
 from medsynth.io.outputs import check_not_an_input
-from medsynth.metrics.evaluate import load_case, mask_for, match_cases, read_mask, resolve_masks
+from medsynth.metrics.evaluate import body_masks, load_case, mask_for, match_cases, read_mask, resolve_masks
 from medsynth.metrics.report import CaseFailure, CaseResult, EvaluationReport
 
 if TYPE_CHECKING:  # pyRadPlan is imported only once the extra is known to be there
@@ -73,11 +73,12 @@ def dose_labels(settings: DoseSettings) -> dict[str, tuple[str, int]]:
 def evaluate_dose(pred: Path, ref: Path, mask: Path | None = None, target: Path | None = None,
                   modality: Modality = Modality.both, settings: DoseSettings | None = None,
                   figures: Path | None = None, progress: Callable[[str, int, int], None] | None = None,
-                  beam_progress: BeamProgress | None = None) -> EvaluationReport:
+                  beam_progress: BeamProgress | None = None, series: tuple[str, ...] = ()) -> EvaluationReport:
     """Dose metrics of every synthetic CT in ``pred`` against the CT of the same case in ``ref``.
 
-    Cases are matched as by :func:`medsynth.metrics.evaluate.evaluate_folders`; ``mask`` gives the
-    body (default: the reference's body mask), ``target`` the target masks (a folder or one file;
+    Cases are matched, body masks found and DICOM ``series`` picked as by
+    :func:`medsynth.metrics.evaluate.evaluate_folders`; ``mask`` gives the body (default: SynthRAD
+    ``<case>/mask.*`` files, else the reference's body mask), ``target`` the target masks (a folder or one file;
     default: the sphere of :func:`medsynth.dose.protocol.default_target`). With ``figures``, a PNG
     per case (``<case>_dose.png``) is written there (a :class:`medsynth.errors.UsageError` if that is
     an input or inside one). ``progress`` is told (case, cases done, cases)
@@ -92,13 +93,13 @@ def evaluate_dose(pred: Path, ref: Path, mask: Path | None = None, target: Path 
     if figures is not None:
         check_not_an_input(Path(figures), [pred, ref, mask, target])
     pairs, failures, _ = match_cases(Path(pred), Path(ref))  # side products (``<case>_std``) are not CTs
-    masks, targets = resolve_masks(mask, pairs), resolve_masks(target, pairs)
+    (masks, mask), targets = body_masks(mask, Path(ref), pairs), resolve_masks(target, pairs)
     results = []
     for done, (case, (pred_path, ref_path)) in enumerate(pairs.items()):
         if progress is not None:
             progress(case, done, len(pairs))
         try:
-            prediction, reference, body = load_case(pred_path, ref_path, mask_for(case, masks, mask))
+            prediction, reference, body = load_case(pred_path, ref_path, mask_for(case, masks, mask), series)
             target_path = mask_for(case, targets, target, "--target")
             target_mask = None if target_path is None else read_mask(target_path, reference, "target")
             metrics, shown = evaluate_case_dose(prediction.array, reference.array, reference.meta.affine, body,
