@@ -48,7 +48,7 @@ def run_demo(out: Path, steps: int = 1500, train_cases: int = 8, test_cases: int
     translate(out / "run", out / "test" / "mr", out / "sct", TranslateOptions(device="cpu"))
     report = evaluate_folders(out / "sct", out / "test" / "ct", out / "test" / "mask")
     report.to_json(out / "metrics.json")
-    lookup_baseline(out / "data", out / "test" / "mr", out / "baseline")
+    lookup_baseline(out / "data", out / "test" / "mr", out / "baseline", out / "test" / "mask")
     baseline = evaluate_folders(out / "baseline", out / "test" / "ct", out / "test" / "mask")
     baseline.to_json(out / "metrics_baseline.json")
     write_oracle(out / "test", out / "oracle", seed=TEST_SEED, cases=test_cases)

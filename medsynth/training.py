@@ -78,7 +78,9 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
             document = {"family": str(FamilyName(family)), "data": str(data),
                         "train": to_plain(train_config), "model": to_plain(model_config)}
             (run_dir / CONFIG_FILENAME).write_text(yaml.safe_dump(document, sort_keys=False))
-        return run_training(instance, train_config, run_dir, runtime, resume=resume)
+        result = run_training(instance, train_config, run_dir, runtime, resume=resume)
+        result.warnings = instance.verdict(result.validation) if result.is_main else []
+        return result
 
 
 def _prepare_run_dir(run_dir: Path) -> None:

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
+from medsynth.data.bodymask import body_mask
 from medsynth.errors import InputError
 
 CT_WINDOW = (-1024.0, 3071.0)
 
 
 class MRScaling(StrEnum):
-    """Per-volume MR scaling: foreground percentiles to [-1, 1], or a foreground z-score."""
+    """Per-volume MR scaling: foreground percentiles to [-1, 1], a foreground z-score, or a piecewise-linear
+    histogram standardisation of the body (Nyúl & Udupa, 1999) onto landmarks learnt from the training set."""
 
     PERCENTILE = "percentile"
     ZSCORE = "zscore"
+    HISTOGRAM = "histogram"
+
+
+# Nyúl's deciles with 1/99 ends: a gamma or contrast change between them is undone piecewise-linearly.
+LANDMARK_PERCENTILES = (1.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 99.0)
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,13 @@ class CTIntensity:
 
 @dataclass(frozen=True)
 class MRIntensity:
-    """MR: per volume, foreground percentiles (0.5, 99.5) to [-1, 1]; or foreground z-score.
+    """MR: per volume, foreground percentiles (0.5, 99.5) to [-1, 1]; foreground z-score; or histogram
+    standardisation (``HISTOGRAM``): the body's ``LANDMARK_PERCENTILES`` are mapped piecewise-linearly onto
+    ``landmarks`` (learnt by :meth:`fit_landmarks`, from -1 to 1) and clipped to [-1, 1].
+
+    Histogram standardisation holds anatomy in place whatever the scanner's offset, scale, gamma or
+    contrast: every tissue keeps its rank in the body's histogram, and the body's own histogram (not the
+    image's, whose background share follows the field of view) sets the scale.
 
     The scale is learnt from each volume itself, so there is nothing to invert on output; a
     synthetic MR is written in the normalised units times ``output_scale``.
@@ -49,9 +63,17 @@ class MRIntensity:
     scaling: MRScaling = MRScaling.PERCENTILE
     percentiles: tuple[float, float] = (0.5, 99.5)
     output_scale: float = 1000.0
+    landmarks: tuple[float, ...] = ()  # HISTOGRAM: standard values of LANDMARK_PERCENTILES; () = even spacing
 
     def normalise(self, image: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+        """``image`` (any shape) in normalised units, scaled on the voxels of ``foreground`` (bool, same shape).
+
+        Raises InputError when the foreground holds no intensity range.
+        """
         values = image[foreground] if foreground.any() else image.ravel()
+        if MRScaling(self.scaling) is MRScaling.HISTOGRAM:
+            standard = np.asarray(self.landmarks or np.linspace(-1.0, 1.0, len(LANDMARK_PERCENTILES)))
+            return np.interp(image, body_landmarks(values), standard).astype(np.float32)
         if MRScaling(self.scaling) is MRScaling.ZSCORE:
             mean, std = float(values.mean()), float(values.std())
             if std == 0:
@@ -65,6 +87,18 @@ class MRIntensity:
     def denormalise(self, x: np.ndarray) -> np.ndarray:
         return ((np.asarray(x, dtype=np.float32) + 1.0) * 0.5 * self.output_scale).astype(np.float32)
 
+    def fit_landmarks(self, bodies: Iterable[np.ndarray]) -> MRIntensity:
+        """This scaling with the standard landmarks of Nyúl's method learnt from the body voxels of each
+        training MR: each volume's landmarks scaled linearly so that its ends go to -1 and 1, then averaged."""
+        if MRScaling(self.scaling) is not MRScaling.HISTOGRAM:
+            return self
+        scaled = []
+        for values in bodies:
+            points = body_landmarks(values)
+            scaled.append(2.0 * (points - points[0]) / (points[-1] - points[0]) - 1.0)
+        return MRIntensity(self.scaling, self.percentiles, self.output_scale,
+                           tuple(round(float(v), 6) for v in np.mean(scaled, axis=0)))
+
     def to_json(self) -> dict[str, Any]:
         return {"modality": "mr", **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}}
 
@@ -77,4 +111,26 @@ def intensity_from_json(document: dict[str, Any]) -> Intensity:
     if document["modality"] == "ct":
         return CTIntensity(window=tuple(document["window"]))
     return MRIntensity(scaling=MRScaling(document["scaling"]), percentiles=tuple(document["percentiles"]),
-                       output_scale=float(document["output_scale"]))
+                       output_scale=float(document["output_scale"]),
+                       landmarks=tuple(document.get("landmarks", ())))  # absent in models before histogram scaling
+
+
+def body_landmarks(values: np.ndarray) -> np.ndarray:
+    """``LANDMARK_PERCENTILES`` of MR body voxels, made strictly increasing for interpolation.
+
+    Raises InputError when the values hold no intensity range.
+    """
+    points = np.percentile(np.asarray(values, dtype=np.float64), LANDMARK_PERCENTILES)
+    span = points[-1] - points[0]
+    if not span > 0:
+        raise InputError("the MR foreground has no intensity range; it holds no image.")
+    # ties (a flat stretch of the histogram) would make np.interp ill-defined; nudge them apart
+    return np.maximum.accumulate(points) + np.arange(points.size) * span * 1e-6
+
+
+def normalise_mr_body(intensity: MRIntensity, image: np.ndarray) -> np.ndarray:
+    """A 3D MR (X, Y, Z) normalised on its own body: the MR body mask, which no offset or scale of the MR
+    moves. Histogram standardisation uses the body itself (no background in its statistics); the older
+    scalings keep the dilated mask they were trained with."""
+    dilation = 0 if MRScaling(intensity.scaling) is MRScaling.HISTOGRAM else 3
+    return intensity.normalise(image, body_mask(image, dilation=dilation, modality="mr"))

@@ -11,9 +11,8 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 from torch import Tensor, nn
 
-from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid
-from medsynth.data.intensity import CTIntensity, Intensity, MRIntensity
+from medsynth.data.intensity import CTIntensity, Intensity, MRIntensity, normalise_mr_body
 from medsynth.io.image import Volume
 
 
@@ -68,9 +67,9 @@ def enable_mc_dropout(network: nn.Module) -> int:
 
 
 def normalise_source(image: np.ndarray, intensity: Intensity) -> np.ndarray:
-    """The network input: MR scaled on its own foreground, CT windowed."""
+    """The network input: MR scaled on its own body (:func:`normalise_mr_body`), CT windowed."""
     if isinstance(intensity, MRIntensity):
-        return intensity.normalise(image, body_mask(image))
+        return normalise_mr_body(intensity, image)
     return intensity.normalise(image)
 
 

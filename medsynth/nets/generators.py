@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 
 from monai.networks.blocks import Convolution
 from monai.networks.nets import UNet
 from torch import Tensor, nn
+
+
+class GeneratorNorm(StrEnum):
+    """Feature normalisation in a generator's U-Net.
+
+    ``batch`` normalises with statistics gathered over training batches and, at inference, with their
+    running averages: a voxel's output then does not depend on which sliding window it falls in.
+    ``instance`` normalises each window by its own statistics (pix2pix's choice for whole images), so
+    neighbouring windows disagree on a volume and leave seams; models trained before the ``norm`` option
+    have it.
+    """
+
+    BATCH = "batch"
+    INSTANCE = "instance"
 
 
 def head_width(head_channels: int | None, channels: Sequence[int], num_res_units: int) -> int:
