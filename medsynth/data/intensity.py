@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 
 from medsynth.data.bodymask import body_mask
 from medsynth.errors import InputError
@@ -24,8 +25,13 @@ class MRScaling(StrEnum):
     HISTOGRAM = "histogram"
 
 
-# Nyúl's deciles with 1/99 ends: a gamma or contrast change between them is undone piecewise-linearly.
-LANDMARK_PERCENTILES = (1.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 99.0)
+# Landmarks anchored on tissue: the body histogram's main peak (the dominant soft tissue) and quantiles of
+# the voxels darker and brighter than it, so that a change of the tissue mix on one side (a smaller field of
+# view, more fat) moves the landmarks less than plain percentiles of the whole body would. A gamma or
+# contrast change between landmarks is undone piecewise-linearly.
+DARK_PERCENTILES = (2.0, 25.0, 50.0, 75.0)  # of the body voxels darker than the peak
+BRIGHT_PERCENTILES = (25.0, 50.0, 75.0, 98.0)  # of those brighter
+LANDMARK_COUNT = len(DARK_PERCENTILES) + 1 + len(BRIGHT_PERCENTILES)
 
 
 @dataclass(frozen=True)
@@ -49,8 +55,8 @@ class CTIntensity:
 @dataclass(frozen=True)
 class MRIntensity:
     """MR: per volume, foreground percentiles (0.5, 99.5) to [-1, 1]; foreground z-score; or histogram
-    standardisation (``HISTOGRAM``): the body's ``LANDMARK_PERCENTILES`` are mapped piecewise-linearly onto
-    ``landmarks`` (learnt by :meth:`fit_landmarks`, from -1 to 1) and clipped to [-1, 1].
+    standardisation (``HISTOGRAM``): the body's tissue-anchored landmarks (:func:`body_landmarks`) are mapped
+    piecewise-linearly onto ``landmarks`` (learnt by :meth:`fit_landmarks`, from -1 to 1), clipped to [-1, 1].
 
     Histogram standardisation holds anatomy in place whatever the scanner's offset, scale, gamma or
     contrast: every tissue keeps its rank in the body's histogram, and the body's own histogram (not the
@@ -63,7 +69,7 @@ class MRIntensity:
     scaling: MRScaling = MRScaling.PERCENTILE
     percentiles: tuple[float, float] = (0.5, 99.5)
     output_scale: float = 1000.0
-    landmarks: tuple[float, ...] = ()  # HISTOGRAM: standard values of LANDMARK_PERCENTILES; () = even spacing
+    landmarks: tuple[float, ...] = ()  # HISTOGRAM: standard values of the body landmarks; () = even
 
     def normalise(self, image: np.ndarray, foreground: np.ndarray) -> np.ndarray:
         """``image`` (any shape) in normalised units, scaled on the voxels of ``foreground`` (bool, same shape).
@@ -72,7 +78,7 @@ class MRIntensity:
         """
         values = image[foreground] if foreground.any() else image.ravel()
         if MRScaling(self.scaling) is MRScaling.HISTOGRAM:
-            standard = np.asarray(self.landmarks or np.linspace(-1.0, 1.0, len(LANDMARK_PERCENTILES)))
+            standard = np.asarray(self.landmarks or np.linspace(-1.0, 1.0, LANDMARK_COUNT))
             return np.interp(image, body_landmarks(values), standard).astype(np.float32)
         if MRScaling(self.scaling) is MRScaling.ZSCORE:
             mean, std = float(values.mean()), float(values.std())
@@ -116,14 +122,22 @@ def intensity_from_json(document: dict[str, Any]) -> Intensity:
 
 
 def body_landmarks(values: np.ndarray) -> np.ndarray:
-    """``LANDMARK_PERCENTILES`` of MR body voxels, made strictly increasing for interpolation.
+    """``LANDMARK_COUNT`` increasing landmarks of MR body voxels: ``DARK_PERCENTILES`` of the voxels darker
+    than the histogram's main peak, the peak, and ``BRIGHT_PERCENTILES`` of the brighter ones.
 
     Raises InputError when the values hold no intensity range.
     """
-    points = np.percentile(np.asarray(values, dtype=np.float64), LANDMARK_PERCENTILES)
-    span = points[-1] - points[0]
-    if not span > 0:
+    values = np.asarray(values, dtype=np.float64).ravel()
+    low, high = np.percentile(values, (1.0, 99.0))
+    if not high > low:
         raise InputError("the MR foreground has no intensity range; it holds no image.")
+    counts, edges = np.histogram(values, bins=128, range=(low, high))
+    peak_bin = int(np.argmax(gaussian_filter1d(counts.astype(np.float64), 2.0)))
+    peak = 0.5 * (edges[peak_bin] + edges[peak_bin + 1])
+    dark, bright = values[values < peak], values[values >= peak]
+    points = np.concatenate([np.percentile(dark if dark.size else values, DARK_PERCENTILES), [peak],
+                             np.percentile(bright if bright.size else values, BRIGHT_PERCENTILES)])
+    span = high - low
     # ties (a flat stretch of the histogram) would make np.interp ill-defined; nudge them apart
     return np.maximum.accumulate(points) + np.arange(points.size) * span * 1e-6
 

@@ -51,6 +51,7 @@ class Pix2PixConfig:
     num_res_units: int = 2  # residual units per U-Net level (measured in docs/pix2pix.md)
     head_channels: int | None = None  # features before G's 1×1 output conv; None: channels[0] with res units
     norm: GeneratorNorm = GeneratorNorm.BATCH  # batch: inference does not depend on where windows fall
+    padding: str = "replicate"  # G's convolution padding; replicate hides window borders (docs/pix2pix.md)
     dropout: float = 0.0  # > 0 enables MC-dropout uncertainty at inference
     disc_channels: int = 64
     disc_layers: int = 3
@@ -152,10 +153,16 @@ class Pix2Pix(Family):
                          channels=list(c.channels), strides=list(c.strides),
                          num_res_units=c.num_res_units, dropout=c.dropout,
                          head_channels=head_width(c.head_channels, c.channels, c.num_res_units),
-                         norm=str(c.norm), tanh_output=True)
+                         norm=str(c.norm), padding_mode=c.padding, tanh_output=True)
         self.add_network("D", "monai.PatchDiscriminator", spatial_dims=c.dims, num_layers_d=c.disc_layers,
                          channels=c.disc_channels, in_channels=2, out_channels=1, norm="INSTANCE",
                          last_conv_kernel_size=4)
+
+    @property
+    def window_divisor(self) -> int | None:
+        """With batch norm G runs on inputs of any size that is a multiple of its total stride (whole volumes);
+        None with instance norm, whose statistics are those of one training-sized window."""
+        return int(np.prod(self.config.strides)) if self.config.norm is GeneratorNorm.BATCH else None
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
@@ -191,7 +198,8 @@ class Pix2Pix(Family):
         generator.eval()
         with torch.no_grad():
             out = predict_grid(generator, torch.from_numpy(mr)[None].to(device), self.config.dims,
-                               self.config.patch_size, self.config.val_overlap)
+                               self.config.patch_size, self.config.val_overlap,
+                               window_divisor=self.window_divisor)
         return self.ct_intensity.denormalise(out[0, 0].cpu().numpy())
 
     def validate(self, networks: Mapping[str, nn.Module], device: torch.device) -> dict[str, float]:
@@ -238,6 +246,7 @@ class Pix2Pix(Family):
             "patch_size": list(c.patch_size),
             "spacing": list(self.grid.spacing),
             "generator_norm": str(c.norm),
+            "window_divisor": self.window_divisor,
             "orientation": "RAS",
             "flip_axes": list(c.flip_axes),
             "directions": {"mr2ct": {"network": "G", "source": self.mr_intensity.to_json(),

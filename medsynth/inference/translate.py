@@ -75,6 +75,7 @@ def load_translator(model: ModelFile, direction: Direction, options: TranslateOp
         flip_axes=tuple(model.metadata.get("flip_axes", ())),
         amp_dtype=pick_amp_dtype(device, options.amp),
         sw_batch_size=options.sw_batch_size,
+        window_divisor=model.metadata.get("window_divisor"),  # absent in models that normalise per window
     )
 
 

@@ -1,4 +1,11 @@
-"""One volume through a translation network: model grid, sliding windows, exact return to the input grid."""
+"""One volume through a translation network: model grid, sliding windows, exact return to the input grid.
+
+A network whose output does not depend on window statistics (batch norm in evaluation mode, no
+instance norm) is run on the whole volume when it fits ``MAX_WINDOW_VOXELS``, else on windows as large
+as that allows: a voxel's synthetic CT then does not depend on where window borders fall, because there
+are none (or few, far apart). Networks that normalise per window (instance norm) keep their training
+patch size as the window.
+"""
 
 from __future__ import annotations
 
@@ -15,21 +22,51 @@ from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import CTIntensity, Intensity, MRIntensity, normalise_mr_body
 from medsynth.io.image import Volume
 
+MAX_WINDOW_VOXELS = 4_000_000  # about 160³: a whole CPU-sized volume in one pass, a few GB of activations
+
+
+def window_size(patch_size: Sequence[int], shape: Sequence[int], divisor: int | None,
+                max_voxels: int = MAX_WINDOW_VOXELS) -> tuple[int, ...]:
+    """The sliding-window size for an image of spatial ``shape``.
+
+    ``divisor`` None: the training patch (the network normalises per window). Otherwise the network
+    accepts any size that is a multiple of ``divisor``: the whole image rounded up to it when that holds
+    at most ``max_voxels``, else the largest multiple k of the patch (per axis, capped by the image) that does.
+    """
+    patch = tuple(int(p) for p in patch_size)
+    if divisor is None:
+        return patch
+    whole = tuple(max(p, -(-int(n) // divisor) * divisor) for p, n in zip(patch, shape, strict=True))
+    if int(np.prod(whole)) <= max_voxels:
+        return whole
+    best = patch
+    for k in range(2, 64):
+        candidate = tuple(min(p * k, w) for p, w in zip(patch, whole, strict=True))
+        if int(np.prod(candidate)) > max_voxels or candidate == best:
+            break
+        best = candidate
+    return best
+
 
 def predict_grid(network: nn.Module, image: Tensor, dims: int, patch_size: Sequence[int], overlap: float = 0.25,
-                 sw_batch_size: int = 4, amp_dtype: torch.dtype | None = None) -> Tensor:
+                 sw_batch_size: int = 4, amp_dtype: torch.dtype | None = None,
+                 window_divisor: int | None = None) -> Tensor:
     """Network output for a normalised (1, 1, X, Y, Z) image by Gaussian-blended sliding windows.
 
     A 2D network runs on the axial slices (the Z axis becomes the batch) with 2D windows. Windows are
-    padded with -1, the normalised background, where the image is smaller than a patch.
+    padded with -1, the normalised background, where the image is smaller than a window. With
+    ``window_divisor`` (a network free of window statistics, whose input sizes must be multiples of it)
+    the windows are as large as :func:`window_size` allows: usually the whole image.
     """
     device = next(network.parameters()).device
     image = image.to(device)
     if dims == 2:
         slices = image[0].permute(3, 0, 1, 2)  # (Z, 1, X, Y)
-        out = _windows(network, slices, patch_size, overlap, sw_batch_size, amp_dtype)
+        roi = window_size(patch_size, slices.shape[2:], window_divisor)
+        out = _windows(network, slices, roi, overlap, sw_batch_size, amp_dtype)
         return out.permute(1, 2, 3, 0)[None]
-    return _windows(network, image, patch_size, overlap, sw_batch_size, amp_dtype)
+    roi = window_size(patch_size, image.shape[2:], window_divisor)
+    return _windows(network, image, roi, overlap, sw_batch_size, amp_dtype)
 
 
 def _windows(network: nn.Module, image: Tensor, patch_size: Sequence[int], overlap: float, sw_batch_size: int,
@@ -86,13 +123,15 @@ class VolumeTranslator:
     flip_axes: tuple[int, ...] = ()
     amp_dtype: torch.dtype | None = None
     sw_batch_size: int = 4
+    window_divisor: int | None = None  # set for networks free of window statistics (see predict_grid)
 
     @torch.no_grad()
     def model_space(self, image: Tensor, overlap: float, flips: tuple[int, ...] = ()) -> Tensor:
         """Normalised output on the model grid; ``flips`` mirrors the input and un-mirrors the output."""
         spatial = [axis + 2 for axis in flips]
         x = torch.flip(image, spatial) if spatial else image
-        y = predict_grid(self.network, x, self.dims, self.patch_size, overlap, self.sw_batch_size, self.amp_dtype)
+        y = predict_grid(self.network, x, self.dims, self.patch_size, overlap, self.sw_batch_size, self.amp_dtype,
+                         self.window_divisor)
         return torch.flip(y, spatial) if spatial else y
 
     def passes(self, tta: bool, samples: int) -> list[tuple[int, ...]]:

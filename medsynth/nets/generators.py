@@ -61,6 +61,7 @@ class UNetGenerator(nn.Module):
         dropout: float = 0.0,
         tanh_output: bool = True,
         head_channels: int = 0,
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
         self.unet = UNet(
@@ -76,6 +77,10 @@ class UNetGenerator(nn.Module):
         self.head = (Convolution(spatial_dims, head_channels, out_channels, kernel_size=1, conv_only=True)
                      if head_channels else nn.Identity())
         self.activation = nn.Tanh() if tanh_output else nn.Identity()
+        for module in self.modules():
+            # MONAI's UNet has no padding option; every (non-transposed) convolution pads the same way
+            if isinstance(module, (nn.Conv2d, nn.Conv3d)) and module.padding_mode != padding_mode:
+                module.padding_mode = padding_mode
 
     def forward(self, x: Tensor) -> Tensor:
         return self.activation(self.head(self.unet(x)))
