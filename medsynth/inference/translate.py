@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
+from medsynth.choices import Direction
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import intensity_from_json
 from medsynth.engine.config import DeviceChoice
@@ -15,24 +15,20 @@ from medsynth.engine.runtime import pick_amp_dtype, pick_device
 from medsynth.errors import UsageError
 from medsynth.inference.batch import (
     BatchReport,
+    case_masks,
+    is_single_input,
+    mask_of,
     parse_shard,
-    prepare_output_dir,
     report_name,
     run_batch,
     select_cases,
 )
-from medsynth.inference.volume import PreparedVolume, VolumeTranslator, is_ct
+from medsynth.inference.volume import PreparedVolume, VolumeTranslator, is_ct, read_mask
 from medsynth.io.image import Volume, read_image, write_ct, write_image
+from medsynth.io.outputs import prepare_output_dir
 from medsynth.modelfile import ModelFile, load_model
 
 TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")
-
-
-class Direction(StrEnum):
-    """Translation direction."""
-
-    MR2CT = "mr2ct"
-    CT2MR = "ct2mr"
 
 
 @dataclass
@@ -46,6 +42,7 @@ class TranslateOptions:
     device: DeviceChoice = DeviceChoice.AUTO
     amp: bool = True
     sw_batch_size: int = 4
+    mask: Path | None = None  # folder of body masks by case id: the MR region that sets the intensity scale
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
@@ -85,7 +82,14 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     model = load_model(model_path, TRANSLATION_FAMILIES)
     translator = load_translator(model, Direction(options.direction), options)
     cases = select_cases(Path(input_path), parse_shard(options.shard))
-    prepare_output_dir(out_dir, Path(input_path))
+    masks = case_masks(options.mask)
+    prepare_output_dir(out_dir, [input_path, model.path, model.path.parent, options.mask], cases.values())
+    case_of = {path: case for case, path in cases.items()}
+
+    def load(path: Path) -> PreparedVolume:
+        volume = read_image(path)
+        mask = None if masks is None else read_mask(mask_of(case_of[path], masks, options.mask), volume)
+        return translator.prepare(volume, mask)
 
     def outputs_of(case: str) -> list[Path]:
         paths = [out_dir / f"{case}.nii.gz"]
@@ -102,8 +106,8 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
                                                      is_ct(translator.target)))
         return written
 
-    report = run_batch(cases, outputs_of, process, options.overwrite, "translate",
-                       load=lambda path: translator.prepare(read_image(path)))
+    report = run_batch(cases, outputs_of, process, options.overwrite, "translate", load=load,
+                       single=is_single_input(input_path, cases))
     report.write_json(out_dir / report_name("translate", options.shard))
     return report
 
