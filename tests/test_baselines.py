@@ -3,9 +3,14 @@ mask, blind to bone versus air."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import yaml
+from typer.testing import CliRunner
 
 from medsynth.baselines import IntensityLookup, lookup_baseline
+from medsynth.cli import app
 from medsynth.io import ImageMeta, read_image, write_ct, write_image
 from medsynth.metrics.tissue import tissue_mae
 from medsynth.phantom.anatomy import LABEL_NAMES, make_head
@@ -66,3 +71,18 @@ def test_lookup_is_right_on_brain_and_wrong_on_bone() -> None:
     errors = tissue_mae(predicted, head.ct, head.mask.astype(bool))
     assert abs(np.median(predicted[brain]) - np.median(head.ct[brain])) < 30
     assert errors["mae_bone"] > 2.5 * errors["mae_soft"] and errors["mae_air"] > 2.5 * errors["mae_soft"]
+
+
+def test_training_says_loudly_when_the_model_is_not_better_than_the_lookup_table(tmp_path, paired_phantom) -> None:
+    """Two steps cannot beat the table: the validation lists both, and train prints a warning on stderr."""
+    data = paired_phantom(tmp_path / "data", cases=4, shape=(24, 28, 24), spacing=6.0)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"model": {"patch_size": [16, 16, 16], "channels": [8, 16], "disc_channels": 8,
+                                                "disc_layers": 2, "val_cases": 1}}))
+    result = CliRunner().invoke(app, ["train", "pix2pix", str(data), "--out", str(tmp_path / "run"), "--config",
+                                      str(config), "--steps", "2", "--val-every", "2", "--device", "cpu"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "WARNING: the model is NOT better than a no-context MR-intensity lookup table" in result.stderr
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    validation = [r["validation"] for r in records if "validation" in r][-1]
+    assert validation["mae"] >= validation["lookup_mae"] > 0

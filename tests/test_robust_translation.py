@@ -16,6 +16,8 @@ from medsynth.modelfile import load_model
 from medsynth.phantom.anatomy import make_head
 from medsynth.training import train
 
+pytestmark = pytest.mark.slow  # trains one small model for 300 steps
+
 PATCH = 16
 SPACING = 5.0
 TRAIN = {"steps": 300, "batch_size": 2, "val_every": 0, "ckpt_every": 1000, "preview_every": 1000, "device": "cpu"}
