@@ -25,12 +25,14 @@ def phantom(
     spacing: Annotated[float, typer.Option(help="Isotropic voxel size in mm.")] = DEFAULT_SPACING,
     seed: Annotated[int, typer.Option(help="Data set seed; the same seed writes identical files.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a non-empty folder.")] = False,
+    t2: Annotated[bool, typer.Option("--t2", help="paired: add a T2-like MR; channels mr/<case>_0000 (T1) "
+                                     "and mr/<case>_0001 (T2).")] = False,
 ) -> None:
     """Write a deterministic phantom data set: heads with CT, T1-like MR, labels and patient versions."""
     columns = (TextColumn("phantom"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("subjects", total=None)
         summary = write_phantom(kind, out, cases=cases, shape=shape, spacing=spacing, seed=seed,
-                                overwrite=overwrite,
+                                overwrite=overwrite, t2=t2,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
     console.print(f"[green]wrote[/] {escape(summary.describe())}")

@@ -23,12 +23,13 @@ from torch import Tensor, nn
 from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid, median_spacing
 from medsynth.data.intensity import CTIntensity, MRIntensity, MRScaling
-from medsynth.data.layouts import Datalist, discover_paired, read_cases
+from medsynth.data.layouts import Datalist, channel_roles, discover_paired, read_cases
 from medsynth.data.patches import body_anchors, cut_patch, draw_patch
 from medsynth.engine.context import StepContext
 from medsynth.errors import UsageError
 from medsynth.families.base import Family, ModelExport, spatial_patch, unet_strides
-from medsynth.inference.volume import predict_grid
+from medsynth.inference.volume import normalise_source, predict_grid
+from medsynth.io.cases import channel_suffixes
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
 from medsynth.metrics.synthrad import synthrad2023
 from medsynth.metrics.tissue import bone_dice
@@ -96,6 +97,15 @@ def split_validation(datalist: Datalist, val_cases: int) -> Datalist:
                     datalist.source)
 
 
+def _channel_count(datalist: Datalist) -> int:
+    """MR contrasts per case, the same in every case (the generator's input channels)."""
+    counts = {len(channel_roles(case)) for case in datalist.training + datalist.validation}
+    if len(counts) > 1:
+        raise UsageError(f"{datalist.source}: cases have {' or '.join(map(str, sorted(counts)))} MR channels; "
+                         "every case needs the same contrasts in the same order.")
+    return counts.pop() if counts else 1
+
+
 class Pix2Pix(Family):
     """The pix2pix/vox2vox family on the shared engine."""
 
@@ -106,6 +116,7 @@ class Pix2Pix(Family):
         super().__init__()
         self.config = config
         self.datalist = split_validation(discover_paired(data, ("mr", "ct"), ("mask",)), config.val_cases)
+        self.mr_channels = _channel_count(self.datalist)
         training = read_cases(self.datalist.training, self.datalist.source, check_grid=("mr", "ct", "mask"))
         validation = read_cases(self.datalist.validation, self.datalist.source, check_grid=("mr", "ct", "mask"))
         spacing = config.spacing or median_spacing([case["ct"].meta for case in training])
@@ -117,24 +128,25 @@ class Pix2Pix(Family):
         self._build_networks()
 
     def _prepare(self, case: dict) -> PreparedCase:
-        mr = self.grid.forward(case["mr"].array, case["mr"].meta).numpy()
+        mr = [self.grid.forward(case[r].array, case[r].meta).numpy()[0] for r in channel_roles(case)]
         ct = self.grid.forward(case["ct"].array, case["ct"].meta).numpy()
         if "mask" in case:
             mask = self.grid.forward(case["mask"].array, case["mask"].meta, mode="nearest").numpy()[0] > 0.5
         else:
             mask = body_mask(ct[0])
-        mr_norm = self.mr_intensity.normalise(mr[0], body_mask(mr[0]))[None]
+        # Each contrast is scaled on its own foreground, exactly as translate scales it.
+        mr_norm = np.stack([normalise_source(channel, self.mr_intensity) for channel in mr])
         return PreparedCase(case["mr"].path.name, mr_norm, self.ct_intensity.normalise(ct), mask, body_anchors(mask))
 
     def _build_networks(self) -> None:
         c = self.config
-        self.add_network("G", "medsynth.UNetGenerator", spatial_dims=c.dims, in_channels=1, out_channels=1,
-                         channels=list(c.channels), strides=list(c.strides),
+        self.add_network("G", "medsynth.UNetGenerator", spatial_dims=c.dims, in_channels=self.mr_channels,
+                         out_channels=1, channels=list(c.channels), strides=list(c.strides),
                          num_res_units=c.num_res_units, dropout=c.dropout,
                          head_channels=head_width(c.head_channels, c.channels, c.num_res_units),
                          tanh_output=True)
         self.add_network("D", "monai.PatchDiscriminator", spatial_dims=c.dims, num_layers_d=c.disc_layers,
-                         channels=c.disc_channels, in_channels=2, out_channels=1, norm="INSTANCE",
+                         channels=c.disc_channels, in_channels=self.mr_channels + 1, out_channels=1, norm="INSTANCE",
                          last_conv_kernel_size=4)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -204,6 +216,7 @@ class Pix2Pix(Family):
             "patch_size": list(c.patch_size),
             "spacing": list(self.grid.spacing),
             "orientation": "RAS",
+            "mr_channels": channel_suffixes(self.mr_channels),  # file suffixes, in input-channel order
             "flip_axes": list(c.flip_axes),
             "directions": {"mr2ct": {"network": "G", "source": self.mr_intensity.to_json(),
                                      "target": self.ct_intensity.to_json()}},

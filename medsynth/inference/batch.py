@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from medsynth.errors import InputError, MedsynthError, UsageError
-from medsynth.io.cases import resolve_inputs
+from medsynth.io.cases import group_channels, resolve_inputs
 from medsynth.io.image import read_image
 
 
@@ -96,9 +96,15 @@ def report_name(command: str, shard: str | None) -> str:
     return f"{command}_report_{index * world + rank}of{count * world}.json"
 
 
-def select_cases(input_path: Path, shard: tuple[int, int]) -> dict[str, Path]:
-    """The cases of INPUT this process handles: shard i of N, then this rank's share under torchrun."""
-    cases = resolve_inputs(input_path)
+def select_cases(input_path: Path, shard: tuple[int, int], channels: Sequence[str] = ()) -> dict[str, Any]:
+    """The cases of INPUT this process handles: shard i of N, then this rank's share under torchrun.
+
+    With two or more ``channels`` (a multi-contrast model's file suffixes) each case is the tuple of
+    its files ``<case>_0000``, ``<case>_0001``, ... in that order, and every case must have them all.
+    """
+    cases: dict[str, Any] = resolve_inputs(input_path)
+    if len(channels) > 1:
+        cases = group_channels(cases, channels)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     index, count = shard[0] * world + rank, shard[1] * world
     return {cid: path for i, (cid, path) in enumerate(sorted(cases.items())) if i % count == index}

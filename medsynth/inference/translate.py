@@ -83,7 +83,8 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     out_dir = Path(out_dir)
     model = load_model(model_path, TRANSLATION_FAMILIES)
     translator = load_translator(model, Direction(options.direction), options)
-    cases = select_cases(Path(input_path), parse_shard(options.shard))
+    channels = model.metadata.get("mr_channels", ["0000"]) if Direction(options.direction) is Direction.MR2CT else []
+    cases = select_cases(Path(input_path), parse_shard(options.shard), channels)
     prepare_output_dir(out_dir, Path(input_path))
 
     def outputs_of(case: str) -> list[Path]:
@@ -102,9 +103,14 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
         return written
 
     report = run_batch(cases, outputs_of, process, options.overwrite, "translate",
-                       load=lambda path: translator.prepare(read_image(path)))
+                       load=lambda item: translator.prepare(_read_channels(item)))
     report.write_json(out_dir / report_name("translate", options.shard))
     return report
+
+
+def _read_channels(item: Path | tuple[Path, ...]) -> Volume | list[Volume]:
+    """One image, or the contrasts of a multi-contrast case in the model's channel order."""
+    return [read_image(path) for path in item] if isinstance(item, tuple) else read_image(item)
 
 
 def _write_output(path: Path, values: np.ndarray, like: Volume, as_ct: bool) -> Path:
