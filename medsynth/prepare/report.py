@@ -41,19 +41,18 @@ def save_overlay(path: Path, mr: np.ndarray, ct_before: np.ndarray, ct_after: np
 
 
 def report_table(outcomes: list[CaseOutcome], title: str) -> Table:
-    """One row per case: motion found, similarity before -> after, CT coverage of the body, status."""
+    """One row per case: the motion found (its size at the body centre and its rotation), the MR/CT
+    similarity before and after, the share of the body the CT covers; the JSON has the full transform."""
     table = Table(title=title)
-    for column in ("case", "status", "translation mm (R, A, S)", "|t| mm", "rotation °", "NMI before → after",
-                   "CT covers body", "seconds"):
+    for column in ("case", "status", "shift mm", "rotation °", "NMI before→after", "CT covers body", "s"):
         table.add_column(column, justify="left" if column in ("case", "status") else "right")
     for o in outcomes:
         if o.status == "failed":
-            table.add_row(o.case, "[red]failed[/]", f"[red]{o.reason}[/]", "", "", "", "", f"{o.seconds:.1f}")
+            table.add_row(o.case, "[red]failed[/]", f"[red]{o.reason}[/]", "", "", "", f"{o.seconds:.1f}")
             continue
         status = "[dim]skipped[/]" if o.status == "skipped" else o.status
-        translation = "" if o.translation_mm is None else ", ".join(f"{v:+.1f}" for v in o.translation_mm)
-        similarity = "" if o.nmi_after is None else f"{_num(o.nmi_before)} → {_num(o.nmi_after)}"
-        table.add_row(o.case, status, translation, _num(o.distance_mm, 1), _num(o.rotation_deg, 1), similarity,
+        similarity = "" if o.nmi_after is None else f"{_num(o.nmi_before)}→{_num(o.nmi_after)}"
+        table.add_row(o.case, status, _num(o.distance_mm, 1), _num(o.rotation_deg, 1), similarity,
                       "" if o.ct_coverage is None else f"{100 * o.ct_coverage:.0f} %", f"{o.seconds:.1f}")
     return table
 
