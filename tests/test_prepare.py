@@ -245,3 +245,22 @@ def test_multi_contrast_raw_cases_are_resampled_onto_the_first(tmp_path):
     first, second = (nib.load(tmp_path / "out" / "mr" / f"mc_{k:04d}.nii.gz") for k in range(2))
     assert first.shape == second.shape == (32, 36, 32)
     assert np.allclose(first.affine, second.affine)
+
+
+def test_raw_pairs_are_refused_by_train_then_prepare_train_translate_evaluate_runs(prepared, tmp_path):
+    raw, out = prepared["raw"], prepared["out"]
+    refused = run("train", "pix2pix", raw, "--out", tmp_path / "raw_run", "--steps", "1", "--device", "cpu")
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    line = refused.stderr.strip()
+    assert line.count("\n") == 0 and "medsynth prepare" in line, refused.stderr
+    config = tmp_path / "tiny.yaml"
+    config.write_text("train: {batch_size: 1, ckpt_every: 100, preview_every: 100}\n"
+                      "model: {patch_size: [16, 16, 16], channels: [8, 16], disc_channels: 8, disc_layers: 2}\n")
+    trained = run("train", "pix2pix", out, "--out", tmp_path / "run", "--config", config, "--steps", "2",
+                  "--val-every", "0", "--device", "cpu")
+    assert trained.exit_code == 0, trained.output
+    translated = run("translate", tmp_path / "run", out / "mr", tmp_path / "sct", "--device", "cpu")
+    assert translated.exit_code == 0, translated.output
+    scored = run("evaluate", tmp_path / "sct", out / "ct", "--mask", out / "mask", "--json", tmp_path / "m.json")
+    assert scored.exit_code == 0, scored.output
+    assert len(json.loads((tmp_path / "m.json").read_text())["cases"]) == 3
