@@ -1,6 +1,7 @@
 """T1+T2 vox2vox against T1 alone, same data, steps and seed, scored on unseen phantom heads.
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/multicontrast.py OUT [--steps 1000] [--cases 8]
+        [--shape 48 56 48] [--spacing 3.5] [--config examples/pix2pix_cpu.yaml]
 
 Writes OUT/train (T1 as mr/<case>_0000, T2 as _0001), OUT/train_t1 (the same heads, T1 only), OUT/test
 and one run per arm; prints the SynthRAD2023 metrics of each arm on the test heads, inside the body.
@@ -17,7 +18,6 @@ from pathlib import Path
 
 from _common import print_header
 
-SHAPE, SPACING = ("48", "56", "48"), "3.5"  # the demo's heads
 CONFIG = Path(__file__).resolve().parents[1] / "examples" / "pix2pix_cpu.yaml"
 
 
@@ -42,10 +42,13 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--cases", type=int, default=8)
+    parser.add_argument("--shape", type=int, nargs=3, default=(48, 56, 48))  # the demo's heads
+    parser.add_argument("--spacing", type=float, default=3.5)
+    parser.add_argument("--config", type=Path, default=CONFIG)
     args = parser.parse_args()
     print_header("T1+T2 vs T1 vox2vox on the phantom")
     out = args.out
-    geometry = ("--shape", *SHAPE, "--spacing", SPACING)
+    geometry = ("--shape", *args.shape, "--spacing", args.spacing)
     medsynth("phantom", "paired", out / "train", "--cases", args.cases, "--t2", "--seed", 0, *geometry)
     medsynth("phantom", "paired", out / "test", "--cases", 3, "--t2", "--seed", 1, *geometry)
     arms = {"T1+T2": (out / "train", out / "test" / "mr"),
@@ -53,7 +56,7 @@ def main() -> None:
     for name, (data, test_mr) in arms.items():
         run = out / f"run_{name.replace('+', '')}"
         started = time.perf_counter()
-        medsynth("train", "pix2pix", data, "--out", run, "--config", CONFIG, "--steps", args.steps,
+        medsynth("train", "pix2pix", data, "--out", run, "--config", args.config, "--steps", args.steps,
                  "--val-every", 0, "--seed", 0)
         minutes = (time.perf_counter() - started) / 60
         medsynth("translate", run, test_mr, out / f"sct_{name.replace('+', '')}", "--device", "cpu")
