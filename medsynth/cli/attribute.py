@@ -7,10 +7,8 @@ from typing import Annotated
 
 import typer
 
+from medsynth.choices import DeviceChoice
 from medsynth.cli.app import app, console
-from medsynth.engine.config import DeviceChoice
-from medsynth.inference.attribute import AttributeOptions
-from medsynth.inference.attribute import attribute as attribute_cases
 
 
 @app.command()
@@ -26,9 +24,16 @@ def attribute(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases whose outputs exist.")] = False,
     device: Annotated[DeviceChoice, typer.Option(help="auto, cpu or cuda.")] = DeviceChoice.AUTO,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
+    mask: Annotated[Path | None, typer.Option("--mask", help="Folder of body masks named by case id: the region "
+                                              "whose intensities set each image's scale (default: the model's).")
+                    ] = None,
 ) -> None:
     """Abnormality maps: map = M(x), the change that makes the image look healthy (so map ~ -effect)."""
-    options = AttributeOptions(overlap=overlap, overwrite=overwrite, device=device, amp=amp, effect=effect)
+    from medsynth.inference.attribute import AttributeOptions
+    from medsynth.inference.attribute import attribute as attribute_cases
+
+    options = AttributeOptions(overlap=overlap, overwrite=overwrite, device=device, amp=amp, effect=effect,
+                               mask=mask)
     report = attribute_cases(model, input_path, out_dir, options)
     console.print(report.table(f"attribute -> {out_dir}"))
     if report.ncc:

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from medsynth.choices import Protocol
 from medsynth.cli.app import app, console, error_console
-from medsynth.metrics.evaluate import Protocol, evaluate_folders
 
 
 @app.command()
@@ -25,10 +25,18 @@ def evaluate(
         help="Write per-case metrics, mean ± sd and failures to this JSON file.")] = None,
 ) -> None:
     """Score synthetic CTs: MAE, PSNR, (MS-)SSIM, per-tissue MAE and bone Dice, per case and mean ± sd."""
+    from medsynth.metrics.evaluate import evaluate_folders
+
     with console.status("evaluating") as status:
         report = evaluate_folders(pred, ref, mask, protocol,
-                                  progress=lambda case: status.update(f"evaluating {escape(case)}"))
+                                  progress=lambda case: status.update(f"evaluating {escape(case)}"),
+                                  outputs=(csv, json))
     console.print(report.table())
+    if report.ignored:
+        console.print(f"ignored {len(report.ignored)} side products in {escape(str(pred))} (not predictions of a "
+                      f"case of their own): {escape(', '.join(report.ignored))}")
+    for warning in report.warnings:
+        error_console.print(f"[bold yellow]warning:[/] {escape(warning.case)}: {escape(warning.reason)}")
     for failure in report.failures:
         error_console.print(f"[bold red]failed:[/] {escape(failure.case)}: {escape(failure.reason)}")
     if csv is not None:

@@ -30,15 +30,18 @@ from medsynth.families.vagan import IntensityRegion, normalisation_region
 from medsynth.inference.batch import (
     BatchReport,
     CaseStatus,
-    prepare_output_dir,
+    case_masks,
+    is_single_input,
+    mask_of,
     report_name,
     run_batch,
     select_cases,
 )
-from medsynth.inference.volume import predict_grid
+from medsynth.inference.volume import mask_on_grid, predict_grid, read_mask
 from medsynth.io.cases import list_images
 from medsynth.io.image import Volume, read_image, write_image
-from medsynth.metrics.report import MetricSummary, summarise, write_text_atomically
+from medsynth.io.outputs import prepare_output_dir, write_text_atomically
+from medsynth.metrics.report import MetricSummary, summarise
 from medsynth.metrics.similarity import ncc
 from medsynth.modelfile import ModelFile, load_model
 from medsynth.viz import auto_window, mid_slices, overlay_signed_map, save_grid
@@ -54,6 +57,7 @@ class AttributeOptions:
     amp: bool = True
     effect: Path | None = None  # folder of ground-truth effect maps (patient − control), by case id
     sw_batch_size: int = 4
+    mask: Path | None = None  # folder of body masks by case id: the region that sets the intensity scale
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
@@ -113,11 +117,15 @@ class MapGenerator:
     sw_batch_size: int = 4
 
     @torch.no_grad()
-    def __call__(self, volume: Volume, overlap: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
-        """The map (input units, input grid) and the healthy-looking image y = x + map."""
+    def __call__(self, volume: Volume, overlap: float = 0.25, mask: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """The map (input units, input grid) and the healthy-looking image y = x + map.
+
+        ``mask`` (boolean, the input's grid) replaces the model's own region for the intensity scale.
+        """
         on_grid = self.grid.forward(volume.array, volume.meta)
         image = on_grid.as_tensor().numpy()[0]
-        region = normalisation_region(image, self.region)
+        region = normalisation_region(image, self.region) if mask is None else mask_on_grid(self.grid, mask, volume)
         normalised = self.intensity.normalise(image, region)
         change = predict_grid(self.network, torch.from_numpy(normalised)[None, None], self.dims, self.patch_size,
                               overlap, self.sw_batch_size, self.amp_dtype)
@@ -160,20 +168,24 @@ def attribute(model_path: Path, input_path: Path, out_dir: Path, options: Attrib
     model = load_model(model_path, "vagan")
     generator = load_map_generator(model, options)
     cases = select_cases(Path(input_path), (0, 1))
+    masks = case_masks(options.mask)
     out_dir = Path(out_dir)
-    prepare_output_dir(out_dir, Path(input_path))
+    prepare_output_dir(out_dir, [input_path, model.path, model.path.parent, options.mask, options.effect],
+                       cases.values())
 
     def outputs_of(case: str) -> list[Path]:
         return [out_dir / f"{case}_map.nii.gz", out_dir / f"{case}_healthy.nii.gz", out_dir / f"{case}_overlay.png"]
 
     def process(case: str, volume: Volume) -> list[Path]:
-        change, healthy = generator(volume, options.overlap)
+        mask = None if masks is None else read_mask(mask_of(case, masks, options.mask), volume)
+        change, healthy = generator(volume, options.overlap, mask)
         map_path, healthy_path, overlay_path = outputs_of(case)
         return [write_image(map_path, change, volume.meta, np.float32),
                 write_image(healthy_path, healthy, volume.meta, np.float32),
                 write_overlay(overlay_path, volume, change)]
 
-    report = AttributionReport(run_batch(cases, outputs_of, process, options.overwrite, "attribute").results)
+    report = AttributionReport(run_batch(cases, outputs_of, process, options.overwrite, "attribute",
+                                         single=is_single_input(input_path, cases)).results)
     if options.effect is not None:
         score_against_effects(report, Path(options.effect), lambda case: outputs_of(case)[0])
     report.write_json(out_dir / report_name("attribute", None))

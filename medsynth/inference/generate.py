@@ -8,7 +8,6 @@ time. So the same seed writes identical files, and ``--count 20`` starts with th
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from medsynth.engine.config import DeviceChoice
 from medsynth.engine.runtime import pick_device
 from medsynth.errors import UsageError
 from medsynth.io.image import CT_RANGE, ImageMeta, write_ct
+from medsynth.io.outputs import prepare_output_dir, write_text_atomically
 from medsynth.metrics.generation import generation_metrics, load_feature_extractor
 from medsynth.modelfile import ModelFile, load_model
 
@@ -115,19 +115,20 @@ def slice_meta(spacing: tuple[float, float], thickness: float, resolution: int) 
     return ImageMeta.from_affine(affine, (resolution, resolution))
 
 
-def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
-    """Create OUT_DIR; refuse one that holds generated slices unless ``overwrite`` (then remove them)."""
+def prepare_out_dir(out_dir: Path, overwrite: bool, inputs: Iterable[Path | None] = ()) -> None:
+    """Create OUT_DIR; refuse one that is or lies in an input (whatever ``overwrite`` says), and one that
+    holds generated slices unless ``overwrite`` (then remove them)."""
+    prepare_output_dir(out_dir, inputs)
     existing = sorted(p for p in out_dir.glob("generated_*.nii.gz") if _OUTPUT.fullmatch(p.name)) \
         if out_dir.is_dir() else []
     if existing and not overwrite:
         raise UsageError(f"{out_dir}: holds {len(existing)} generated slices already; add --overwrite to replace "
                          "them or choose another folder.")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
         for path in existing:  # stale slices of a larger --count would mix with the new set
             path.unlink()
     except OSError as error:
-        raise UsageError(f"{out_dir}: cannot write outputs here ({error.strerror}); choose a writable folder.") \
+        raise UsageError(f"{out_dir}: cannot replace earlier slices ({error.strerror}); choose another folder.") \
             from error
 
 
@@ -144,7 +145,8 @@ def generate(model_path: Path, out_dir: Path, options: GenerateOptions) -> Gener
     device = pick_device(options.device)
     model, generator, intensity = load_generator(model_path, device)
     out_dir = Path(out_dir)
-    prepare_out_dir(out_dir, options.overwrite)
+    prepare_out_dir(out_dir, options.overwrite,
+                    [model_path, model.path, model.path.parent, options.eval_data, options.features])
     slices, files = _write_slices(generator, model.metadata, intensity, out_dir, options, device)
     grid = _save_grid(out_dir / GRID_FILENAME, slices[:GRID_MAX])
     result = GenerateResult(files=files, grid=grid)
@@ -196,10 +198,7 @@ def _save_grid(path: Path, slices: list[np.ndarray]) -> Path:
 def _write_json(path: Path, document: dict[str, Any]) -> Path:
     """Strict JSON (an undefined metric, NaN, becomes null), written atomically."""
     plain = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in document.items()}
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(plain, indent=2))
-    os.replace(partial, path)
-    return path
+    return write_text_atomically(path, json.dumps(plain, indent=2))
 
 
 def _progress() -> Progress:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
+from medsynth.choices import Direction
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import intensity_from_json
 from medsynth.engine.config import DeviceChoice
@@ -15,24 +15,20 @@ from medsynth.engine.runtime import pick_amp_dtype, pick_device
 from medsynth.errors import UsageError
 from medsynth.inference.batch import (
     BatchReport,
+    case_masks,
+    is_single_input,
+    mask_of,
     parse_shard,
-    prepare_output_dir,
     report_name,
     run_batch,
     select_cases,
 )
-from medsynth.inference.volume import PreparedVolume, VolumeTranslator, is_ct
+from medsynth.inference.volume import PreparedVolume, VolumeTranslator, is_ct, read_mask
 from medsynth.io.image import Volume, read_image, write_ct, write_image
+from medsynth.io.outputs import prepare_output_dir
 from medsynth.modelfile import ModelFile, load_model
 
 TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")
-
-
-class Direction(StrEnum):
-    """Translation direction."""
-
-    MR2CT = "mr2ct"
-    CT2MR = "ct2mr"
 
 
 @dataclass
@@ -46,6 +42,7 @@ class TranslateOptions:
     device: DeviceChoice = DeviceChoice.AUTO
     amp: bool = True
     sw_batch_size: int = 4
+    mask: Path | None = None  # folder of body masks by case id: the MR region that sets the intensity scale
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
@@ -85,7 +82,16 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     translator = load_translator(model, Direction(options.direction), options)
     channels = model.metadata.get("mr_channels", ["0000"]) if Direction(options.direction) is Direction.MR2CT else []
     cases = select_cases(Path(input_path), parse_shard(options.shard), channels)
-    prepare_output_dir(out_dir, Path(input_path))
+    masks = case_masks(options.mask)
+    files = [f for item in cases.values() for f in (item if isinstance(item, tuple) else (item,))]
+    prepare_output_dir(out_dir, [input_path, model.path, model.path.parent, options.mask], files)
+    case_of = {item: case for case, item in cases.items()}
+
+    def load(item: Path | tuple[Path, ...]) -> PreparedVolume:
+        volume = _read_channels(item)
+        first = volume[0] if isinstance(volume, list) else volume
+        mask = None if masks is None else read_mask(mask_of(case_of[item], masks, options.mask), first)
+        return translator.prepare(volume, mask)
 
     def outputs_of(case: str) -> list[Path]:
         paths = [out_dir / f"{case}.nii.gz"]
@@ -102,8 +108,8 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
                                                      is_ct(translator.target)))
         return written
 
-    report = run_batch(cases, outputs_of, process, options.overwrite, "translate",
-                       load=lambda item: translator.prepare(_read_channels(item)))
+    report = run_batch(cases, outputs_of, process, options.overwrite, "translate", load=load,
+                       single=is_single_input(input_path, cases))
     report.write_json(out_dir / report_name("translate", options.shard))
     return report
 

@@ -7,9 +7,6 @@ formats (MHA, NRRD) and DICOM series, which are LPS+, are converted to the same 
 
 from __future__ import annotations
 
-import contextlib
-import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +14,7 @@ import nibabel as nib
 import numpy as np
 
 from medsynth.errors import InputError, UsageError
+from medsynth.io.outputs import atomic_path
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
@@ -213,20 +211,9 @@ def _set_geometry(header: nib.Nifti1Header, meta: ImageMeta) -> None:
 
 
 def _atomic_save(image: nib.Nifti1Image, path: Path) -> None:
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{suffix}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    # nibabel picks the format by extension, so the temporary name keeps it.
+    with atomic_path(path, ".nii.gz" if path.name.endswith(".nii.gz") else ".nii") as partial:
         nib.save(image, str(partial))
-        os.replace(partial, path)
-    except BaseException as error:
-        # Whatever stopped the write (full disk, Ctrl-C), no half-written file may stay behind.
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise InputError(f"{path.parent}: cannot write here ({error.strerror or error}); "
-                             "choose a writable output folder.") from error
-        raise
 
 
 def write_ct(path: str | Path, hu: np.ndarray, meta: ImageMeta) -> Path:

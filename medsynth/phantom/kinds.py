@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
+from medsynth.choices import PhantomKind
 from medsynth.errors import UsageError
 from medsynth.io.image import ImageMeta, write_ct, write_image, write_labels
+from medsynth.io.outputs import prepare_output_dir
 from medsynth.phantom.anatomy import (
     DEFAULT_SHAPE,
     DEFAULT_SPACING,
@@ -31,15 +32,6 @@ _SLICE_STRIDE = 2  # neighbouring slices are near duplicates; every other one ke
 _SLICE_MIN_HEAD = 0.1  # fraction of a slice the head must cover for the slice to be kept
 
 Progress = Callable[[int, int], None]  # called with (subjects done, subjects in total)
-
-
-class PhantomKind(StrEnum):
-    """Which data set to write: one per model family."""
-
-    PAIRED = "paired"
-    UNPAIRED = "unpaired"
-    ATTRIBUTION = "attribution"
-    SLICES = "slices"
 
 
 @dataclass(frozen=True)
@@ -118,8 +110,7 @@ def _prepare_output(out: Path, overwrite: bool) -> Path:
         raise UsageError(f"{out}: is a file; give a folder for the phantom.")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UsageError(f"{out}: exists and is not empty; choose a new folder or pass --overwrite.")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return prepare_output_dir(out, [])
 
 
 def _no_progress(done: int, total: int) -> None:

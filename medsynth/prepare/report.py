@@ -10,7 +10,7 @@ import numpy as np
 from rich.table import Table
 
 from medsynth.io.image import ImageMeta
-from medsynth.metrics.report import write_text_atomically
+from medsynth.io.outputs import write_text_atomically
 from medsynth.prepare.case import CaseOutcome
 
 REPORT_NAME = "prepare_report.json"

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from medsynth.errors import MedsynthError, UsageError
-from medsynth.inference.batch import prepare_output_dir
+from medsynth.io.outputs import prepare_output_dir
 from medsynth.prepare.case import CaseOutcome, CaseSettings, output_paths, prepare_case
 from medsynth.prepare.report import REPORT_NAME, previous_outcomes, write_report
 from medsynth.prepare.sources import RawCase, find_raw_cases
@@ -61,7 +61,7 @@ def prepare(raw: Path, out: Path, options: PrepareOptions,
     """
     raw, out = Path(raw), Path(out)
     cases = find_raw_cases(raw)
-    prepare_output_dir(out, raw)
+    prepare_output_dir(out, [raw], [p for c in cases for p in (*c.mr, c.ct, c.labels) if p is not None])
     previous = previous_outcomes(out / REPORT_NAME)
     outcomes: dict[str, CaseOutcome] = {}
     todo: list[RawCase] = []
