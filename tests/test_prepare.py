@@ -196,7 +196,7 @@ def test_refuses_to_write_into_its_input(tmp_path):
     raw = tmp_path / "raw"
     write_raw_case(raw, "c", 0, shape=(24, 28, 24), spacing=6.0)
     result = run("prepare", raw, raw)
-    assert result.exit_code == 2 and "input folder" in result.stderr
+    assert result.exit_code == 2 and "input" in result.stderr
 
 
 def test_synthrad_per_case_folders_and_other_registrations(tmp_path):
