@@ -119,3 +119,13 @@ def test_channels_off_one_grid_are_named(t1t2, tmp_path):
     (data / "mr" / "case_000_0001.nii.gz").write_bytes((moved / "case_000_0001.nii.gz").read_bytes())
     line = one_line(run("train", "pix2pix", data, "--out", tmp_path / "run", "--config", t1t2["config"], *TINY))
     assert "case_000_0001.nii.gz" in line
+
+
+def test_cyclegan_refuses_several_contrasts_rather_than_reading_them_as_cases(t1t2, tmp_path):
+    data = tmp_path / "unpaired"
+    for folder in ("mr", "ct"):
+        (data / folder).mkdir(parents=True)
+        for path in sorted((t1t2["data"] / folder).glob("*.nii.gz")):
+            (data / folder / path.name).write_bytes(path.read_bytes())
+    line = one_line(run("train", "cyclegan", data, "--out", tmp_path / "run", *TINY))
+    assert "one MR image per case" in line

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsynth.errors import InputError
+from medsynth.errors import InputError, UsageError
 from medsynth.io.cases import channel_of, group_channels, list_images
 from medsynth.io.image import Volume, read_image
 
@@ -243,8 +243,12 @@ def discover_domains(data: Path, domains: Sequence[str]) -> dict[str, list[Case]
     data = Path(data)
     if data.is_file():
         entries = read_datalist(data, (), (*domains, *(f"{d}_labels" for d in domains))).training
+        if any(channel_role("mr", 1) in entry for entry in entries):
+            raise UsageError(f"{data}: lists several MR contrasts per case; CycleGAN takes one MR image per "
+                             "case (several contrasts are for pix2pix). Give one file per case.")
         return {d: [{r: p for r, p in e.items() if r.startswith(d)} for e in entries if d in e] for d in domains}
     found = discover_unpaired(data, domains, tuple(f"{d}_labels" for d in domains))
+    _refuse_contrasts(data, found)
     problems = Problems(data)
     cases: dict[str, list[Case]] = {}
     for domain in domains:
@@ -255,6 +259,21 @@ def discover_domains(data: Path, domains: Sequence[str]) -> dict[str, list[Case]
                          for cid in sorted(images)]
     problems.raise_if_any()
     return cases
+
+
+def _refuse_contrasts(data: Path, found: dict[str, dict[str, Path]]) -> None:
+    """Unpaired domains take one image per case: nnU-Net contrast files (``<case>_0000``, ``_0001`` for
+    every case alike) would otherwise be read as unrelated images."""
+    groups: dict[str, set[str]] = {}
+    for cid in found.get("mr", {}):
+        parts = channel_of(cid)
+        if parts is None:
+            return
+        groups.setdefault(parts[0], set()).add(parts[1])
+    suffixes = {frozenset(s) for s in groups.values()}
+    if len(groups) >= 2 and len(suffixes) == 1 and len(next(iter(suffixes))) >= 2:
+        raise UsageError(f"{data / 'mr'}: holds several MR contrasts per case (<case>_0000, _0001, ...); CycleGAN "
+                         "takes one MR image per case (several contrasts are for pix2pix). Keep one contrast.")
 
 
 def count_labels(label_maps: Sequence[Volume]) -> int:
