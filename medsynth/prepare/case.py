@@ -80,7 +80,7 @@ def prepare_case(case: RawCase, out: Path, settings: CaseSettings) -> CaseOutcom
     mr = [read_image(p) for p in case.mr]
     ct = read_image(case.ct)
     reference = to_sitk(mr[0].array, mr[0].meta)
-    channels = [reference] + [_onto(read, reference) for read in mr[1:]]
+    channels = [reference] + [_onto(other, mr[0], reference) for other in mr[1:]]
     mr_body = body_mask(mr[0].array)
     body_image = to_sitk(mr_body.astype(np.uint8), mr[0].meta)
     outcome = CaseOutcome(case.case, "prepared", registration=settings.register.value)
@@ -128,33 +128,25 @@ def prepare_case(case: RawCase, out: Path, settings: CaseSettings) -> CaseOutcom
     return outcome
 
 
-def _onto(volume: Volume, reference):
+def _onto(volume: Volume, first: Volume, reference):
     """Another MR contrast of the same session on the first contrast's grid (scanner coordinates)."""
     import SimpleITK as sitk
 
-    same = volume.meta.shape == tuple(reference.GetSize()) and np.allclose(
-        volume.meta.affine, _meta_of(reference).affine, atol=1e-4)
     image = to_sitk(volume.array, volume.meta)
-    return image if same else resample(image, reference, sitk.Euler3DTransform(), default=0.0)
+    if _same_grid(volume, first):
+        return image
+    return resample(image, reference, sitk.Euler3DTransform(), default=0.0)
 
 
-def _meta_of(image) -> ImageMeta:
-    direction = np.asarray(image.GetDirection()).reshape(3, 3)
-    affine = np.eye(4)
-    lps = np.diag([-1.0, -1.0, 1.0])
-    affine[:3, :3] = lps @ direction * np.asarray(image.GetSpacing())
-    affine[:3, 3] = lps @ np.asarray(image.GetOrigin())
-    return ImageMeta.from_affine(affine, image.GetSize())
+def _same_grid(a: Volume, b: Volume) -> bool:
+    return a.meta.shape == b.meta.shape and np.allclose(a.meta.affine, b.meta.affine, atol=1e-4)
 
 
 def _labels_on_mr(labels: Volume, ct: Volume, mr: Volume, reference, transform) -> np.ndarray:
     """Labels drawn on the CT move with it; labels already on the MR's grid stay where they are."""
     import SimpleITK as sitk
 
-    def on(grid: Volume) -> bool:
-        return labels.meta.shape == grid.meta.shape and np.allclose(labels.meta.affine, grid.meta.affine, atol=1e-4)
-
-    moves = on(ct) or not on(mr)
+    moves = _same_grid(labels, ct) or not _same_grid(labels, mr)
     image = to_sitk(np.rint(labels.array).astype(np.int16), labels.meta)
     return from_sitk(resample(image, reference, transform if moves else sitk.Euler3DTransform(), labels=True,
                               default=0))
