@@ -48,3 +48,12 @@ class PhantomKind(StrEnum):
     UNPAIRED = "unpaired"
     ATTRIBUTION = "attribution"
     SLICES = "slices"
+
+
+class Registration(StrEnum):
+    """How ``prepare`` moves the CT onto the MR."""
+
+    RIGID = "rigid"
+    AFFINE = "affine"
+    DEFORMABLE = "deformable"
+    NONE = "none"

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from medsynth.choices import Registration
 from medsynth.cli.app import app, console
-from medsynth.prepare.steps import Registration
 
 
 @app.command()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
+
+from medsynth.choices import Registration
 
 CT_CLIP = (-1024.0, 3071.0)
 AIR_HU = -1024.0
@@ -23,15 +24,6 @@ _METRIC_SAMPLES = 200_000
 _BSPLINE_SAMPLES = 50_000
 _BSPLINE_ITERATIONS = 20
 _BSPLINE_MM = 60.0  # control-point spacing: smooth, inter-session deformation, not fine anatomy
-
-
-class Registration(StrEnum):
-    """How the CT is moved onto the MR."""
-
-    RIGID = "rigid"
-    AFFINE = "affine"
-    DEFORMABLE = "deformable"
-    NONE = "none"
 
 
 def _shrink_factor(image, target_mm: float) -> int:
