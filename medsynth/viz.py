@@ -66,6 +66,8 @@ def mid_slices(
     (such as RGB) are carried along.
     """
     volume = np.asarray(volume)
+    if volume.ndim == 2:
+        volume = volume[..., None]  # a 2D image is one slice: its coronal and sagittal views are lines
     aspect = (1.0, 1.0, 1.0)
     if affine is not None:
         volume, aspect = _to_ras(volume, np.asarray(affine, dtype=float))

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from medsynth.errors import InputError, MedsynthError, UsageError
 from medsynth.inference.volume import reduced_memory
+from medsynth.io.casefolders import case_folder_roles
 from medsynth.io.cases import group_channels, list_images, resolve_inputs
 from medsynth.io.image import read_image
 from medsynth.io.outputs import write_text_atomically
@@ -99,18 +100,39 @@ def report_name(command: str, shard: str | None) -> str:
     return f"{command}_report_{index * world + rank}of{count * world}.json"
 
 
-def select_cases(input_path: Path, shard: tuple[int, int], channels: Sequence[str] = ()) -> dict[str, Any]:
+def select_cases(input_path: Path, shard: tuple[int, int], role: str = "mr",
+                 outputs_of: Callable[[str], list[Path]] | None = None, channels: Sequence[str] = ()
+                 ) -> dict[str, Any]:
     """The cases of INPUT this process handles: shard i of N, then this rank's share under torchrun.
 
-    With two or more ``channels`` (a multi-contrast model's file suffixes) each case is the tuple of
-    its files ``<case>_0000``, ``<case>_0001``, ... in that order, and every case must have them all.
+    ``role``: the image taken from each SynthRAD case folder. With ``outputs_of``, two cases (of any
+    shard) that would write one output path are an error before anything is written. With two or
+    more ``channels`` (a multi-contrast model's file suffixes) each case is the tuple of its files
+    ``<case>_0000``, ``<case>_0001``, ... in that order, and every case must have them all.
     """
-    cases: dict[str, Any] = resolve_inputs(input_path)
+    cases: dict[str, Any] = resolve_inputs(input_path, role)
     if len(channels) > 1:
         cases = group_channels(cases, channels)
+    if outputs_of is not None:
+        check_distinct_outputs(cases, outputs_of)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     index, count = shard[0] * world + rank, shard[1] * world
     return {cid: path for i, (cid, path) in enumerate(sorted(cases.items())) if i % count == index}
+
+
+def check_distinct_outputs(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]]) -> None:
+    """Refuse, in one line, inputs whose outputs would land on one path (``a`` with ``--uncertainty``
+    writes ``a_std.nii.gz``, the very output of an input named ``a_std``); paths compare case-blind, as
+    on the file systems of macOS and Windows."""
+    owner: dict[str, tuple[str, Path]] = {}
+    for case in sorted(cases):
+        for output in outputs_of(case):
+            key = str(output).lower()
+            if key in owner and owner[key][0] != case:
+                other, first = owner[key]
+                raise UsageError(f"{cases[other]} and {cases[case]}: both would be written to {first.name}; rename "
+                                 "one input (nothing was written).")
+            owner[key] = (case, output)
 
 
 def case_masks(folder: Path | None) -> dict[str, Path] | None:
@@ -131,8 +153,9 @@ def mask_of(case: str, masks: dict[str, Path], folder: Path | None) -> Path:
 
 
 def is_single_input(input_path: Path, cases: dict[str, Path]) -> bool:
-    """True when INPUT names one image or series itself (not a folder of them)."""
-    return list(cases.values()) == [Path(input_path)]
+    """True when INPUT names one image or series itself, or one SynthRAD case folder (not a folder of them)."""
+    path = Path(input_path)
+    return list(cases.values()) == [path] or (len(cases) == 1 and case_folder_roles(path) is not None)
 
 
 def _prefetched(cases: dict[str, Path], load: Callable[[Path], Any]) -> Iterator[tuple[str, Future]]:
@@ -160,7 +183,7 @@ def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], p
     load = load or (lambda path: read_image(path, ndim))
     report = BatchReport()
     todo = {cid: p for cid, p in cases.items()
-            if overwrite or not all(o.is_file() for o in outputs_of(cid))}
+            if overwrite or not all(o.exists() for o in outputs_of(cid))}
     for cid in sorted(set(cases) - set(todo)):
         report.results.append(CaseResult(cid, CaseStatus.SKIPPED, outputs=[str(o) for o in outputs_of(cid)],
                                          reason="exists (use --overwrite to redo)"))

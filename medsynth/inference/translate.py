@@ -24,6 +24,7 @@ from medsynth.inference.batch import (
     select_cases,
 )
 from medsynth.inference.volume import PreparedVolume, VolumeTranslator, is_ct, read_mask
+from medsynth.io.formats import OutputFormat, image_name
 from medsynth.io.image import Volume, read_image, write_ct, write_image
 from medsynth.io.outputs import prepare_output_dir
 from medsynth.modelfile import ModelFile, load_model
@@ -43,10 +44,17 @@ class TranslateOptions:
     amp: bool = True
     sw_batch_size: int = 4
     mask: Path | None = None  # folder of body masks by case id: the MR region that sets the intensity scale
+    format: OutputFormat = OutputFormat.NIFTI  # dicom: a CT series folder per case
+    series: tuple[str, ...] = ()  # Series Instance UIDs choosing among several series in a DICOM folder
+    patient_id: str | None = None  # DICOM output from NIfTI/MHA input; default: the case id
+    patient_name: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
             raise UsageError("--overlap is a fraction in [0, 1).")
+        self.format = OutputFormat(self.format)
+        if self.format is OutputFormat.DICOM and Direction(self.direction) is not Direction.MR2CT:
+            raise UsageError("--format dicom writes synthetic CT series; for ct2mr choose nifti or mha.")
         if self.uncertainty == 1 or self.uncertainty < 0:
             raise UsageError("--uncertainty K needs K ≥ 2 passes (or 0 for none).")
 
@@ -80,28 +88,37 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     out_dir = Path(out_dir)
     model = load_model(model_path, TRANSLATION_FAMILIES)
     translator = load_translator(model, Direction(options.direction), options)
-    channels = model.metadata.get("mr_channels", ["0000"]) if Direction(options.direction) is Direction.MR2CT else []
-    cases = select_cases(Path(input_path), parse_shard(options.shard), channels)
+    # A DICOM sCT comes with a NIfTI std map: a float map is no CT series.
+    std_format = OutputFormat.NIFTI if options.format is OutputFormat.DICOM else options.format
+
+    def outputs_of(case: str) -> list[Path]:
+        paths = [out_dir / image_name(case, options.format)]
+        return paths + ([out_dir / image_name(f"{case}_std", std_format)] if options.uncertainty else [])
+
+    mr2ct = Direction(options.direction) is Direction.MR2CT
+    channels = model.metadata.get("mr_channels", ["0000"]) if mr2ct else []
+    cases = select_cases(Path(input_path), parse_shard(options.shard), "mr" if mr2ct else "ct", outputs_of, channels)
     masks = case_masks(options.mask)
     files = [f for item in cases.values() for f in (item if isinstance(item, tuple) else (item,))]
     prepare_output_dir(out_dir, [input_path, model.path, model.path.parent, options.mask], files)
     case_of = {item: case for case, item in cases.items()}
+    ndim = (2, 3) if translator.dims == 2 else 3  # a 2D model also translates 2D images
 
     def load(item: Path | tuple[Path, ...]) -> PreparedVolume:
-        volume = _read_channels(item)
-        first = volume[0] if isinstance(volume, list) else volume
-        mask = None if masks is None else read_mask(mask_of(case_of[item], masks, options.mask), first)
-        return translator.prepare(volume, mask)
-
-    def outputs_of(case: str) -> list[Path]:
-        paths = [out_dir / f"{case}.nii.gz"]
-        return paths + ([out_dir / f"{case}_std.nii.gz"] if options.uncertainty else [])
+        """One image, or the contrasts of a multi-contrast case in the model's channel order."""
+        volumes = [read_image(path, ndim, series=options.series) for path in
+                   (item if isinstance(item, tuple) else (item,))]
+        mask = None if masks is None else read_mask(mask_of(case_of[item], masks, options.mask), volumes[0])
+        return translator.prepare(volumes if isinstance(item, tuple) else volumes[0], mask)
 
     def process(case: str, prepared: PreparedVolume) -> list[Path]:
         mean, std = translator.run(prepared, options.overlap, options.tta, options.uncertainty)
         targets = outputs_of(case)
         volume = prepared.volume
-        written = [_write_output(targets[0], mean, volume, is_ct(translator.target))]
+        if options.format is OutputFormat.DICOM:
+            written = [_write_dicom(targets[0], mean, volume, model, case, options)]
+        else:
+            written = [_write_output(targets[0], mean, volume, is_ct(translator.target))]
         if std is not None:
             written.append(write_image(targets[1], std, volume.meta, np.float32))
             written.append(write_uncertainty_preview(out_dir / f"{case}_std.png", mean, std, volume,
@@ -114,9 +131,15 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     return report
 
 
-def _read_channels(item: Path | tuple[Path, ...]) -> Volume | list[Volume]:
-    """One image, or the contrasts of a multi-contrast case in the model's channel order."""
-    return [read_image(path) for path in item] if isinstance(item, tuple) else read_image(item)
+def _write_dicom(folder: Path, hu: np.ndarray, like: Volume, model: ModelFile, case: str,
+                 options: TranslateOptions) -> Path:
+    from medsynth.io.dicom_write import identity_for, write_ct_series
+
+    run = model.path.parent.name if model.path is not None else "model"
+    description = f"SYNTHETIC CT medsynth {model.family} {run}"
+    identity = identity_for(like.path, options.series, description, options.patient_id or case,
+                            options.patient_name or case)
+    return write_ct_series(folder, hu, like.meta, identity)
 
 
 def _write_output(path: Path, values: np.ndarray, like: Volume, as_ct: bool) -> Path:

@@ -11,6 +11,7 @@ from medsynth.choices import Protocol
 from medsynth.data.bodymask import body_mask
 from medsynth.errors import InputError, MedsynthError
 from medsynth.io import Volume, read_image, resolve_inputs
+from medsynth.io.casefolders import role_files, synthrad_cases
 from medsynth.io.cases import is_dicom_folder
 from medsynth.io.outputs import check_not_an_input
 from medsynth.metrics.report import CaseFailure, CaseResult, EvaluationReport
@@ -35,33 +36,36 @@ def metric_names(protocol: Protocol) -> tuple[str, ...]:
 def evaluate_folders(pred: Path, ref: Path, mask: Path | None = None,
                      protocol: Protocol = Protocol.synthrad2023,
                      progress: Callable[[str], None] | None = None,
-                     outputs: Sequence[Path | None] = ()) -> EvaluationReport:
+                     outputs: Sequence[Path | None] = (), series: tuple[str, ...] = ()) -> EvaluationReport:
     """Score every prediction in ``pred`` against the reference of the same case id in ``ref``.
 
-    ``pred``/``ref``/``mask`` are each an image, a DICOM series folder or a folder of them; two
-    single images are paired whatever their names. Without ``mask`` the body mask of the
-    reference is used (:func:`medsynth.data.bodymask.body_mask`); a single mask file serves every
-    case. A case missing on one side, or failing to load or agree in grid, is a failure of that
-    case; if no case at all can be scored, :class:`InputError` says why. ``progress`` is told
+    ``pred``/``ref``/``mask`` are each an image, a DICOM series folder or a folder of them; ``ref``
+    (and ``pred``) may also be a SynthRAD task folder (``<case>/ct.*``), whose ``<case>/mask.*`` are
+    the masks unless ``mask`` is given. Two single images are paired whatever their names. Without
+    any mask the body mask of the reference is used (:func:`medsynth.data.bodymask.body_mask`); a
+    single mask file serves every case. A case missing on one side, or failing to load or agree in
+    grid, is a failure of that case; if no case at all can be scored, :class:`InputError` says why. ``progress`` is told
     each case id before it is scored. Side products beside the predictions (``<case>_std`` maps and
     other ``<case>_*`` images whose case is scored) are left out and listed in ``report.ignored``; a
     prediction that shows no air where its reference does (an MR, normalised values) is scored with
     a warning in ``report.warnings``. ``outputs`` (the files the caller will write the report to) are
     checked first: none may be an input or lie inside an input folder (:class:`UsageError`).
+    ``series``: Series Instance UIDs choosing among several series of a DICOM folder.
     """
     protocol = Protocol(protocol)
     for output in outputs:
         if output is not None:
             check_not_an_input(Path(output), [pred, ref, mask])
     pairs, failures, ignored = match_cases(Path(pred), Path(ref))
-    masks = None if mask is None else _resolve_masks(Path(mask), pairs)
+    masks = _synthrad_masks(Path(ref)) if mask is None else _resolve_masks(Path(mask), pairs)
+    mask = Path(ref) if mask is None else mask
     results, warnings = [], []
     for case, (pred_path, ref_path) in pairs.items():
         if progress is not None:
             progress(case)
         try:
             mask_path = None if masks is None else _mask_for(case, masks, Path(mask))
-            metrics, warning = _score_case(pred_path, ref_path, mask_path, protocol)
+            metrics, warning = _score_case(pred_path, ref_path, mask_path, protocol, series)
             results.append(CaseResult(case, metrics))
             if warning:
                 warnings.append(CaseFailure(case, warning))
@@ -75,7 +79,7 @@ def evaluate_folders(pred: Path, ref: Path, mask: Path | None = None,
 def match_cases(pred: Path, ref: Path) -> tuple[dict[str, tuple[Path, Path]], list[CaseFailure], list[str]]:
     """Pairs (prediction, reference) by case id; a failure for every case found on one side only; and the
     predictions left out as side products (``<case>_<anything>`` of a paired case, e.g. ``_std`` maps)."""
-    preds, refs = resolve_inputs(pred), resolve_inputs(ref)
+    preds, refs = resolve_inputs(pred, "ct"), resolve_inputs(ref, "ct")
     if _is_single_image(pred) and _is_single_image(ref):
         [(case, ref_path)], [pred_path] = refs.items(), preds.values()
         return {case: (pred_path, ref_path)}, [], []
@@ -92,9 +96,9 @@ def match_cases(pred: Path, ref: Path) -> tuple[dict[str, tuple[Path, Path]], li
 
 
 def evaluate_case(pred_path: Path, ref_path: Path, mask_path: Path | None,
-                  protocol: Protocol = Protocol.synthrad2023) -> dict[str, float]:
+                  protocol: Protocol = Protocol.synthrad2023, series: tuple[str, ...] = ()) -> dict[str, float]:
     """All metrics of one case: the protocol's MAE/PSNR/(MS-)SSIM and the per-tissue errors."""
-    return _score_case(pred_path, ref_path, mask_path, protocol)[0]
+    return _score_case(pred_path, ref_path, mask_path, protocol, series)[0]
 
 
 def not_ct_warning(prediction: np.ndarray, reference: np.ndarray) -> str | None:
@@ -110,10 +114,10 @@ def not_ct_warning(prediction: np.ndarray, reference: np.ndarray) -> str | None:
 
 
 def _score_case(pred_path: Path, ref_path: Path, mask_path: Path | None,
-                protocol: Protocol) -> tuple[dict[str, float], str | None]:
-    reference = read_image(ref_path)
+                protocol: Protocol, series: tuple[str, ...] = ()) -> tuple[dict[str, float], str | None]:
+    reference = read_image(ref_path, series=series)
     # A constant prediction (a collapsed network) is a bad result to score, not an unreadable input.
-    prediction = read_image(pred_path, check_values=False)
+    prediction = read_image(pred_path, check_values=False, series=series)
     _check_finite(prediction)
     _check_same_grid(prediction, reference, "prediction")
     mask = body_mask(reference.array) if mask_path is None else _read_mask(mask_path, reference)
@@ -159,6 +163,14 @@ def _resolve_masks(mask: Path, pairs: dict[str, tuple[Path, Path]]) -> dict[str,
         # One mask file given directly serves every case; the grid check guards against misuse.
         return dict.fromkeys(pairs, next(iter(masks.values())))
     return masks
+
+
+def _synthrad_masks(ref: Path) -> dict[str, Path] | None:
+    """The body masks of a SynthRAD REF tree (``<case>/mask.*``), when it is one and has them all."""
+    cases = synthrad_cases(ref)
+    if cases is None or not any("mask" in roles for roles in cases.values()):
+        return None
+    return role_files(cases, "mask", ref)
 
 
 def _mask_for(case: str, masks: dict[str, Path], folder: Path) -> Path:

@@ -45,7 +45,8 @@ class PhantomSummary:
     folders: tuple[str, ...]
 
     def describe(self) -> str:
-        where = ", ".join(f"{name}/" for name in self.folders) if self.folders else "2D slices"
+        where = ", ".join(f"{name}/" for name in self.folders) if self.folders else (
+            "<case>/mr, ct, mask .mha" if self.kind is PhantomKind.SYNTHRAD else "2D slices")
         return f"{self.kind} phantom: {self.subjects} subjects, {self.files} files in {self.out} ({where})"
 
 
@@ -71,7 +72,8 @@ def write_phantom(
     paired: ``mr/``, ``ct/``, ``mask/``, ``labels/`` of the same subjects. unpaired: ``mr/`` and
     ``ct/`` of different subjects with ``mr_labels/`` and ``ct_labels/``. attribution: healthy
     ``control/`` subjects, ``patient/`` versions of other subjects and their ``effect/`` maps (MR).
-    slices: axial 2D CT slices ``<case>_z###.nii.gz`` of ``cases`` heads. ``misregistration_mm``
+    slices: axial 2D CT slices ``<case>_z###.nii.gz`` of ``cases`` heads. synthrad: the paired
+    subjects in SynthRAD 2025's per-case layout, ``<case>/mr.mha``, ``ct.mha``, ``mask.mha``. ``misregistration_mm``
     moves each paired MR slightly against its CT. ``t2`` adds a T2-like contrast to paired data: the MR
     channels are then ``mr/<case>_0000`` (T1) and ``mr/<case>_0001`` (T2), as nnU-Net names them.
     The same arguments give identical files.
@@ -83,7 +85,7 @@ def write_phantom(
         raise UsageError("--t2 is available for the paired phantom only.")
     plan = _Plan(out, cases, shape, float(spacing), seed, progress or _no_progress, misregistration_mm, t2)
     files = _WRITERS[kind](plan)
-    subjects = cases if kind in (PhantomKind.PAIRED, PhantomKind.SLICES) else 2 * cases
+    subjects = cases if kind in (PhantomKind.PAIRED, PhantomKind.SLICES, PhantomKind.SYNTHRAD) else 2 * cases
     return PhantomSummary(kind=kind, out=out, subjects=subjects, files=files, folders=_FOLDERS[kind])
 
 
@@ -157,6 +159,17 @@ def _write_paired(plan: _Plan) -> int:
     return (3 + (2 if plan.t2 else 1)) * plan.cases
 
 
+def _write_synthrad(plan: _Plan) -> int:
+    for index in range(plan.cases):
+        head = plan.head(index, plan.misregistration_mm)
+        meta, folder = _meta(head), plan.out / case_name(index)
+        write_image(folder / "mr.mha", head.mr, meta)
+        write_ct(folder / "ct.mha", head.ct, meta)
+        write_labels(folder / "mask.mha", head.mask, meta)
+        plan.progress(index + 1, plan.cases)
+    return 3 * plan.cases
+
+
 def _write_unpaired(plan: _Plan) -> int:
     # MR subjects are 0..cases-1 and CT subjects cases..2*cases-1: nobody appears in both.
     total = 2 * plan.cases
@@ -217,10 +230,12 @@ _FOLDERS = {
     PhantomKind.UNPAIRED: ("ct", "ct_labels", "mr", "mr_labels"),
     PhantomKind.ATTRIBUTION: ("control", "effect", "patient"),
     PhantomKind.SLICES: (),
+    PhantomKind.SYNTHRAD: (),
 }
 _WRITERS = {
     PhantomKind.PAIRED: _write_paired,
     PhantomKind.UNPAIRED: _write_unpaired,
     PhantomKind.ATTRIBUTION: _write_attribution,
     PhantomKind.SLICES: _write_slices,
+    PhantomKind.SYNTHRAD: _write_synthrad,
 }
