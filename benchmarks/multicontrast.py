@@ -49,16 +49,19 @@ def main() -> None:
     print_header("T1+T2 vs T1 vox2vox on the phantom")
     out = args.out
     geometry = ("--shape", *args.shape, "--spacing", args.spacing)
-    medsynth("phantom", "paired", out / "train", "--cases", args.cases, "--t2", "--seed", 0, *geometry)
-    medsynth("phantom", "paired", out / "test", "--cases", 3, "--t2", "--seed", 1, *geometry)
-    arms = {"T1+T2": (out / "train", out / "test" / "mr"),
-            "T1": (t1_only(out / "train", out / "train_t1"), t1_only(out / "test", out / "test_t1") / "mr")}
+    if not (out / "train_t1").is_dir():
+        medsynth("phantom", "paired", out / "train", "--cases", args.cases, "--t2", "--seed", 0, *geometry)
+        medsynth("phantom", "paired", out / "test", "--cases", 3, "--t2", "--seed", 1, *geometry)
+        t1_only(out / "train", out / "train_t1")
+        t1_only(out / "test", out / "test_t1")
+    arms = {"T1+T2": (out / "train", out / "test" / "mr"), "T1": (out / "train_t1", out / "test_t1" / "mr")}
     for name, (data, test_mr) in arms.items():
         run = out / f"run_{name.replace('+', '')}"
         started = time.perf_counter()
-        medsynth("train", "pix2pix", data, "--out", run, "--config", args.config, "--steps", args.steps,
-                 "--val-every", 0, "--seed", 0)
-        minutes = (time.perf_counter() - started) / 60
+        if not (run / "model.safetensors").is_file():  # a rerun after an interruption keeps finished arms
+            medsynth("train", "pix2pix", data, "--out", run, "--config", args.config, "--steps", args.steps,
+                     "--val-every", 0, "--seed", 0)
+        minutes = (time.perf_counter() - started) / 60  # 0 for an arm trained by an earlier run
         medsynth("translate", run, test_mr, out / f"sct_{name.replace('+', '')}", "--device", "cpu")
         table = medsynth("evaluate", out / f"sct_{name.replace('+', '')}", out / "test" / "ct",
                          "--mask", out / "test" / "mask", "--json", out / f"metrics_{name.replace('+', '')}.json")
