@@ -40,12 +40,12 @@ class PairedAugment:
                                   mode="bilinear", padding_mode="border")
 
     def __call__(self, mr: np.ndarray, ct: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Augmented copies of ``mr`` and ``ct`` (each (1, *spatial), float32); the same ``seed`` gives
-        the same result."""
+        """Augmented copies of ``mr`` ((C, *spatial): one channel per contrast) and ``ct`` ((1, *spatial)),
+        float32; the same ``seed`` gives the same result."""
         if self.strength <= 0:
             return mr, ct
         self.spatial.set_random_state(seed=seed)
         self.intensity.set_random_state(seed=(seed + 1) % 2**31)
         moved = np.asarray(self.spatial(np.concatenate([mr, ct]))).astype(np.float32)
-        shifted = np.asarray(self.intensity(moved[:1] + 1.0)).astype(np.float32) - 1.0
-        return np.clip(shifted, -1.0, 1.0), np.clip(moved[1:], -1.0, 1.0)
+        shifted = np.asarray(self.intensity(moved[:-1] + 1.0)).astype(np.float32) - 1.0
+        return np.clip(shifted, -1.0, 1.0), np.clip(moved[-1:], -1.0, 1.0)

@@ -24,13 +24,14 @@ from medsynth.baselines import IntensityLookup
 from medsynth.data.augment import PairedAugment
 from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid, median_spacing
-from medsynth.data.intensity import CTIntensity, MRIntensity, MRScaling, normalise_mr_body
-from medsynth.data.layouts import Datalist, discover_paired, read_cases
+from medsynth.data.intensity import CTIntensity, MRIntensity, MRScaling
+from medsynth.data.layouts import Datalist, channel_roles, discover_paired, read_cases
 from medsynth.data.patches import body_anchors, cut_patch, draw_patch
 from medsynth.engine.context import StepContext
 from medsynth.errors import UsageError
 from medsynth.families.base import Family, ModelExport, spatial_patch, unet_strides
-from medsynth.inference.volume import predict_grid
+from medsynth.inference.volume import normalise_source, predict_grid
+from medsynth.io.cases import channel_suffixes
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
 from medsynth.metrics.synthrad import synthrad2023
 from medsynth.metrics.tissue import bone_dice
@@ -92,7 +93,7 @@ class PreparedCase:
     ct: np.ndarray  # (1, X, Y, Z) in [-1, 1]
     mask: np.ndarray  # (X, Y, Z) bool
     anchors: np.ndarray
-    raw_mr: np.ndarray  # (X, Y, Z) MR as read, on the model grid (the lookup baseline's input)
+    raw_mr: np.ndarray  # (X, Y, Z) first MR contrast as read, on the model grid (the lookup baseline's input)
 
 
 def split_validation(datalist: Datalist, val_cases: int) -> Datalist:
@@ -106,6 +107,15 @@ def split_validation(datalist: Datalist, val_cases: int) -> Datalist:
                     datalist.source)
 
 
+def _channel_count(datalist: Datalist) -> int:
+    """MR contrasts per case, the same in every case (the generator's input channels)."""
+    counts = {len(channel_roles(case)) for case in datalist.training + datalist.validation}
+    if len(counts) > 1:
+        raise UsageError(f"{datalist.source}: cases have {' or '.join(map(str, sorted(counts)))} MR channels; "
+                         "every case needs the same contrasts in the same order.")
+    return counts.pop() if counts else 1
+
+
 class Pix2Pix(Family):
     """The pix2pix/vox2vox family on the shared engine."""
 
@@ -116,6 +126,7 @@ class Pix2Pix(Family):
         super().__init__()
         self.config = config
         self.datalist = split_validation(discover_paired(data, ("mr", "ct"), ("mask",)), config.val_cases)
+        self.mr_channels = _channel_count(self.datalist)
         ndim = (2, 3) if config.dims == 2 else 3  # a 2D model also trains on 2D images
         training = read_cases(self.datalist.training, self.datalist.source, ("mr", "ct", "mask"), ndim)
         validation = read_cases(self.datalist.validation, self.datalist.source, ("mr", "ct", "mask"), ndim)
@@ -125,7 +136,7 @@ class Pix2Pix(Family):
         self.ct_intensity = CTIntensity()
         on_grid = [self._on_grid(case) for case in training]
         self.mr_intensity = MRIntensity(scaling=config.mr_scaling).fit_landmarks(
-            mr[body_mask(mr, dilation=0, modality="mr")] for _, mr, _, _ in on_grid)
+            channel[body_mask(channel, dilation=0, modality="mr")] for _, mr, _, _ in on_grid for channel in mr)
         self.training = [self._prepare(*case) for case in on_grid]
         self.validation = [self._prepare(*self._on_grid(case)) for case in validation]
         self.augment = PairedAugment(config.dims, config.augment)
@@ -135,8 +146,9 @@ class Pix2Pix(Family):
         self._build_networks()
 
     def _on_grid(self, case: dict) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
-        """Name, MR and CT (X, Y, Z) on the model grid, and the reference body mask (the data's, else the CT's)."""
-        mr = self.grid.forward(case["mr"].array, case["mr"].meta).numpy()[0]
+        """Name, MR (C, X, Y, Z) and CT (X, Y, Z) on the model grid, and the reference body mask (the data's,
+        else the CT's)."""
+        mr = np.stack([self.grid.forward(case[r].array, case[r].meta).numpy()[0] for r in channel_roles(case)])
         ct = self.grid.forward(case["ct"].array, case["ct"].meta).numpy()[0]
         if "mask" in case:
             mask = self.grid.forward(case["mask"].array, case["mask"].meta, mode="nearest").numpy()[0] > 0.5
@@ -145,18 +157,19 @@ class Pix2Pix(Family):
         return case["mr"].path.name, mr, ct, mask
 
     def _prepare(self, name: str, mr: np.ndarray, ct: np.ndarray, mask: np.ndarray) -> PreparedCase:
-        mr_norm = normalise_mr_body(self.mr_intensity, mr)[None]
-        return PreparedCase(name, mr_norm, self.ct_intensity.normalise(ct[None]), mask, body_anchors(mask), mr)
+        # Each contrast is scaled on its own body, exactly as translate scales it.
+        mr_norm = np.stack([normalise_source(channel, self.mr_intensity) for channel in mr])
+        return PreparedCase(name, mr_norm, self.ct_intensity.normalise(ct[None]), mask, body_anchors(mask), mr[0])
 
     def _build_networks(self) -> None:
         c = self.config
-        self.add_network("G", "medsynth.UNetGenerator", spatial_dims=c.dims, in_channels=1, out_channels=1,
-                         channels=list(c.channels), strides=list(c.strides),
+        self.add_network("G", "medsynth.UNetGenerator", spatial_dims=c.dims, in_channels=self.mr_channels,
+                         out_channels=1, channels=list(c.channels), strides=list(c.strides),
                          num_res_units=c.num_res_units, dropout=c.dropout,
                          head_channels=head_width(c.head_channels, c.channels, c.num_res_units),
                          norm=str(c.norm), padding_mode=c.padding, tanh_output=True)
         self.add_network("D", "monai.PatchDiscriminator", spatial_dims=c.dims, num_layers_d=c.disc_layers,
-                         channels=c.disc_channels, in_channels=2, out_channels=1, norm="INSTANCE",
+                         channels=c.disc_channels, in_channels=self.mr_channels + 1, out_channels=1, norm="INSTANCE",
                          last_conv_kernel_size=4)
 
     @property
@@ -249,6 +262,7 @@ class Pix2Pix(Family):
             "generator_norm": str(c.norm),
             "window_divisor": self.window_divisor,
             "orientation": "RAS",
+            "mr_channels": channel_suffixes(self.mr_channels),  # file suffixes, in input-channel order
             "flip_axes": list(c.flip_axes),
             "directions": {"mr2ct": {"network": "G", "source": self.mr_intensity.to_json(),
                                      "target": self.ct_intensity.to_json()}},

@@ -195,17 +195,20 @@ class VolumeTranslator:
         count = max(samples, len(variants))
         return [variants[i % len(variants)] for i in range(count)]
 
-    def prepare(self, volume: Volume, mask: np.ndarray | None = None) -> PreparedVolume:
+    def prepare(self, volume: Volume | Sequence[Volume], mask: np.ndarray | None = None) -> PreparedVolume:
         """CPU work before the network: model grid and normalisation (runs in the prefetch thread).
 
         ``mask`` (boolean, the input's grid) is the body whose intensities scale an MR input; without
-        it the body mask is computed from the image.
+        it the body mask is computed from the image. Several volumes are the MR contrasts of one case,
+        in the model's channel order; they must share one grid (:class:`InputError` naming the file
+        otherwise), and the output takes the first's grid.
         """
-        on_grid = self.grid.forward(volume.array, volume.meta)
-        foreground = None if mask is None else mask_on_grid(self.grid, mask, volume)
-        image = torch.from_numpy(normalise_source(on_grid.as_tensor().numpy()[0], self.source,
-                                                  foreground))[None, None]
-        return PreparedVolume(volume, on_grid, image)
+        volumes = [volume] if isinstance(volume, Volume) else list(volume)
+        check_one_grid(volumes)
+        grids = [self.grid.forward(v.array, v.meta) for v in volumes]
+        foreground = None if mask is None else mask_on_grid(self.grid, mask, volumes[0])
+        channels = [normalise_source(g.as_tensor().numpy()[0], self.source, foreground) for g in grids]
+        return PreparedVolume(volumes[0], grids[0], torch.from_numpy(np.stack(channels))[None])
 
     def run(self, prepared: PreparedVolume, overlap: float = 0.25, tta: bool = False, samples: int = 0
             ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -258,6 +261,16 @@ class _RunningMoments:
     @property
     def std(self) -> np.ndarray:
         return np.sqrt(self._m2 / max(self.count - 1, 1)).astype(np.float32)
+
+
+def check_one_grid(volumes: Sequence[Volume]) -> None:
+    """Raise :class:`InputError` naming the first volume whose shape or affine differs from the first's."""
+    first = volumes[0]
+    for other in volumes[1:]:
+        if other.meta.shape != first.meta.shape or not np.allclose(other.meta.affine, first.meta.affine, atol=1e-4):
+            raise InputError(f"{other.path}: this MR channel is not on the grid of {first.path} (shape "
+                             f"{other.meta.shape} vs {first.meta.shape}, or its affine); give every contrast "
+                             "on one grid (`medsynth prepare` resamples them onto the first).")
 
 
 def is_ct(intensity: Intensity) -> bool:
