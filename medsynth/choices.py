@@ -70,3 +70,12 @@ class OutputFormat(StrEnum):
     NIFTI = "nifti"
     MHA = "mha"
     DICOM = "dicom"
+
+
+class Registration(StrEnum):
+    """How ``prepare`` moves the CT onto the MR."""
+
+    RIGID = "rigid"
+    AFFINE = "affine"
+    DEFORMABLE = "deformable"
+    NONE = "none"
