@@ -167,3 +167,18 @@ def test_leftovers_of_a_killed_writer_are_removed(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     assert len(remove_partials(tmp_path)) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_a_folder_is_replaced_only_once_the_new_one_is_complete(tmp_path):
+    series = tmp_path / "case"
+    with atomic_path(series, folder=True) as partial:
+        (partial / "CT0001.dcm").write_text("first")
+    with pytest.raises(RuntimeError), atomic_path(series, folder=True) as partial:
+        (partial / "CT0001.dcm").write_text("second, half")
+        raise RuntimeError("killed")
+    assert [p.name for p in tmp_path.iterdir()] == ["case"] and (series / "CT0001.dcm").read_text() == "first"
+    with atomic_path(series, folder=True) as partial:
+        (partial / "CT0002.dcm").write_text("second")
+    assert [p.name for p in series.iterdir()] == ["CT0002.dcm"] and len(list(tmp_path.iterdir())) == 1
+    (tmp_path / ".other.1234abcd.partial").mkdir()
+    assert len(remove_partials(tmp_path)) == 1 and [p.name for p in tmp_path.iterdir()] == ["case"]

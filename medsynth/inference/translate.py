@@ -109,7 +109,8 @@ def _agreement(document: dict[str, Any], direction: Direction) -> dict[str, Any]
     return {"grid": (document["spatial_dims"], [round(float(s), 6) for s in document["spacing"]],
                      document.get("orientation", "RAS")),
             "normalisation": (spec["source"], spec["target"]),
-            "channels": (kwargs.get("in_channels", 1), kwargs.get("out_channels", 1))}
+            "channels": (kwargs.get("in_channels", 1), kwargs.get("out_channels", 1), document.get("mr_channels")),
+            "windows": document.get("window_divisor")}
 
 
 def load_translator(model_path: Path, direction: Direction, options: TranslateOptions) -> VolumeTranslator:
@@ -126,7 +127,7 @@ def load_translator(model_path: Path, direction: Direction, options: TranslateOp
         for key in expected:
             if expected[key] != found[key]:
                 raise UsageError(f"{path}: disagrees with {first_path} in {key} ({found[key]} vs {expected[key]}); "
-                                 "the models of an ensemble must share grid, normalisation and channels.")
+                                 "the models of an ensemble must share grid, normalisation, channels and window rule.")
     stochastic = any(document.get("mc_dropout") for _, document, _ in loaded)
     if options.uncertainty and not (stochastic or options.tta or len(loaded) > 1):
         raise UsageError("--uncertainty needs a model trained with dropout (model: dropout: 0.1), --tta or several "
@@ -142,6 +143,8 @@ def load_translator(model_path: Path, direction: Direction, options: TranslateOp
         amp_dtype=pick_amp_dtype(device, options.amp) if options.engine is Engine.TORCH else None,
         sw_batch_size=options.sw_batch_size,
         label=_label(first["family"], paths),
+        window_divisor=first.get("window_divisor"),  # absent in models that normalise per window
+        mr_channels=tuple(first.get("mr_channels", ["0000"])),
     )
 
 
@@ -169,19 +172,23 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
         paths = [out_dir / image_name(case, options.format)]
         return paths + ([out_dir / image_name(f"{case}_std", std_format)] if options.uncertainty else [])
 
-    source_role = "mr" if Direction(options.direction) is Direction.MR2CT else "ct"
-    cases = select_cases(Path(input_path), parse_shard(options.shard), source_role, outputs_of)
+    mr2ct = Direction(options.direction) is Direction.MR2CT
+    channels = list(translator.mr_channels) if mr2ct else []
+    cases = select_cases(Path(input_path), parse_shard(options.shard), "mr" if mr2ct else "ct", outputs_of, channels)
     masks = case_masks(options.mask)
+    files = [f for item in cases.values() for f in (item if isinstance(item, tuple) else (item,))]
     run_folders = [p.parent for p in model_paths if p.suffix != ".onnx"]  # an exported graph is one file
     ensemble = [Path(model_path)] if Path(model_path).is_dir() else []
-    prepare_output_dir(out_dir, [input_path, *ensemble, *model_paths, *run_folders, options.mask], cases.values())
-    case_of = {path: case for case, path in cases.items()}
+    prepare_output_dir(out_dir, [input_path, *ensemble, *model_paths, *run_folders, options.mask], files)
+    case_of = {item: case for case, item in cases.items()}
     ndim = (2, 3) if translator.dims == 2 else 3  # a 2D model also translates 2D images
 
-    def load(path: Path) -> PreparedVolume:
-        volume = read_image(path, ndim, series=options.series)
-        mask = None if masks is None else read_mask(mask_of(case_of[path], masks, options.mask), volume)
-        return translator.prepare(volume, mask)
+    def load(item: Path | tuple[Path, ...]) -> PreparedVolume:
+        """One image, or the contrasts of a multi-contrast case in the model's channel order."""
+        volumes = [read_image(path, ndim, series=options.series) for path in
+                   (item if isinstance(item, tuple) else (item,))]
+        mask = None if masks is None else read_mask(mask_of(case_of[item], masks, options.mask), volumes[0])
+        return translator.prepare(volumes if isinstance(item, tuple) else volumes[0], mask)
 
     def process(case: str, prepared: PreparedVolume) -> list[Path]:
         mean, std = translator.run(prepared, options.overlap, options.tta, options.uncertainty)

@@ -9,19 +9,16 @@ registration); otherwise it starts a new study with a new Frame of Reference.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from medsynth import __version__
-from medsynth.errors import InputError, UsageError
+from medsynth.errors import UsageError
 from medsynth.io.image import CT_RANGE, ImageMeta
+from medsynth.io.outputs import atomic_path
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 _PATIENT_KEYS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "OtherPatientIDs",
@@ -68,34 +65,11 @@ def write_ct_series(folder: Path, hu: np.ndarray, meta: ImageMeta, identity: Dic
     series_uid, now = generate_uid(), datetime.datetime.now()
     common = _common_header(identity, series_uid, now, axes, spacing)
     normal = np.cross(axes[:, 0], axes[:, 1])
-    partial = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        partial.mkdir(parents=True)
+    with atomic_path(folder, folder=True) as partial:  # an old series there goes only once the new one is in
         for k in range(stored.shape[2]):
             _slice(common, stored[:, :, k], lps[:, 3] + k * lps[:, 2], normal, k).save_as(
                 partial / f"CT{k + 1:04d}.dcm", enforce_file_format=True)
-        _replace_folder(partial, folder)
-    except BaseException as error:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(partial)
-        if isinstance(error, OSError):
-            raise InputError(f"{folder}: cannot be written ({error.strerror or error}); choose a writable "
-                             "location.") from error
-        raise
     return folder
-
-
-def _replace_folder(partial: Path, folder: Path) -> None:
-    """Rename the complete series onto ``folder``; an old series there goes only after the new one is in."""
-    if not folder.exists():
-        os.replace(partial, folder)
-        return
-    if not folder.is_dir():
-        raise InputError(f"{folder}: exists and is not a folder; move it away to write the DICOM series there.")
-    old = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.old")
-    os.replace(folder, old)
-    os.replace(partial, folder)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _common_header(identity: DicomIdentity, series_uid: str, now: datetime.datetime, axes: np.ndarray,

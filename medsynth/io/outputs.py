@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -73,27 +74,50 @@ def prepare_output_dir(out_dir: Path, inputs: Iterable[Path | None], case_paths:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
+def atomic_path(path: Path, suffix: str = "", folder: bool = False) -> Iterator[Path]:
     """A hidden temporary path beside ``path`` to write to; renamed onto ``path`` when the block succeeds.
 
     ``suffix`` ends the temporary name (writers that choose a format by extension need it, e.g.
-    ``.nii.gz``). On any failure the temporary file is removed and ``path`` is left as it was; an
-    ``OSError`` becomes :class:`InputError` (exit 2) naming the folder.
+    ``.nii.gz``). With ``folder`` the temporary path is a new empty folder (a DICOM series), and a
+    folder already at ``path`` is replaced only once the new one is complete. On any failure the
+    temporary file or folder is removed and ``path`` is left as it was; an ``OSError`` becomes
+    :class:`InputError` (exit 2) naming the path.
     """
     path = Path(path)
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PARTIAL_MARK}{suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if folder:
+            partial.mkdir()
         yield partial
-        os.replace(partial, path)
+        _rename_into_place(partial, path, folder)
     except BaseException as error:
         # Whatever stopped the write (full disk, Ctrl-C), no half-written file may stay behind.
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
+        _remove(partial)
         if isinstance(error, OSError):
             raise InputError(f"{path}: cannot be written ({error.strerror or error}); choose a writable "
                              "location.") from error
         raise
+
+
+def _rename_into_place(partial: Path, path: Path, folder: bool) -> None:
+    if not folder or not path.exists():
+        os.replace(partial, path)
+        return
+    if not path.is_dir():
+        raise InputError(f"{path}: exists and is not a folder; move it away to write a folder there.")
+    old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PARTIAL_MARK}.old")
+    os.replace(path, old)  # a folder cannot be renamed over another: the old one steps aside first
+    os.replace(partial, path)
+    _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 def write_text_atomically(path: Path, text: str) -> Path:
@@ -108,7 +132,6 @@ def remove_partials(folder: Path) -> list[Path]:
     removed = []
     if Path(folder).is_dir():
         for leftover in Path(folder).glob(f".*{PARTIAL_MARK}*"):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
-                removed.append(leftover)
+            _remove(leftover)
+            removed.append(leftover)
     return removed
