@@ -91,7 +91,8 @@ def _load_member(path: Path, direction: Direction, options: TranslateOptions, de
         spec = document["directions"][direction.value]
         network = (OnnxNetwork(model_to_onnx(model, direction.value), providers=onnx_providers(device))
                    if options.engine is Engine.ONNXRUNTIME else model.build(spec["network"], device))
-    member = Member(network, tuple(document["patch_size"]), tuple(document.get("flip_axes", ())))
+    source = intensity_from_json(document["directions"][direction.value]["source"])
+    member = Member(network, tuple(document["patch_size"]), tuple(document.get("flip_axes", ())), source)
     return document, member
 
 
@@ -108,7 +109,9 @@ def _agreement(document: dict[str, Any], direction: Direction) -> dict[str, Any]
     kwargs = document["networks"][spec["network"]]["kwargs"]
     return {"grid": (document["spatial_dims"], [round(float(s), 6) for s in document["spacing"]],
                      document.get("orientation", "RAS")),
-            "normalisation": (spec["source"], spec["target"]),
+            # The kind of input normalisation must agree; its learnt parameters (e.g. histogram landmarks of
+            # each fold's training cases) may differ: every member normalises the input its own way.
+            "normalisation": (spec["source"].get("modality"), spec["source"].get("scaling"), spec["target"]),
             "channels": (kwargs.get("in_channels", 1), kwargs.get("out_channels", 1), document.get("mr_channels")),
             "windows": document.get("window_divisor")}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,7 @@ class Member:
     network: nn.Module
     patch_size: tuple[int, ...]
     flip_axes: tuple[int, ...] = ()
+    source: Intensity | None = None  # its own input normalisation (learnt per training set); None: the ensemble's
 
 
 def flip_passes(flip_axes: Sequence[int], tta: bool, samples: int) -> list[tuple[int, ...]]:
@@ -226,16 +228,22 @@ class VolumeTranslator:
         volumes = [volume] if isinstance(volume, Volume) else list(volume)
         check_one_grid(volumes)
         foreground = None if mask is None else mask_on_grid(self.grid, mask, volumes[0])
-        channels, geometry = [], None
+        sources = {_key(m.source or self.source): m.source or self.source for m in self.members} or \
+            {_key(self.source): self.source}
+        channels: dict[str, list[np.ndarray]] = {key: [] for key in sources}
+        geometry = None
         for v in volumes:
             on_grid = self.grid.forward(v.array, v.meta)
             v.array = np.empty((0,) * v.array.ndim, np.float32)  # released before the body mask's peak
-            channels.append(normalise_source(on_grid.as_tensor().numpy()[0], self.source, foreground))
+            for key, source in sources.items():
+                channels[key].append(normalise_source(on_grid.as_tensor().numpy()[0], source, foreground))
             if geometry is None:
                 geometry = MetaTensor(torch.zeros(1), meta=on_grid.meta, applied_operations=on_grid.applied_operations)
             del on_grid
-        image = torch.from_numpy(channels[0][None] if len(channels) == 1 else np.stack(channels))[None]
-        return PreparedVolume(volumes[0], geometry, image)
+        images = {key: torch.from_numpy(c[0][None] if len(c) == 1 else np.stack(c))[None]
+                  for key, c in channels.items()}
+        image = images[_key(self.source)] if _key(self.source) in images else next(iter(images.values()))
+        return PreparedVolume(volumes[0], geometry, image, images)
 
     def run(self, prepared: PreparedVolume, overlap: float = 0.25, tta: bool = False, samples: int = 0
             ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -253,7 +261,8 @@ class VolumeTranslator:
             member.network.eval()
             stochastic = samples >= 2 and enable_mc_dropout(member.network) > 0
             for flips in flip_passes(member.flip_axes, tta, samples if stochastic else 0):
-                stats.add(self.model_space(member, prepared.image, overlap, flips)[0, 0].float().cpu().numpy())
+                image = (prepared.images or {}).get(_key(member.source or self.source), prepared.image)
+                stats.add(self.model_space(member, image, overlap, flips)[0, 0].float().cpu().numpy())
             member.network.eval()
         scale, offset = _linear_inverse(self.target)
         mean = stats.mean
@@ -278,6 +287,7 @@ class PreparedVolume:
     volume: Volume
     on_grid: MetaTensor
     image: Tensor
+    images: dict[str, Tensor] | None = None  # per input normalisation, when ensemble members differ in it
 
 
 class _RunningMoments:
@@ -328,6 +338,10 @@ def check_one_grid(volumes: Sequence[Volume]) -> None:
             raise InputError(f"{other.path}: this MR channel is not on the grid of {first.path} (shape "
                              f"{other.meta.shape} vs {first.meta.shape}, or its affine); give every contrast "
                              "on one grid (`medsynth prepare` resamples them onto the first).")
+
+
+def _key(intensity: Intensity) -> str:
+    return json.dumps(intensity.to_json(), sort_keys=True, default=str)
 
 
 def is_ct(intensity: Intensity) -> bool:
