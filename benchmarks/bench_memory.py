@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -54,17 +54,14 @@ def write_input(path: Path, shape: tuple[int, int, int]) -> Path:
 
 
 def child_peak_mb(command: list[str]) -> tuple[float, float]:
-    """Run ``command`` to completion; its peak resident MiB and seconds."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Run ``command`` to completion; its own peak resident MiB (``wait4``'s rusage) and seconds."""
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.exit(f"failed: {' '.join(command)}\n{done.stderr[-2000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak <= before:
-        sys.exit("a previous child had a higher peak: run each measurement in a fresh benchmark process.")
-    return peak / 1024, seconds
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"failed: {' '.join(command)}\n{child.stderr.read().decode()[-2000:]}")
+    return usage.ru_maxrss / 1024, seconds
 
 
 def main() -> None:

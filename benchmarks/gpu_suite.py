@@ -96,6 +96,7 @@ def _pix2pix_networks(config: Pix2PixConfig) -> Pix2Pix:
     bare = Pix2Pix.__new__(Pix2Pix)
     Family.__init__(bare)
     bare.config = config
+    bare.mr_channels = 1  # one MR contrast
     bare._build_networks()
     return bare
 
