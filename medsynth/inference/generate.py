@@ -8,7 +8,6 @@ time. So the same seed writes identical files, and ``--count 20`` starts with th
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from medsynth.engine.runtime import pick_device
 from medsynth.errors import UsageError
 from medsynth.io.image import CT_RANGE, ImageMeta, write_ct
 from medsynth.metrics.generation import generation_metrics, load_feature_extractor
+from medsynth.metrics.report import write_text_atomically
 from medsynth.modelfile import ModelFile, load_model
 
 DISPLAY_WINDOW_HU = (-1000.0, 1500.0)
@@ -193,13 +193,18 @@ def _save_grid(path: Path, slices: list[np.ndarray]) -> Path:
     return save_grid(path, [panels[i:i + GRID_COLUMNS] for i in range(0, len(panels), GRID_COLUMNS)])
 
 
+def _strict(value: Any) -> Any:
+    """``value`` with every undefined number (NaN, ±inf), at any depth, as None: strict JSON's null."""
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
+    return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
 def _write_json(path: Path, document: dict[str, Any]) -> Path:
-    """Strict JSON (an undefined metric, NaN, becomes null), written atomically."""
-    plain = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in document.items()}
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(plain, indent=2))
-    os.replace(partial, path)
-    return path
+    """Strict JSON (an undefined metric becomes null), written atomically."""
+    return write_text_atomically(path, json.dumps(_strict(document), indent=2, allow_nan=False) + "\n")
 
 
 def _progress() -> Progress:
