@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import fields
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from medsynth.choices import FamilyName
 from medsynth.engine.config import TrainConfig, build_config, read_yaml, to_plain
 from medsynth.engine.runtime import make_runtime, process_group_closed_at_exit
 from medsynth.engine.trainer import TrainResult, run_training
@@ -20,18 +20,10 @@ from medsynth.families.base import Family
 CONFIG_FILENAME = "config.yaml"
 
 
-class FamilyName(StrEnum):
-    """The model families ``medsynth train`` knows."""
-
-    PIX2PIX = "pix2pix"
-    CYCLEGAN = "cyclegan"
-    VAGAN = "vagan"
-    FASTGAN = "fastgan"
-
-
 # family -> (module, family class, config class); imported only when used
 _FAMILIES: dict[FamilyName, tuple[str, str, str]] = {
     FamilyName.PIX2PIX: ("medsynth.families.pix2pix", "Pix2Pix", "Pix2PixConfig"),
+    FamilyName.VOX2VOX: ("medsynth.families.pix2pix", "Pix2Pix", "Pix2PixConfig"),
     FamilyName.CYCLEGAN: ("medsynth.families.cyclegan", "CycleGAN", "CycleGANConfig"),
     FamilyName.VAGAN: ("medsynth.families.vagan", "VAGAN", "VAGANConfig"),
     FamilyName.FASTGAN: ("medsynth.families.fastgan", "FastGAN", "FastGANConfig"),
@@ -56,6 +48,7 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
     Settings are layered: defaults < the run's saved config (on ``resume``) < ``config_file`` < options.
     """
     run_dir = Path(run_dir)
+    family, model_options = _vox2vox_is_3d_pix2pix(FamilyName(family), model_options or {})
     family_cls, config_cls = family_classes(family)
     saved = read_yaml(run_dir / CONFIG_FILENAME) if resume and (run_dir / CONFIG_FILENAME).is_file() else {}
     if resume and not saved:
@@ -79,6 +72,15 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
                         "train": to_plain(train_config), "model": to_plain(model_config)}
             (run_dir / CONFIG_FILENAME).write_text(yaml.safe_dump(document, sort_keys=False))
         return run_training(instance, train_config, run_dir, runtime, resume=resume)
+
+
+def _vox2vox_is_3d_pix2pix(family: FamilyName, model_options: dict[str, Any]) -> tuple[FamilyName, dict[str, Any]]:
+    """``vox2vox`` names pix2pix with 3D networks (Cirillo et al. 2020): the same family, ``dims`` fixed to 3."""
+    if family is not FamilyName.VOX2VOX:
+        return family, model_options
+    if model_options.get("dims") not in (None, 3):
+        raise UsageError("vox2vox is 3D pix2pix; for slice-wise networks train 'pix2pix --dims 2'.")
+    return FamilyName.PIX2PIX, {**model_options, "dims": 3}
 
 
 def _prepare_run_dir(run_dir: Path) -> None:

@@ -194,6 +194,7 @@ def trained(tmp_path_factory, unpaired, paired) -> tuple[Path, dict[str, float]]
     return run, before
 
 
+@pytest.mark.slow
 def test_a_tiny_2d_run_learns(trained):
     run, before = trained
     losses = _losses(run)
@@ -226,6 +227,7 @@ def test_a_3d_run_trains_validates_and_exports(tmp_path, unpaired, paired):
     assert load_model(result.model_path).metadata["spatial_dims"] == 3
 
 
+@pytest.mark.slow
 def test_resume_carries_the_image_pools(tmp_path, unpaired):
     options = {**TINY, "pool_size": 3, "val_cases": 0}
     straight = tmp_path / "straight"

@@ -51,6 +51,7 @@ def test_linear_decay_is_constant_then_falls_to_zero() -> None:
     assert [factor(s) for s in (0, 49, 50, 75, 100)] == [1.0, 1.0, 1.0, 0.5, 0.0]
 
 
+@pytest.mark.slow
 def test_tiny_vox2vox_learns(paired: Path, tmp_path: Path) -> None:
     """Validation MAE after 40 steps is well below the untrained generator's."""
     family = Pix2Pix(Pix2PixConfig(**TINY_MODEL, val_cases=1), paired)
@@ -76,6 +77,7 @@ class _InterruptAfter(Pix2Pix):
         return losses
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_as_the_uninterrupted_run(paired: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     straight = tmp_path / "straight"
@@ -174,6 +176,7 @@ def test_generator_strides_and_discriminator_learning_rate_are_settings(paired: 
         Pix2PixConfig(patch_size=(18,), channels=(8, 16, 32), disc_layers=1)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed support")
 def test_two_process_ddp_run_on_cpu(paired: Path, tmp_path: Path) -> None:
     """torchrun with 2 CPU processes (gloo): both ranks train, rank 0 writes one model file."""

@@ -358,6 +358,7 @@ def _body_distance(generator: torch.nn.Module, slices_dir: Path) -> float:
     return histogram_wasserstein(body_hu_histogram(np.rint(hu)), body_hu_histogram(real.hu))
 
 
+@pytest.mark.slow
 def test_training_brings_the_hu_histogram_closer(trained, slices_dir):
     torch.manual_seed(0)
     untrained = _body_distance(FastGANGenerator(64, nz=32, ngf=8), slices_dir)
@@ -413,6 +414,7 @@ def test_generate_refuses_other_families_and_bad_counts(trained, tmp_path):
     assert result.exit_code == 2 and "--overwrite" in _one_error_line(result)
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_exactly(slices_dir, tmp_path, monkeypatch):
     """SIGINT after step 3 of 6, then --resume: the same weights as 6 uninterrupted steps."""
     options = {**TINY_TRAIN, "batch_size": 2, "steps": 6}

@@ -126,6 +126,7 @@ def _critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> t
     return 10 * gradient_penalty(critic, real, real) - (critic(real).mean() - critic(fake).mean())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed support")
 def test_gradient_penalty_under_ddp_equals_the_single_process_gradient(tmp_path):
     """The penalty's double backward through DistributedDataParallel (2 CPU processes, gloo, half the
@@ -270,6 +271,7 @@ def test_samples_are_deterministic_whole_slices(toy):
     assert all(case.effect is not None for case in family.data.validation)
 
 
+@pytest.mark.slow
 def test_a_tiny_2d_run_learns_the_map(trained):
     run, before = trained
     family = VAGAN(_config(), run.parent / "data")

@@ -1,12 +1,21 @@
-"""The Typer application and the one place where errors become exit codes (SPEC §1)."""
+"""The Typer application and the one place where errors become exit codes (SPEC §1).
+
+Only typer, rich and :mod:`medsynth.choices` are imported here and at the top of every command module:
+torch and MONAI load inside the command that needs them, so ``--help``, ``--version`` and shell
+completion answer at once.
+"""
 
 from __future__ import annotations
 
+import re
+import sys
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
+from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from medsynth import __version__
 from medsynth.errors import MedsynthError
@@ -14,26 +23,111 @@ from medsynth.errors import MedsynthError
 console = Console()
 error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
+# Options that take one value or one per axis, written as the README does: ``--patch-size 32 32 32``.
+MULTI_VALUE_OPTIONS = frozenset({"--patch-size"})
+_NUMBER = re.compile(r"^\d+$")
+_DEBUG_KEY = "medsynth.debug"
+
+
+def spread_multi_value_options(args: Sequence[str]) -> list[str]:
+    """``--patch-size 32 32 32`` -> ``--patch-size 32 --patch-size 32 --patch-size 32`` (click options take
+    a fixed number of values; repeating the option is how they collect a list). Tokens after ``--`` are kept."""
+    out: list[str] = []
+    tokens = list(args)
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token == "--":
+            return out + tokens[i:]
+        out.append(token)
+        i += 1
+        if token in MULTI_VALUE_OPTIONS:
+            first = True
+            while i < len(tokens) and _NUMBER.match(tokens[i]):
+                out.extend([tokens[i]] if first else [token, tokens[i]])
+                first = False
+                i += 1
+    return out
+
+
+def _without_debug(args: Sequence[str]) -> tuple[list[str], bool]:
+    """Remove ``--debug`` wherever it stands (before or after the subcommand, not after ``--``)."""
+    tokens = list(args)
+    end = tokens.index("--") if "--" in tokens else len(tokens)
+    kept = [t for t in tokens[:end] if t != "--debug"]
+    return kept + tokens[end:], len(kept) < end
+
+
+def _flags_without_type(params: list[Any]) -> list[Any]:
+    """Show ``--overwrite``, not ``--overwrite <bool>``: a flag takes no value, so its type column stays empty."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _flags_without_type(super().get_params(ctx))
+
 
 class _ErrorReportingGroup(TyperGroup):
-    """Turns a :class:`MedsynthError` into one line on stderr and its exit code, unless ``--debug``."""
+    """One line on stderr and the exit code of SPEC §1 for every error, usage errors included.
+
+    A :class:`MedsynthError` becomes its own exit code; a usage error (unknown option, bad value, missing
+    argument) exits 2. ``--debug``, anywhere on the line, shows the traceback instead.
+    """
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _flags_without_type(super().get_params(ctx))
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        args, debug = _without_debug(args)
+        if debug:
+            ctx.meta[_DEBUG_KEY] = True
+        return super().parse_args(ctx, spread_multi_value_options(args))
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except MedsynthError as error:
-            if ctx.obj and ctx.obj.get("debug"):
+            if ctx.meta.get(_DEBUG_KEY):
                 raise
-            error_console.print(f"[bold red]error:[/] {error}", markup=True)
+            error_console.print(f"[bold red]error:[/] {escape(str(error))}", markup=True)
             raise typer.Exit(error.exit_code) from None
 
+    def main(self, args: Sequence[str] | None = None, *pos: Any, standalone_mode: bool = True, **kw: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, *pos, standalone_mode=False, **kw)
+        from typer._click import exceptions as click_errors  # vendored click: its error classes
 
-app = typer.Typer(
+        try:
+            code = super().main(args, *pos, standalone_mode=False, **kw)
+        except click_errors.NoArgsIsHelpError as error:
+            sys.exit(error.exit_code)  # the help has been printed
+        except click_errors.ClickException as error:
+            where = f" (see '{error.ctx.command_path} --help')" if getattr(error, "ctx", None) else ""
+            error_console.print(f"[bold red]error:[/] {escape(error.format_message())}{escape(where)}")
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            error_console.print("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+class _App(typer.Typer):
+    """Every ``@app.command()`` is a :class:`_Command`."""
+
+    def command(self, *args: Any, cls: type[TyperCommand] | None = None, **kwargs: Any) -> Any:
+        return super().command(*args, cls=cls or _Command, **kwargs)
+
+
+app = _App(
     name="medsynth",
     cls=_ErrorReportingGroup,
     help="MRI-to-CT translation, abnormality maps and CT-slice generation with GANs.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
@@ -47,10 +141,14 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def main(
     ctx: typer.Context,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors "
+                                        "(also accepted after the command).")] = False,
     version: Annotated[
-        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version.")
+        bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                           help="Print the version.")
     ] = False,
 ) -> None:
     """medsynth: calibrated synthetic CT from MRI, VA-GAN abnormality maps and FastGAN CT slices."""
-    ctx.obj = {"debug": debug}
+    if debug:
+        ctx.meta[_DEBUG_KEY] = True
+    ctx.obj = {"debug": bool(ctx.meta.get(_DEBUG_KEY))}

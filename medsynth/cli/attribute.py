@@ -7,10 +7,8 @@ from typing import Annotated
 
 import typer
 
+from medsynth.choices import DeviceChoice
 from medsynth.cli.app import app, console
-from medsynth.engine.config import DeviceChoice
-from medsynth.inference.attribute import AttributeOptions
-from medsynth.inference.attribute import attribute as attribute_cases
 
 
 @app.command()
@@ -28,6 +26,9 @@ def attribute(
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
 ) -> None:
     """Abnormality maps: map = M(x), the change that makes the image look healthy (so map ~ -effect)."""
+    from medsynth.inference.attribute import AttributeOptions
+    from medsynth.inference.attribute import attribute as attribute_cases
+
     options = AttributeOptions(overlap=overlap, overwrite=overwrite, device=device, amp=amp, effect=effect)
     report = attribute_cases(model, input_path, out_dir, options)
     console.print(report.table(f"attribute -> {out_dir}"))

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from medsynth.cli.app import app, console
-from medsynth.demo import run_demo
 from medsynth.errors import UsageError
 
 
@@ -21,6 +20,8 @@ def demo(
     """Phantom -> train vox2vox -> translate unseen heads -> evaluate -> PNG previews."""
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out}: is not empty; choose a new --out folder for the demo.")
+    from medsynth.demo import run_demo
+
     result = run_demo(out, steps=steps)
     console.print(result.report.table("vox2vox on unseen heads"))
     console.print(result.baseline.table("no-context baseline (MR intensity -> median HU lookup table)"))

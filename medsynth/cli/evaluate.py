@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from medsynth.choices import Protocol
 from medsynth.cli.app import app, console, error_console
-from medsynth.metrics.evaluate import Protocol, evaluate_folders
 
 
 @app.command()
@@ -25,6 +25,8 @@ def evaluate(
         help="Write per-case metrics, mean ± sd and failures to this JSON file.")] = None,
 ) -> None:
     """Score synthetic CTs: MAE, PSNR, (MS-)SSIM, per-tissue MAE and bone Dice, per case and mean ± sd."""
+    from medsynth.metrics.evaluate import evaluate_folders
+
     with console.status("evaluating") as status:
         report = evaluate_folders(pred, ref, mask, protocol,
                                   progress=lambda case: status.update(f"evaluating {escape(case)}"))

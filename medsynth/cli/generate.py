@@ -9,10 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from medsynth.choices import DeviceChoice
 from medsynth.cli.app import app, console
-from medsynth.engine.config import DeviceChoice
-from medsynth.inference.generate import GenerateOptions
-from medsynth.inference.generate import generate as generate_slices
 
 
 @app.command()
@@ -32,10 +30,14 @@ def generate(
     ] = None,
     copy_ssim: Annotated[float, typer.Option("--copy-ssim", help="Nearest-neighbour SSIM from which a generated "
                                              "slice is flagged as a near-copy.")] = 0.95,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace slices already in OUT_DIR.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite",
+                                            help="Replace slices already in OUT_DIR.")] = False,
     device: Annotated[DeviceChoice, typer.Option(help="auto, cpu or cuda.")] = DeviceChoice.AUTO,
 ) -> None:
     """Generate CT slices (2D NIfTI, int16 HU, the training pixel spacing) from a FastGAN model."""
+    from medsynth.inference.generate import GenerateOptions
+    from medsynth.inference.generate import generate as generate_slices
+
     options = GenerateOptions(count=count, seed=seed, truncation=truncation, device=device, overwrite=overwrite,
                               eval_data=eval_data, features=features, copy_ssim=copy_ssim)
     result = generate_slices(model, out_dir, options)

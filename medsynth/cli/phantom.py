@@ -1,4 +1,4 @@
-"""``medsynth phantom``: write a digital-head data set for one model family (SPEC §6)."""
+"""``medsynth phantom KIND OUT``."""
 
 from __future__ import annotations
 
@@ -9,28 +9,37 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from medsynth.choices import PhantomKind
 from medsynth.cli.app import app, console
-from medsynth.phantom.anatomy import DEFAULT_SHAPE, DEFAULT_SPACING
-from medsynth.phantom.kinds import DEFAULT_CASES, PhantomKind, write_phantom
+
+# The library's defaults, written out so that --help answers without importing numpy (checked by a test).
+SHAPE_HELP = "Grid size X Y Z in voxels (--shape 80 96 80). Default: 80 96 80."
+SPACING_HELP = "Isotropic voxel size in mm. Default: 2.0."
+CASES_HELP = "Subjects per group; slices: number of heads. Default: 8."
 
 
 @app.command()
 def phantom(
     kind: Annotated[PhantomKind, typer.Argument(
+        case_sensitive=False,
         help="paired (MR+CT), unpaired (MR, CT of other subjects), attribution (control, patient, "
              "effect) or slices (2D axial CT).")],
     out: Annotated[Path, typer.Argument(help="Output folder (new or empty unless --overwrite).")],
-    cases: Annotated[int, typer.Option(help="Subjects per group; slices: number of heads.")] = DEFAULT_CASES,
-    shape: Annotated[tuple[int, int, int], typer.Option(help="Grid size X Y Z in voxels.")] = DEFAULT_SHAPE,
-    spacing: Annotated[float, typer.Option(help="Isotropic voxel size in mm.")] = DEFAULT_SPACING,
+    cases: Annotated[int | None, typer.Option(help=CASES_HELP)] = None,
+    shape: Annotated[tuple[int, int, int] | None, typer.Option(metavar="X Y Z", help=SHAPE_HELP)] = None,
+    spacing: Annotated[float | None, typer.Option(metavar="MM", help=SPACING_HELP)] = None,
     seed: Annotated[int, typer.Option(help="Data set seed; the same seed writes identical files.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a non-empty folder.")] = False,
 ) -> None:
     """Write a deterministic phantom data set: heads with CT, T1-like MR, labels and patient versions."""
+    from medsynth.phantom.anatomy import DEFAULT_SHAPE, DEFAULT_SPACING
+    from medsynth.phantom.kinds import DEFAULT_CASES, write_phantom
+
     columns = (TextColumn("phantom"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("subjects", total=None)
-        summary = write_phantom(kind, out, cases=cases, shape=shape, spacing=spacing, seed=seed,
-                                overwrite=overwrite,
+        summary = write_phantom(kind, out, cases=DEFAULT_CASES if cases is None else cases,
+                                shape=shape or DEFAULT_SHAPE, spacing=DEFAULT_SPACING if spacing is None else spacing,
+                                seed=seed, overwrite=overwrite,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
     console.print(f"[green]wrote[/] {escape(summary.describe())}")

@@ -7,31 +7,42 @@ from typing import Annotated
 
 import typer
 
+from medsynth.choices import DeviceChoice, FamilyName
 from medsynth.cli.app import app, console
-from medsynth.engine.config import DeviceChoice
-from medsynth.training import FamilyName
-from medsynth.training import train as train_family
+
+# The defaults shown here are the families' own (tests/test_cli_help.py checks them against the configs).
+STEPS_HELP = "Training steps (generator updates). Default: 2000."
+BATCH_HELP = "Samples per step and process. Default: 2 (fastgan: 8)."
+PATCH_HELP = ("Patch size in voxels: one value for every axis, or one per axis (--patch-size 64 64 32). "
+              "Default: 64 per axis (pix2pix, cyclegan); vagan: whole images; fastgan: use 'resolution' in --config.")
+DIMS_HELP = "2: slice-wise networks; 3: volumetric. Default: 3 (vox2vox is always 3; fastgan is 2D)."
 
 
 @app.command()
 def train(
-    family: Annotated[FamilyName, typer.Argument(help="Model family.")],
+    family: Annotated[FamilyName, typer.Argument(
+        case_sensitive=False, help="pix2pix (vox2vox: 3D pix2pix), cyclegan, vagan or fastgan.")],
     data: Annotated[Path, typer.Argument(help="Dataset folder (SPEC layout) or datalist JSON.")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: config, checkpoints, logs, model.")],
     config: Annotated[Path | None, typer.Option("--config", help="YAML with 'train:' and 'model:' sections.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Training steps (generator updates).")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Samples per step and process.")] = None,
-    patch_size: Annotated[list[int] | None, typer.Option("--patch-size", help="Patch size (one value or one "
-                                                         "per axis); repeat the option per value.")] = None,
-    dims: Annotated[int | None, typer.Option(help="2: slice-wise networks; 3: volumetric.")] = None,
-    device: Annotated[DeviceChoice | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
-    val_every: Annotated[int | None, typer.Option("--val-every", help="Validate every N steps (0: never).")] = None,
-    ckpt_every: Annotated[int | None, typer.Option("--ckpt-every", help="Checkpoint every N steps.")] = None,
+    steps: Annotated[int | None, typer.Option(show_default=False, help=STEPS_HELP)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help=BATCH_HELP)] = None,
+    patch_size: Annotated[list[int] | None, typer.Option("--patch-size", metavar="P [P P]", help=PATCH_HELP)] = None,
+    dims: Annotated[int | None, typer.Option(help=DIMS_HELP)] = None,
+    device: Annotated[DeviceChoice | None, typer.Option(help="auto (CUDA when available), cpu or cuda.")] = None,
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp",
+                                             help="Mixed precision on CUDA. Default: on.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed. Default: 0.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
+                      ] = False,
+    val_every: Annotated[int | None, typer.Option("--val-every", help="Validate every N steps (0: never). "
+                                                  "Default: 500.")] = None,
+    ckpt_every: Annotated[int | None, typer.Option("--ckpt-every", help="Checkpoint every N steps. Default: 500.")
+                          ] = None,
 ) -> None:
     """Train a model family; writes RUN/model.safetensors (and best.safetensors with validation)."""
+    from medsynth.training import train as train_family
+
     train_options = {"steps": steps, "batch_size": batch_size, "device": device, "amp": amp, "seed": seed,
                      "val_every": val_every, "ckpt_every": ckpt_every}
     model_options = {"patch_size": patch_size, "dims": dims}

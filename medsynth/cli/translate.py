@@ -7,10 +7,8 @@ from typing import Annotated
 
 import typer
 
+from medsynth.choices import DeviceChoice, Direction
 from medsynth.cli.app import app, console
-from medsynth.engine.config import DeviceChoice
-from medsynth.inference.translate import Direction, TranslateOptions
-from medsynth.inference.translate import translate as translate_cases
 
 
 @app.command()
@@ -23,12 +21,16 @@ def translate(
     overlap: Annotated[float, typer.Option(help="Sliding-window overlap fraction.")] = 0.25,
     tta: Annotated[bool, typer.Option("--tta", help="Average over the flips seen in training.")] = False,
     uncertainty: Annotated[int, typer.Option(help="K stochastic passes; writes <case>_std.nii.gz.")] = 0,
-    shard: Annotated[str | None, typer.Option(help="I/N: this machine's share of the cases.")] = None,
+    shard: Annotated[str | None, typer.Option(
+        metavar="I/N", help="This machine's share of the cases: part I of N, I counting from 0 (0/4 ... 3/4).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases whose outputs exist.")] = False,
     device: Annotated[DeviceChoice, typer.Option(help="auto, cpu or cuda.")] = DeviceChoice.AUTO,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
 ) -> None:
     """Translate MR into synthetic CT (int16 HU) on each input's own grid."""
+    from medsynth.inference.translate import TranslateOptions
+    from medsynth.inference.translate import translate as translate_cases
+
     options = TranslateOptions(direction=direction, overlap=overlap, tta=tta, uncertainty=uncertainty,
                                shard=shard, overwrite=overwrite, device=device, amp=amp)
     report = translate_cases(model, input_path, out_dir, options)

@@ -6,21 +6,14 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, fields
-from enum import Enum, StrEnum
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from medsynth.choices import DeviceChoice
 from medsynth.errors import UsageError
-
-
-class DeviceChoice(StrEnum):
-    """Where to train or infer: ``auto`` picks CUDA when available, else the CPU."""
-
-    AUTO = "auto"
-    CPU = "cpu"
-    CUDA = "cuda"
 
 
 @dataclass

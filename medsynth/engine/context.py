@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -71,6 +70,3 @@ class StepContext:
     def next_batch(self) -> dict[str, Tensor]:
         """Another training batch, for schedules that take several critic steps per generator step."""
         return self._next_batch()
-
-    def to_device(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}

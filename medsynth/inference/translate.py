@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
+from medsynth.choices import Direction
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import intensity_from_json
 from medsynth.engine.config import DeviceChoice
@@ -26,13 +26,6 @@ from medsynth.io.image import Volume, read_image, write_ct, write_image
 from medsynth.modelfile import ModelFile, load_model
 
 TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")
-
-
-class Direction(StrEnum):
-    """Translation direction."""
-
-    MR2CT = "mr2ct"
-    CT2MR = "ct2mr"
 
 
 @dataclass

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
+from medsynth.choices import Protocol
 from medsynth.data.bodymask import body_mask
 from medsynth.errors import InputError, MedsynthError
 from medsynth.io import Volume, read_image, resolve_inputs
@@ -18,13 +18,6 @@ from medsynth.metrics.tissue import tissue_metrics
 
 # Largest difference of any affine entry (mm) at which two images still share one grid.
 AFFINE_TOLERANCE = 1e-4
-
-
-class Protocol(StrEnum):
-    """Which challenge's definitions the image metrics follow."""
-
-    synthrad2023 = "synthrad2023"
-    synthrad2025 = "synthrad2025"
 
 
 _SCORERS = {Protocol.synthrad2023: synthrad2023, Protocol.synthrad2025: synthrad2025}

@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
+from medsynth.choices import PhantomKind
 from medsynth.errors import UsageError
 from medsynth.io.image import ImageMeta, write_ct, write_image, write_labels
 from medsynth.phantom.anatomy import (
@@ -31,15 +31,6 @@ _SLICE_STRIDE = 2  # neighbouring slices are near duplicates; every other one ke
 _SLICE_MIN_HEAD = 0.1  # fraction of a slice the head must cover for the slice to be kept
 
 Progress = Callable[[int, int], None]  # called with (subjects done, subjects in total)
-
-
-class PhantomKind(StrEnum):
-    """Which data set to write: one per model family."""
-
-    PAIRED = "paired"
-    UNPAIRED = "unpaired"
-    ATTRIBUTION = "attribution"
-    SLICES = "slices"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,50 @@
+"""The named choices users type on the command line and in config files, as ``StrEnum``s.
+
+They live here, below every layer and free of heavy imports, so that the CLI can build its help and
+validate options without importing torch or MONAI; the library modules re-export the ones they use.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class DeviceChoice(StrEnum):
+    """Where to train or infer: ``auto`` picks CUDA when available, else the CPU."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class FamilyName(StrEnum):
+    """The model families ``medsynth train`` knows; ``vox2vox`` is pix2pix with 3D networks."""
+
+    PIX2PIX = "pix2pix"
+    VOX2VOX = "vox2vox"
+    CYCLEGAN = "cyclegan"
+    VAGAN = "vagan"
+    FASTGAN = "fastgan"
+
+
+class Direction(StrEnum):
+    """Translation direction."""
+
+    MR2CT = "mr2ct"
+    CT2MR = "ct2mr"
+
+
+class Protocol(StrEnum):
+    """Which challenge's definitions the image metrics follow."""
+
+    synthrad2023 = "synthrad2023"
+    synthrad2025 = "synthrad2025"
+
+
+class PhantomKind(StrEnum):
+    """Which data set to write: one per model family."""
+
+    PAIRED = "paired"
+    UNPAIRED = "unpaired"
+    ATTRIBUTION = "attribution"
+    SLICES = "slices"

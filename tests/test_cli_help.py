@@ -1,0 +1,166 @@
+"""The CLI starts at once, says what it does truthfully, and parses the command lines the README writes."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from importlib.metadata import requires
+
+import pytest
+import yaml
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from medsynth.cli import app
+from medsynth.cli.app import spread_multi_value_options
+
+HEAVY = ("torch", "monai", "numpy", "scipy", "SimpleITK", "nibabel", "skimage")
+
+
+def test_the_cli_imports_no_heavy_library():
+    code = f"import sys, medsynth.cli; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == ""
+
+
+def test_version_answers_without_loading_torch():
+    code = ("import sys; from typer.testing import CliRunner; from medsynth.cli import app; "
+            "r = CliRunner().invoke(app, ['--version']); print(r.exit_code, r.stdout.strip(), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "0" and out[1] == "medsynth" and out[-1] == "False"
+
+
+def _help_screens() -> dict[str, str]:
+    group = get_command(app)
+    screens = {"medsynth": CliRunner().invoke(app, ["--help"]).stdout}
+    for name in group.commands:
+        result = CliRunner().invoke(app, [name, "--help"])
+        assert result.exit_code == 0, name
+        screens[name] = result.stdout
+    return screens
+
+
+def test_help_screens_show_flags_as_flags_and_ship_no_missing_document():
+    for name, text in _help_screens().items():
+        assert "<bool>" not in text, name
+        for document in re.findall(r"(docs/[\w./-]+\.md)", text):
+            assert (__import__("pathlib").Path(__file__).parents[1] / document).is_file(), (name, document)
+
+
+def test_train_help_states_the_families_real_defaults():
+    from medsynth.cli.train import BATCH_HELP, DIMS_HELP, PATCH_HELP, STEPS_HELP
+    from medsynth.engine.config import TrainConfig, build_config
+    from medsynth.training import family_classes
+
+    trained = {}
+    for family in ("pix2pix", "cyclegan", "vagan", "fastgan"):
+        family_cls, config_cls = family_classes(family)
+        trained[family] = (build_config(TrainConfig, family_cls.train_defaults), config_cls())
+    assert {t.steps for t, _ in trained.values()} == {int(re.search(r"Default: (\d+)", STEPS_HELP)[1])}
+    assert trained["pix2pix"][0].batch_size == int(re.search(r"Default: (\d+)", BATCH_HELP)[1])
+    assert trained["fastgan"][0].batch_size == int(re.search(r"fastgan: (\d+)", BATCH_HELP)[1])
+    patch = int(re.search(r"Default: (\d+) per axis", PATCH_HELP)[1])
+    for family in ("pix2pix", "cyclegan"):
+        assert trained[family][1].patch_size == (patch,) * 3
+    assert trained["vagan"][1].patch_size is None and "vagan: whole images" in PATCH_HELP
+    assert {trained[f][1].dims for f in ("pix2pix", "cyclegan", "vagan")} == {int(DIMS_HELP.split("Default: ")[1][0])}
+    train_help = CliRunner().invoke(app, ["train", "--help"]).stdout
+    assert "Default: 2000" in train_help and "P [P P]" in train_help
+
+
+def test_phantom_help_states_the_library_defaults():
+    from medsynth.cli.phantom import CASES_HELP, SHAPE_HELP, SPACING_HELP
+    from medsynth.phantom.anatomy import DEFAULT_SHAPE, DEFAULT_SPACING
+    from medsynth.phantom.kinds import DEFAULT_CASES
+
+    assert SHAPE_HELP.endswith("Default: " + " ".join(map(str, DEFAULT_SHAPE)) + ".")
+    assert SPACING_HELP.endswith(f"Default: {DEFAULT_SPACING}.")
+    assert CASES_HELP.endswith(f"Default: {DEFAULT_CASES}.")
+
+
+def test_info_lists_every_declared_dependency():
+    result = CliRunner().invoke(app, ["info"], terminal_width=200)
+    assert result.exit_code == 0
+    for requirement in requires("medsynth") or []:
+        assert re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0] in result.stdout
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--patch-size", "32", "32", "16"], ["--patch-size", "32", "--patch-size", "32", "--patch-size", "16"]),
+    (["--patch-size", "32", "--steps", "2"], ["--patch-size", "32", "--steps", "2"]),
+    (["--patch-size", "8", "8", "DATA"], ["--patch-size", "8", "--patch-size", "8", "DATA"]),
+    (["--", "--patch-size", "1", "2"], ["--", "--patch-size", "1", "2"]),
+])
+def test_multi_value_options_are_spread(args, expected):
+    assert spread_multi_value_options(args) == expected
+
+
+@pytest.fixture
+def captured_train(monkeypatch):
+    """The library call behind ``train``, replaced by a recorder: these tests are about parsing."""
+    import medsynth.training
+
+    calls = []
+
+    def record(family, data, out, train_options, model_options, config, resume):
+        calls.append({"family": family, "model": model_options, "train": train_options})
+        raise medsynth.training.UsageError("recorded")
+
+    monkeypatch.setattr(medsynth.training, "train", record)
+    return calls
+
+
+def test_patch_size_as_the_readme_writes_it(captured_train, tmp_path):
+    result = CliRunner().invoke(app, ["train", "pix2pix", str(tmp_path), "--out", str(tmp_path / "r"),
+                                      "--patch-size", "32", "32", "16", "--steps", "3"])
+    assert result.exit_code == 2 and captured_train[0]["model"]["patch_size"] == [32, 32, 16]
+    assert captured_train[0]["train"]["steps"] == 3
+
+
+def test_family_names_ignore_case(captured_train, tmp_path):
+    CliRunner().invoke(app, ["train", "CycleGAN", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert captured_train[0]["family"] == "cyclegan"
+
+
+def test_usage_errors_are_one_line_with_exit_2(tmp_path):
+    for args in (["train", "pix2pix", str(tmp_path), "--out", str(tmp_path / "r"), "--bogus"],
+                 ["train", "nofamily", str(tmp_path), "--out", str(tmp_path / "r")],
+                 ["translate"], ["nocommand"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, args
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), (args, result.stderr)
+
+
+def test_debug_is_accepted_after_the_command(tmp_path):
+    missing = tmp_path / "missing"
+    quiet = CliRunner().invoke(app, ["train", "pix2pix", str(missing), "--out", str(tmp_path / "r")])
+    assert quiet.exit_code == 2 and quiet.stderr.startswith("error:") and quiet.exception.__class__ is SystemExit
+    for args in (["--debug", "train", "pix2pix", str(missing), "--out", str(tmp_path / "r")],
+                 ["train", "pix2pix", str(missing), "--out", str(tmp_path / "r"), "--debug"]):
+        loud = CliRunner().invoke(app, args)
+        assert type(loud.exception).__name__ == "InputError", args
+
+
+def test_vox2vox_is_3d_pix2pix(paired_phantom, tmp_path):
+    data = paired_phantom(tmp_path / "data", cases=2)
+    run = tmp_path / "run"
+    config = tmp_path / "small.yaml"
+    config.write_text("model: {channels: [4, 8], disc_channels: 4, disc_layers: 1}\n")
+    result = CliRunner().invoke(app, ["train", "Vox2Vox", str(data), "--out", str(run), "--steps", "1",
+                                      "--config", str(config), "--patch-size", "16", "--val-every", "0",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.stderr
+    document = yaml.safe_load((run / "config.yaml").read_text())
+    assert document["family"] == "pix2pix" and document["model"]["dims"] == 3
+    refused = CliRunner().invoke(app, ["train", "vox2vox", str(data), "--out", str(tmp_path / "r2"), "--dims", "2"])
+    assert refused.exit_code == 2 and "vox2vox is 3D pix2pix" in refused.stderr
+
+
+def test_shell_completion_installs(tmp_path):
+    result = CliRunner().invoke(app, ["--install-completion", "bash"], env={"HOME": str(tmp_path),
+                                                                            "SHELL": "/bin/bash"})
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "medsynth" in (tmp_path / ".bashrc").read_text() + "".join(
+        p.read_text() for p in tmp_path.rglob("*") if p.is_file())
