@@ -48,3 +48,13 @@ class PhantomKind(StrEnum):
     UNPAIRED = "unpaired"
     ATTRIBUTION = "attribution"
     SLICES = "slices"
+    SYNTHRAD = "synthrad"
+
+
+class OutputFormat(StrEnum):
+    """``nifti``: ``<name>.nii.gz``; ``mha``: ``<name>.mha`` (SynthRAD 2025's format); ``dicom``: a series
+    folder ``<name>/`` (synthetic CT only)."""
+
+    NIFTI = "nifti"
+    MHA = "mha"
+    DICOM = "dicom"

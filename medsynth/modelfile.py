@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from torch import nn
 
 from medsynth import __version__
 from medsynth.errors import ModelError
+from medsynth.io.outputs import atomic_path
 from medsynth.nets.registry import build_network
 
 MODEL_FILENAME = "model.safetensors"
@@ -79,9 +78,8 @@ def save_model(path: Path, family: str, networks: dict[str, tuple[NetworkSpec, n
         **metadata,
     }
     path = Path(path)
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    save_file(tensors, str(partial), metadata={_METADATA_KEY: json.dumps(document)})
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        save_file(tensors, str(partial), metadata={_METADATA_KEY: json.dumps(document)})
     return path
 
 

@@ -4,20 +4,32 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from medsynth.choices import FamilyName
+from medsynth.engine.checkpoint import CHECKPOINT_NAME
 from medsynth.engine.config import TrainConfig, build_config, read_yaml, to_plain
+from medsynth.engine.logbook import LOG_FILENAME
 from medsynth.engine.runtime import make_runtime, process_group_closed_at_exit
 from medsynth.engine.trainer import TrainResult, run_training
 from medsynth.errors import UsageError
 from medsynth.families.base import Family
+from medsynth.io.outputs import (
+    check_not_an_input,
+    prepare_output_dir,
+    real_path,
+    remove_partials,
+    write_text_atomically,
+)
 
 CONFIG_FILENAME = "config.yaml"
+Config = TypeVar("Config")
 
 
 # family -> (module, family class, config class); imported only when used
@@ -42,35 +54,61 @@ def family_classes(name: FamilyName | str) -> tuple[type[Family], type]:
 
 def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: dict[str, Any] | None = None,
           model_options: dict[str, Any] | None = None, config_file: Path | None = None,
-          resume: bool = False) -> TrainResult:
+          resume: bool = False, note: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``family`` on ``data`` into ``run_dir``.
 
-    Settings are layered: defaults < the run's saved config (on ``resume``) < ``config_file`` < options.
+    Settings are layered: defaults < the run's saved config (on ``resume``) < ``config_file`` < options,
+    and validated (type and range) before anything is written. ``resume`` continues from the run's
+    last checkpoint; where there is none (a job killed before its first checkpoint, or a new folder)
+    it starts afresh and says so through ``note``, so a requeued command never has to change. A
+    resumed run may change only :attr:`TrainConfig.resumable` settings; any other difference is a
+    :class:`UsageError` naming each setting, raised before the run folder is touched.
     """
     run_dir = Path(run_dir)
+    note = note or (lambda message: None)
     family, model_options = _vox2vox_is_3d_pix2pix(FamilyName(family), model_options or {})
+    family_name = str(family)
     family_cls, config_cls = family_classes(family)
-    saved = read_yaml(run_dir / CONFIG_FILENAME) if resume and (run_dir / CONFIG_FILENAME).is_file() else {}
-    if resume and not saved:
-        raise UsageError(f"{run_dir}: no earlier run to resume here (no {CONFIG_FILENAME}); drop --resume.")
-    if not resume and (run_dir / "checkpoints").is_dir():
+    check_not_an_input(run_dir, [data, config_file])
+    if config_file is not None and real_path(config_file) == real_path(run_dir / CONFIG_FILENAME):
+        raise UsageError(f"{config_file}: is the run's own record of its settings, rewritten by every run; "
+                         "copy it elsewhere to edit it (with --resume it is read anyway).")
+    checkpoint = run_dir / "checkpoints" / CHECKPOINT_NAME
+    if resume and not checkpoint.is_file():
+        note(f"{run_dir}: no checkpoint to resume from yet; starting a fresh run.")
+        resume = False
+    elif not resume and checkpoint.is_file():
         raise UsageError(f"{run_dir}: holds a run already; add --resume to continue it or choose another --out.")
+    saved = _saved_settings(run_dir) if resume else {}
     extra = read_yaml(config_file)
-    train_config = build_config(TrainConfig, family_cls.train_defaults, saved.get("train", {}),
-                                extra.get("train", {}), train_options or {}, where=" in train settings")
+    problems: list[str] = []  # every bad setting of both sections is reported at once
+    try:
+        train_config, changed = _layered(TrainConfig, [family_cls.train_defaults], saved.get("train"),
+                                         [extra.get("train"), train_options], "train", TrainConfig.resumable)
+    except UsageError as error:
+        problems.append(str(error))
+        train_config, changed = None, []
     # The family's own sampling seed follows --seed unless a config sets it apart.
-    seed_layer = {"seed": train_config.seed} if "seed" in {f.name for f in fields(config_cls)} else {}
-    model_config = build_config(config_cls, seed_layer, saved.get("model", {}), extra.get("model", {}),
-                                model_options or {}, where=f" in {family} model settings")
-    _prepare_run_dir(run_dir)
+    seed_layer = {"seed": train_config.seed} if train_config and "seed" in {f.name for f in fields(config_cls)} \
+        else {}
+    try:
+        model_config, changed_model = _layered(config_cls, [seed_layer], saved.get("model"),
+                                               [extra.get("model"), model_options], "model")
+    except UsageError as error:
+        problems.append(str(error))
+    if problems:
+        raise UsageError("\n".join(problems))
+    if resume:
+        _refuse_changes(run_dir, saved, family_name, data, changed + changed_model)
+    document = {"family": family_name, "data": str(data), "train": to_plain(train_config),
+                "model": to_plain(model_config)}
+    _prepare_run_dir(run_dir, fresh=not resume)
     runtime = make_runtime(train_config.device, train_config.amp)
     with process_group_closed_at_exit(runtime):
         _seed_everything(train_config.seed + runtime.rank)
         instance = family_cls(model_config, Path(data))
         if runtime.is_main:
-            document = {"family": str(FamilyName(family)), "data": str(data),
-                        "train": to_plain(train_config), "model": to_plain(model_config)}
-            (run_dir / CONFIG_FILENAME).write_text(yaml.safe_dump(document, sort_keys=False))
+            write_text_atomically(run_dir / CONFIG_FILENAME, yaml.safe_dump(document, sort_keys=False))
         return run_training(instance, train_config, run_dir, runtime, resume=resume)
 
 
@@ -83,14 +121,73 @@ def _vox2vox_is_3d_pix2pix(family: FamilyName, model_options: dict[str, Any]) ->
     return FamilyName.PIX2PIX, {**model_options, "dims": 3}
 
 
-def _prepare_run_dir(run_dir: Path) -> None:
+def _saved_settings(run_dir: Path) -> dict[str, Any]:
+    """The settings a checkpointed run was started with (its ``config.yaml``)."""
+    path = run_dir / CONFIG_FILENAME
+    if not path.is_file():
+        raise UsageError(f"{run_dir}: has a checkpoint but no {CONFIG_FILENAME}, so its settings are unknown; "
+                         "start a new run in another folder.")
+    return read_yaml(path)
+
+
+def _layered(cls: type[Config], base: list[dict[str, Any]], saved: dict[str, Any] | None,
+             new: list[dict[str, Any] | None], section: str, resumable: frozenset[str] = frozenset()
+             ) -> tuple[Config, list[str]]:
+    """The config of layers ``base`` < ``saved`` (a resumed run's) < ``new``, and one line per setting whose
+    value ``new`` changes from ``saved`` (``resumable`` ones and settings ``saved`` lacks aside).
+
+    Saved settings include derived ones (U-Net strides from the channels), which can contradict a
+    changed setting; then the changed settings are found by resolving ``new`` without ``saved``.
+    """
+    where = f" in {section} settings"
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"  # one per process: torchrun ranks probe at once
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(f"{run_dir}: cannot write the run folder here ({error.strerror}).") from error
+        config = build_config(cls, *base, saved or {}, *new, where=where)
+    except UsageError:
+        if not saved:
+            raise
+        config = None
+    if not saved:
+        return config, []
+    if config is not None:
+        resolved, compared = to_plain(config), set(saved)
+    else:
+        resolved = to_plain(build_config(cls, *base, *new, where=where))  # its own errors come first
+        compared = {key for layer in new for key, value in (layer or {}).items() if value is not None}
+    lines = [f"{section}.{key}: {saved[key]!r} -> {resolved[key]!r}" for key in sorted(compared)
+             if key in saved and key in resolved and key not in resumable and saved[key] != resolved[key]]
+    if config is None and not lines:
+        build_config(cls, *base, saved, *new, where=where)  # raises the contradiction itself
+    return config, lines
+
+
+def _refuse_changes(run_dir: Path, saved: dict[str, Any], family: str, data: Path, changes: list[str]) -> None:
+    """Refuse a resume that changes what defines the run: family, data, networks, losses, normalisation,
+    patches... (only :attr:`TrainConfig.resumable` settings may change). Raises :class:`UsageError`, one
+    line per differing setting, before anything is written."""
+    lines = []
+    if saved.get("family") not in (None, family):
+        lines.append(f"family: {saved['family']} -> {family}")
+    if saved.get("data") is not None and real_path(Path(saved["data"])) != real_path(Path(data)):
+        lines.append(f"data: {saved['data']} -> {data}")
+    lines += changes
+    if lines:
+        allowed = ", ".join(sorted(TrainConfig.resumable))
+        raise UsageError(f"{run_dir}: --resume cannot change settings that define the run (only {allowed} may "
+                         "change); start a new run with another --out, or undo these changes:\n" + "\n".join(lines))
+
+
+def _prepare_run_dir(run_dir: Path, fresh: bool) -> None:
+    """Create the run folder (writable, not an input). A fresh run clears what a killed attempt that never
+    reached a checkpoint left behind (log, curves, previews); every run removes killed writes' temporaries."""
+    prepare_output_dir(run_dir, [])
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # rank 0 alone owns the folder's files
+    for folder in (run_dir, run_dir / "checkpoints"):
+        remove_partials(folder)
+    if fresh and (run_dir / CONFIG_FILENAME).is_file():  # a medsynth run folder, not the user's own files
+        (run_dir / LOG_FILENAME).unlink(missing_ok=True)
+        for stale in ("tensorboard", "previews"):
+            shutil.rmtree(run_dir / stale, ignore_errors=True)
 
 
 def _seed_everything(seed: int) -> None:

@@ -7,13 +7,13 @@ up, and sagittal views face left (anterior on the image left).
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from medsynth.io.outputs import atomic_path
 
 # Label colours (RGB) for label 0, 1, 2, ...; labels beyond the table reuse it cyclically from 1.
 _PALETTE = np.array(
@@ -66,6 +66,8 @@ def mid_slices(
     (such as RGB) are carried along.
     """
     volume = np.asarray(volume)
+    if volume.ndim == 2:
+        volume = volume[..., None]  # a 2D image is one slice: its coronal and sagittal views are lines
     aspect = (1.0, 1.0, 1.0)
     if affine is not None:
         volume, aspect = _to_ras(volume, np.asarray(affine, dtype=float))
@@ -179,13 +181,8 @@ def _as_rgb(panel: np.ndarray) -> np.ndarray:
 
 
 def _atomic_png(image: Image.Image, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
+    with atomic_path(path) as partial:
         image.save(partial, format="PNG")
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
     return path
 
 

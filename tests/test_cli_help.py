@@ -103,7 +103,7 @@ def captured_train(monkeypatch):
 
     calls = []
 
-    def record(family, data, out, train_options, model_options, config, resume):
+    def record(family, data, out, train_options, model_options, config, resume, note=None):
         calls.append({"family": family, "model": model_options, "train": train_options})
         raise medsynth.training.UsageError("recorded")
 

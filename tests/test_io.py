@@ -242,12 +242,12 @@ def test_a_write_failing_midway_leaves_no_partial_file_and_the_old_output_intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nii.gz"]  # no hidden .partial left behind
 
 
-def test_writer_refuses_a_wrong_shape_or_a_non_nifti_name(tmp_path):
+def test_writer_refuses_a_wrong_shape_or_an_unknown_format(tmp_path):
     meta = ImageMeta.from_affine(np.eye(4), SHAPE)
     with pytest.raises(UsageError):
         write_image(tmp_path / "x.nii.gz", _data((5, 5, 5)), meta)
     with pytest.raises(UsageError):
-        write_image(tmp_path / "x.mha", _data(), meta)
+        write_image(tmp_path / "x.png", _data(), meta)
     assert list(tmp_path.iterdir()) == []
 
 

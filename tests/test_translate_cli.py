@@ -268,8 +268,8 @@ def test_out_dir_equal_to_the_input_folder_is_refused(tmp_path, model, write_vol
     inputs = _mr_folder(tmp_path / "inputs", write_volume, {"a": 1})
     before = _snapshot(inputs)
     for out in (inputs, inputs / ".." / "inputs"):
-        assert "OUT_DIR" in _one_error_line(_run(model, inputs, out))
-    assert "OUT_DIR" in _one_error_line(_run(model, inputs / "a.nii.gz", inputs))  # one file, its own folder
+        assert "is an input" in _one_error_line(_run(model, inputs, out))
+    assert "replace" in _one_error_line(_run(model, inputs / "a.nii.gz", inputs))  # one file, its own folder
     assert _snapshot(inputs) == before
 
 

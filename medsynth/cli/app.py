@@ -7,6 +7,7 @@ completion answer at once.
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from collections.abc import Sequence
@@ -69,6 +70,18 @@ def _flags_without_type(params: list[Any]) -> list[Any]:
 class _Command(TyperCommand):
     def get_params(self, ctx: typer.Context) -> list[Any]:
         return _flags_without_type(super().get_params(ctx))
+
+
+class _NoteHandler(logging.Handler):
+    """The library's notes (``medsynth`` logger: a resampled DICOM series, ...) as one line each on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error_console.print(record.getMessage(), markup=False)
+
+
+_notes = logging.getLogger("medsynth")
+_notes.addHandler(_NoteHandler(logging.WARNING))
+_notes.propagate = False
 
 
 class _ErrorReportingGroup(TyperGroup):

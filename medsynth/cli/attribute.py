@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medsynth.choices import DeviceChoice
+from medsynth.choices import DeviceChoice, OutputFormat
 from medsynth.cli.app import app, console
 
 
@@ -24,12 +24,19 @@ def attribute(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases whose outputs exist.")] = False,
     device: Annotated[DeviceChoice, typer.Option(help="auto, cpu or cuda.")] = DeviceChoice.AUTO,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
+    mask: Annotated[Path | None, typer.Option("--mask", help="Folder of body masks named by case id: the region "
+                                              "whose intensities set each image's scale (default: the model's).")
+                    ] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="nifti or mha.")] = OutputFormat.NIFTI,
+    series: Annotated[list[str] | None, typer.Option(
+        "--series", help="Series Instance UID to read from a DICOM folder holding several (repeatable).")] = None,
 ) -> None:
     """Abnormality maps: map = M(x), the change that makes the image look healthy (so map ~ -effect)."""
     from medsynth.inference.attribute import AttributeOptions
     from medsynth.inference.attribute import attribute as attribute_cases
 
-    options = AttributeOptions(overlap=overlap, overwrite=overwrite, device=device, amp=amp, effect=effect)
+    options = AttributeOptions(overlap=overlap, overwrite=overwrite, device=device, amp=amp, effect=effect,
+                               mask=mask, format=output_format, series=tuple(series or ()))
     report = attribute_cases(model, input_path, out_dir, options)
     console.print(report.table(f"attribute -> {out_dir}"))
     if report.ncc:

@@ -23,14 +23,22 @@ def evaluate(
     csv: Annotated[Path | None, typer.Option(help="Write per-case metrics to this CSV file.")] = None,
     json: Annotated[Path | None, typer.Option(
         help="Write per-case metrics, mean ± sd and failures to this JSON file.")] = None,
+    series: Annotated[list[str] | None, typer.Option(
+        "--series", help="Series Instance UID to read from a DICOM folder holding several (repeatable).")] = None,
 ) -> None:
     """Score synthetic CTs: MAE, PSNR, (MS-)SSIM, per-tissue MAE and bone Dice, per case and mean ± sd."""
     from medsynth.metrics.evaluate import evaluate_folders
 
     with console.status("evaluating") as status:
         report = evaluate_folders(pred, ref, mask, protocol,
-                                  progress=lambda case: status.update(f"evaluating {escape(case)}"))
+                                  progress=lambda case: status.update(f"evaluating {escape(case)}"),
+                                  outputs=(csv, json), series=tuple(series or ()))
     console.print(report.table())
+    if report.ignored:
+        console.print(f"ignored {len(report.ignored)} side products in {escape(str(pred))} (not predictions of a "
+                      f"case of their own): {escape(', '.join(report.ignored))}")
+    for warning in report.warnings:
+        error_console.print(f"[bold yellow]warning:[/] {escape(warning.case)}: {escape(warning.reason)}")
     for failure in report.failures:
         error_console.print(f"[bold red]failed:[/] {escape(failure.case)}: {escape(failure.reason)}")
     if csv is not None:

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from medsynth.choices import DeviceChoice
+from medsynth.choices import DeviceChoice, OutputFormat
 from medsynth.cli.app import app, console
 
 
@@ -33,13 +33,14 @@ def generate(
     overwrite: Annotated[bool, typer.Option("--overwrite",
                                             help="Replace slices already in OUT_DIR.")] = False,
     device: Annotated[DeviceChoice, typer.Option(help="auto, cpu or cuda.")] = DeviceChoice.AUTO,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="nifti or mha.")] = OutputFormat.NIFTI,
 ) -> None:
     """Generate CT slices (2D NIfTI, int16 HU, the training pixel spacing) from a FastGAN model."""
     from medsynth.inference.generate import GenerateOptions
     from medsynth.inference.generate import generate as generate_slices
 
     options = GenerateOptions(count=count, seed=seed, truncation=truncation, device=device, overwrite=overwrite,
-                              eval_data=eval_data, features=features, copy_ssim=copy_ssim)
+                              eval_data=eval_data, features=features, copy_ssim=copy_ssim, format=output_format)
     result = generate_slices(model, out_dir, options)
     console.print(f"wrote {len(result.files)} slices and {escape(result.grid.name)} to {escape(str(out_dir))}")
     if result.metrics_file is not None:

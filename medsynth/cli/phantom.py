@@ -23,7 +23,7 @@ def phantom(
     kind: Annotated[PhantomKind, typer.Argument(
         case_sensitive=False,
         help="paired (MR+CT), unpaired (MR, CT of other subjects), attribution (control, patient, "
-             "effect) or slices (2D axial CT).")],
+             "effect), slices (2D axial CT) or synthrad (paired, as <case>/mr.mha, ct.mha, mask.mha).")],
     out: Annotated[Path, typer.Argument(help="Output folder (new or empty unless --overwrite).")],
     cases: Annotated[int | None, typer.Option(help=CASES_HELP)] = None,
     shape: Annotated[tuple[int, int, int] | None, typer.Option(metavar="X Y Z", help=SHAPE_HELP)] = None,

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from medsynth.choices import DeviceChoice, FamilyName
 from medsynth.cli.app import app, console
@@ -46,7 +47,8 @@ def train(
     train_options = {"steps": steps, "batch_size": batch_size, "device": device, "amp": amp, "seed": seed,
                      "val_every": val_every, "ckpt_every": ckpt_every}
     model_options = {"patch_size": patch_size, "dims": dims}
-    result = train_family(family, data, out, train_options, model_options, config, resume)
+    result = train_family(family, data, out, train_options, model_options, config, resume,
+                          note=lambda message: console.print(f"note: {escape(message)}", soft_wrap=True))
     if not result.is_main:
         return
     if result.interrupted:

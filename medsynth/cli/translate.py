@@ -7,16 +7,16 @@ from typing import Annotated
 
 import typer
 
-from medsynth.choices import DeviceChoice, Direction
+from medsynth.choices import DeviceChoice, Direction, OutputFormat
 from medsynth.cli.app import app, console
 
 
 @app.command()
 def translate(
     model: Annotated[Path, typer.Argument(help="Run folder or its model.safetensors.")],
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="A volume, a DICOM series folder or a "
-                                               "folder of them.")],
-    out_dir: Annotated[Path, typer.Argument(help="Outputs: OUT_DIR/<case>.nii.gz.")],
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="A volume, a DICOM series folder, a folder "
+                                               "of them, or a SynthRAD task or case folder (<case>/mr.nii.gz).")],
+    out_dir: Annotated[Path, typer.Argument(help="Outputs: OUT_DIR/<case>.nii.gz (.mha; DICOM: OUT_DIR/<case>/).")],
     direction: Annotated[Direction, typer.Option(help="mr2ct, or ct2mr for CycleGAN models.")] = Direction.MR2CT,
     overlap: Annotated[float, typer.Option(help="Sliding-window overlap fraction.")] = 0.25,
     tta: Annotated[bool, typer.Option("--tta", help="Average over the flips seen in training.")] = False,
@@ -26,13 +26,27 @@ def translate(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases whose outputs exist.")] = False,
     device: Annotated[DeviceChoice, typer.Option(help="auto, cpu or cuda.")] = DeviceChoice.AUTO,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
+    mask: Annotated[Path | None, typer.Option("--mask", help="Folder of body masks named by case id: the region "
+                                              "whose intensities scale each MR (default: its Otsu body mask).")
+                    ] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="nifti, mha, or dicom (a CT Image "
+                                                        "series per case, for a planning system).")] = (
+        OutputFormat.NIFTI),
+    series: Annotated[list[str] | None, typer.Option(
+        "--series", help="Series Instance UID to read from a DICOM folder holding several (repeatable).")] = None,
+    patient_id: Annotated[str | None, typer.Option(
+        "--patient-id", help="DICOM output from NIfTI/MHA input: Patient ID (default: the case id).")] = None,
+    patient_name: Annotated[str | None, typer.Option(
+        "--patient-name", help="DICOM output from NIfTI/MHA input: Patient's Name (default: the case id).")] = None,
 ) -> None:
     """Translate MR into synthetic CT (int16 HU) on each input's own grid."""
     from medsynth.inference.translate import TranslateOptions
     from medsynth.inference.translate import translate as translate_cases
 
     options = TranslateOptions(direction=direction, overlap=overlap, tta=tta, uncertainty=uncertainty,
-                               shard=shard, overwrite=overwrite, device=device, amp=amp)
+                               shard=shard, overwrite=overwrite, device=device, amp=amp, mask=mask,
+                               format=output_format, series=tuple(series or ()), patient_id=patient_id,
+                               patient_name=patient_name)
     report = translate_cases(model, input_path, out_dir, options)
     console.print(report.table(f"translate -> {out_dir}"))
     if report.failures:

@@ -16,42 +16,59 @@ from monai.transforms import Compose, Orientation, Spacing
 
 from medsynth.io.image import ImageMeta
 
+_CHAIN_KEY = "medsynth_planar_thickness"  # in a grid tensor's meta: the 2D input's slice thickness, or None
+
 
 class ModelGrid:
     """RAS orientation then resampling to ``spacing`` mm, with the exact inverse.
 
     MONAI checks that an inverse is taken by the very transform instance that applied the forward
-    step, so one grid object does both (one transform chain per interpolation mode).
+    step, so one grid object does both (one transform chain per interpolation mode). A 2D image
+    (X, Y) is a one-slice volume (X, Y, 1) taken in its own plane: it is resampled in plane to the
+    model's first two spacings and neither reoriented nor resampled across the plane.
     """
 
     def __init__(self, spacing: Sequence[float]) -> None:
         self.spacing = tuple(float(s) for s in spacing)
-        self._chains: dict[str, Compose] = {}
+        self._chains: dict[tuple, Compose] = {}
 
-    def _chain(self, mode: str) -> Compose:
-        if mode not in self._chains:
-            self._chains[mode] = Compose([Orientation(axcodes="RAS", labels=None),
-                                          Spacing(pixdim=self.spacing, mode=mode, padding_mode="border")])
-        return self._chains[mode]
+    def _chain(self, mode: str, thickness: float | None = None) -> Compose:
+        key = (mode, thickness)
+        if key not in self._chains:
+            if thickness is None:
+                self._chains[key] = Compose([Orientation(axcodes="RAS", labels=None),
+                                             Spacing(pixdim=self.spacing, mode=mode, padding_mode="border")])
+            else:
+                self._chains[key] = Compose([Spacing(pixdim=(*self.spacing[:2], thickness), mode=mode,
+                                                     padding_mode="border")])
+        return self._chains[key]
 
     def forward(self, array: np.ndarray, meta: ImageMeta, mode: str = "bilinear") -> MetaTensor:
-        """``array`` (on the grid of ``meta``) as a (1, X, Y, Z) MetaTensor on the model grid."""
-        tensor = MetaTensor(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None],
+        """``array`` (on the grid of ``meta``; (X, Y, Z) or a 2D (X, Y)) as a (1, X, Y, Z) MetaTensor on the
+        model grid (Z = 1 for a 2D image)."""
+        planar = np.ndim(array) == 2
+        values = np.asarray(array)[..., None] if planar else array
+        tensor = MetaTensor(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))[None],
                             affine=torch.as_tensor(meta.affine, dtype=torch.float64))
-        return self._chain(mode)(tensor)
+        thickness = (float(np.linalg.norm(meta.affine[:3, 2])) or 1.0) if planar else None
+        output = self._chain(mode, thickness)(tensor)
+        output.meta[_CHAIN_KEY] = thickness
+        return output
 
     def inverse(self, values: torch.Tensor, reference: MetaTensor, mode: str = "bilinear") -> np.ndarray:
-        """Resample ``values`` (C, X, Y, Z on the model grid of ``reference``) back onto the input grid."""
+        """Resample ``values`` (C, X, Y, Z on the model grid of ``reference``) back onto the input grid:
+        (C, X, Y, Z), or (C, X, Y) for a 2D input."""
         output = MetaTensor(values.detach().float().cpu(), meta=copy.deepcopy(reference.meta),
                             applied_operations=copy.deepcopy(reference.applied_operations))
-        restored = self._chain(mode).inverse(output)
-        return np.asarray(restored.as_tensor().numpy(), dtype=np.float32)
+        thickness = reference.meta.get(_CHAIN_KEY)
+        restored = np.asarray(self._chain(mode, thickness).inverse(output).as_tensor().numpy(), dtype=np.float32)
+        return restored[..., 0] if thickness is not None else restored
 
 
 def ras_spacing(meta: ImageMeta) -> tuple[float, ...]:
     """Voxel size along R, A, S after reorientation (spacing permuted to the RAS axis order)."""
     ornt = np.abs(meta.affine[:3, :3]).argmax(axis=0)  # world axis each voxel axis mostly follows
-    spacing = np.asarray(meta.spacing[:3])
+    spacing = np.linalg.norm(meta.affine[:3, :3], axis=0)  # a 2D image's third column: its thickness
     out = np.empty(3)
     out[ornt] = spacing
     return tuple(float(v) for v in out)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from medsynth.errors import InputError
+from medsynth.io.casefolders import CaseRoles, task_cases
 from medsynth.io.cases import list_images
 from medsynth.io.image import Volume, read_image
 
@@ -54,6 +55,9 @@ def discover_paired(data: Path, required: Sequence[str], optional: Sequence[str]
     data = Path(data)
     if data.is_file():
         return read_datalist(data, required, optional)
+    synthrad = task_cases(data)
+    if synthrad is not None:
+        return Datalist(training=_synthrad_paired(data, synthrad, required, optional), source=data)
     problems = Problems(data)
     folders = _role_folders(data, required, problems)
     problems.raise_if_any()
@@ -152,10 +156,12 @@ def _datalist_part(entries: list, path: Path, part: str, required: Sequence[str]
     return cases
 
 
-def read_cases(cases: list[Case], source: Path | None, check_grid: Sequence[str] = ()) -> list[dict[str, Volume]]:
+def read_cases(cases: list[Case], source: Path | None, check_grid: Sequence[str] = (),
+               ndim: int | tuple[int, ...] = 3) -> list[dict[str, Volume]]:
     """Read every file of every case, reporting all unreadable files and grid mismatches together.
 
     Roles in ``check_grid`` must share shape and affine (within 1e-4) with the case's first role.
+    ``ndim``: the dimensionalities accepted, ``(2, 3)`` for 2D models (which also take 2D images).
     """
     problems = Problems(source or Path("dataset"))
     loaded: list[dict[str, Volume]] = []
@@ -163,7 +169,7 @@ def read_cases(cases: list[Case], source: Path | None, check_grid: Sequence[str]
         volumes: dict[str, Volume] = {}
         for role, file in case.items():
             try:
-                volumes[role] = read_image(file, check_values=role not in ("mask", "labels", "effect")
+                volumes[role] = read_image(file, ndim, check_values=role not in ("mask", "labels", "effect")
                                            and not role.endswith("_labels"))
             except InputError as error:
                 problems.add(str(error))
@@ -197,6 +203,9 @@ def discover_domains(data: Path, domains: Sequence[str]) -> dict[str, list[Case]
     if data.is_file():
         entries = read_datalist(data, (), (*domains, *(f"{d}_labels" for d in domains))).training
         return {d: [{r: p for r, p in e.items() if r.startswith(d)} for e in entries if d in e] for d in domains}
+    synthrad = task_cases(data)
+    if synthrad is not None:
+        return _synthrad_domains(data, synthrad, domains)
     found = discover_unpaired(data, domains, tuple(f"{d}_labels" for d in domains))
     problems = Problems(data)
     cases: dict[str, list[Case]] = {}
@@ -220,3 +229,29 @@ def count_labels(label_maps: Sequence[Volume]) -> int:
                              "fractional values. Give the integer label map.")
         largest = max(largest, int(values.max()))
     return largest + 1
+
+
+def _synthrad_paired(data: Path, cases: dict[str, CaseRoles], required: Sequence[str],
+                     optional: Sequence[str]) -> list[Case]:
+    """Paired cases of a SynthRAD task folder (``<case>/mr.*``, ``ct.*``, ``mask.*``): every case needs
+    every ``required`` role; all missing roles are reported together."""
+    problems = Problems(data)
+    for cid, roles in sorted(cases.items()):
+        missing = [role for role in required if role not in roles]
+        if missing:
+            problems.add(f"case folder {cid}/ has no {' or '.join(missing)} image")
+    problems.raise_if_any()
+    return [{role: roles[role] for role in (*required, *optional) if role in roles}
+            for _, roles in sorted(cases.items())]
+
+
+def _synthrad_domains(data: Path, cases: dict[str, CaseRoles], domains: Sequence[str]) -> dict[str, list[Case]]:
+    """Unpaired domains from SynthRAD case folders: each case gives its ``mr`` to one domain and its ``ct``
+    to the other (with ``<domain>_labels`` beside); a case folder holding neither is a problem."""
+    problems = Problems(data)
+    for cid, roles in sorted(cases.items()):
+        if not any(d in roles for d in domains):
+            problems.add(f"case folder {cid}/ holds no {' or '.join(domains)} image")
+    problems.raise_if_any()
+    return {d: [{r: p for r, p in roles.items() if r in (d, f"{d}_labels")}
+                for _, roles in sorted(cases.items()) if d in roles] for d in domains}

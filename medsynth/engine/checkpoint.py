@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ import numpy as np
 import torch
 
 from medsynth.errors import UsageError
+from medsynth.io.outputs import atomic_path
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -43,10 +42,8 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to a temporary name and rename it: an interruption never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    torch.save(state, partial)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        torch.save(state, partial)
     return path
 
 

@@ -1,16 +1,23 @@
-"""Engine settings and the YAML layering of defaults < config file < command-line options."""
+"""Engine settings and the YAML layering of defaults < config file < command-line options.
+
+Every setting is validated by type and range with pydantic before a run writes anything: a config
+dataclass's annotations (``Annotated[int, Field(ge=1)]`` for ranges) are its schema, and every bad
+setting gets one line of the error.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import yaml
+from pydantic import Field, TypeAdapter, ValidationError
 
 from medsynth.choices import DeviceChoice
 from medsynth.errors import UsageError
@@ -20,19 +27,25 @@ from medsynth.errors import UsageError
 class TrainConfig:
     """What the engine needs; the network and loss settings belong to each family's own config."""
 
-    steps: int = 2000
-    batch_size: int = 2
+    steps: Annotated[int, Field(ge=1)] = 2000
+    batch_size: Annotated[int, Field(ge=1)] = 2
     device: DeviceChoice = DeviceChoice.AUTO
     amp: bool = True
-    seed: int = 0
-    val_every: int = 500
-    ckpt_every: int = 500
-    log_every: int = 10
-    preview_every: int = 500
-    ema_decay: float = 0.999
-    decay_start: float = 0.5  # fraction of the steps after which the learning rate falls linearly to 0
-    workers: int = -1  # data-loading processes; -1 chooses (0 on the CPU, 2 with CUDA)
+    seed: Annotated[int, Field(ge=0)] = 0
+    val_every: Annotated[int, Field(ge=0)] = 500  # 0: never
+    ckpt_every: Annotated[int, Field(ge=1)] = 500
+    log_every: Annotated[int, Field(ge=1)] = 10
+    preview_every: Annotated[int, Field(ge=1)] = 500
+    ema_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.999
+    # fraction of the steps after which the learning rate falls linearly to 0
+    decay_start: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    workers: Annotated[int, Field(ge=-1)] = -1  # data-loading processes; -1 chooses (0 on the CPU, 2 with CUDA)
     channels_last: bool = False  # channels-last memory format on CUDA (faster convolutions with AMP on tensor cores)
+
+    #: settings a resumed run may change (how long, how often, where); every other one defines the run
+    resumable: ClassVar[frozenset[str]] = frozenset({
+        "steps", "device", "amp", "val_every", "ckpt_every", "log_every", "preview_every", "decay_start",
+        "workers", "channels_last"})
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -47,53 +60,76 @@ Config = TypeVar("Config")
 
 
 def read_yaml(path: Path | None) -> dict[str, Any]:
-    """A config file as a mapping with optional ``train:`` and ``model:`` sections."""
+    """A config file as a mapping with optional ``train:`` and ``model:`` sections (each a mapping)."""
     if path is None:
         return {}
     try:
         content = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
-        raise UsageError(f"{path}: cannot read the config file ({error}).") from error
+        reason = str(error).replace("\n", " ")
+        raise UsageError(f"{path}: cannot read the config file ({reason}).") from error
     if not isinstance(content, dict) or set(content) - {"train", "model", "family", "data"}:
         raise UsageError(f"{path}: a config file holds the sections 'train:' and 'model:'.")
+    for section in ("train", "model"):
+        if not isinstance(content.get(section) or {}, dict):
+            raise UsageError(f"{path}: '{section}:' must hold settings as 'name: value' lines, not "
+                             f"{content[section]!r}.")
     return content
 
 
 def build_config(cls: type[Config], *layers: dict[str, Any], where: str = "") -> Config:
-    """Instantiate the dataclass ``cls`` from layered mappings (later layers win; ``None`` means unset)."""
-    valid = {f.name: f for f in fields(cls)}
+    """Instantiate the dataclass ``cls`` from layered mappings (later layers win; ``None`` means unset).
+
+    Values are validated and converted (lists to tuples, strings to enums, ``"1e-4"`` to a float) by
+    pydantic from the dataclass's annotations. Raises :class:`UsageError` with one line per unknown
+    or invalid setting, then the dataclass's own cross-setting checks.
+    """
+    valid = {f.name for f in fields(cls)}
     merged: dict[str, Any] = {}
+    problems: list[str] = []
     for layer in layers:
         for key, value in (layer or {}).items():
             if value is None:
                 continue
             if key not in valid:
-                raise UsageError(f"unknown setting '{key}'{where}; valid: {', '.join(sorted(valid))}.")
+                problems.append(f"unknown setting '{key}'{where}; valid: {', '.join(sorted(valid))}.")
             merged[key] = value
-    hints = typing.get_type_hints(cls)
+    tuples = _tuple_fields(cls)
+    # A single value where a tuple is expected (``patch_size: 64``) means that value alone.
+    known = {k: ([v] if k in tuples and isinstance(v, (int, float, str)) else v)
+             for k, v in merged.items() if k in valid}
     try:
-        return cls(**{key: _coerce(value, hints[key]) for key, value in merged.items()})
-    except (TypeError, ValueError) as error:
-        raise UsageError(f"invalid setting{where}: {error}") from error
+        config = _adapter(cls).validate_python(known)
+    except ValidationError as error:
+        problems += [_problem(item, where) for item in error.errors()]
+        config = None
+    if problems:
+        raise UsageError("\n".join(problems))
+    return config
 
 
-def _coerce(value: Any, hint: Any) -> Any:
-    """Convert YAML/CLI values (lists, strings) to the annotated field type (tuples, enums)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        hint = next(a for a in args if a is not type(None))
-        return _coerce(value, hint)
-    if origin is tuple:
-        items = list(value) if isinstance(value, (list, tuple)) else [value]
-        return tuple(_coerce(v, args[0]) for v in items)
-    if isinstance(hint, type) and issubclass(hint, Enum):
-        return hint(value)
-    if hint is float and isinstance(value, int):
-        return float(value)
-    return value
+@functools.cache
+def _adapter(cls: type) -> TypeAdapter:
+    return TypeAdapter(cls)
+
+
+@functools.cache
+def _tuple_fields(cls: type) -> frozenset[str]:
+    """Names of the fields annotated as a tuple (or an optional one)."""
+    def is_tuple(hint: Any) -> bool:
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            return any(is_tuple(arg) for arg in typing.get_args(hint))
+        return typing.get_origin(hint) is tuple
+
+    return frozenset(name for name, hint in typing.get_type_hints(cls).items() if is_tuple(hint))
+
+
+def _problem(item: dict[str, Any], where: str) -> str:
+    """One line for one pydantic error: the setting, the value given and what is wrong with it."""
+    name = ".".join(str(part) for part in item["loc"]) or "settings"
+    given = item.get("input")
+    shown = "" if isinstance(given, dict) or type(given).__name__ == "ArgsKwargs" else f" = {given!r}"
+    return f"setting '{name}'{where}{shown}: {item['msg']}."
 
 
 def to_plain(config: Any) -> dict[str, Any]:

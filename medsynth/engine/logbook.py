@@ -10,6 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from medsynth.engine.runtime import Runtime
 
+LOG_FILENAME = "log.jsonl"
+
 
 class Logbook:
     """Progress bar, TensorBoard writer and JSON-lines log of a run; silent on ranks other than 0."""
@@ -27,7 +29,7 @@ class Logbook:
         if not self.active:
             return self
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.run_dir / "log.jsonl", "a")
+        self._log = open(self.run_dir / LOG_FILENAME, "a")
         self._writer = _tensorboard_writer(self.run_dir / "tensorboard")
         self._progress = Progress(
             TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

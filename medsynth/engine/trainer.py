@@ -185,6 +185,8 @@ class Trainer:
             net.load_state_dict(state["networks"][name])
         for group in ("optimizers", "schedulers", "scalers", "ema"):
             for name, obj in getattr(self, group).items():
+                if group == "scalers" and (not state[group][name] or not obj.is_enabled()):
+                    continue  # resumed on another device: a loss scaler starts anew where fp16 begins
                 obj.load_state_dict(state[group][name])
         self.family.load_state_dict_extra(state["family"])
         self.step, self.batches_drawn, self.best = state["step"], state["batches_drawn"], dict(state["best"])
@@ -196,8 +198,9 @@ class Trainer:
         barrier(self.runtime)
 
     def resume(self) -> None:
+        """Continue from the last checkpoint; one at or past ``steps`` leaves nothing to train (see :meth:`fit`)."""
         state = load_checkpoint(self.checkpoint_path)
-        if state["step"] >= self.config.steps:
+        if state["step"] > self.config.steps:
             raise UsageError(f"{self.run_dir}: already trained {state['step']} steps; raise --steps to go on.")
         self.load_state(state)
         # The schedule follows this run's --steps, which may exceed the interrupted run's: the
@@ -243,6 +246,7 @@ class Trainer:
         context = StepContext(self.runtime, self.family.networks, self.trained, self.optimizers, self.scalers,
                               lambda: next(batches))
         result = TrainResult(self.run_dir, self.step, is_main=self.runtime.is_main)
+        trained_here = self.step < self.config.steps
         with Logbook(self.run_dir, self.runtime, self.config.steps, self.step) as logbook, _StopRequest() as stop:
             while self.step < self.config.steps:
                 batch = next(batches)
@@ -262,7 +266,9 @@ class Trainer:
                     break
         result.steps_done = self.step
         if not result.interrupted:
-            self.save_checkpoint()
+            if trained_here:
+                self.save_checkpoint()
+            # Also when the run had finished training but was killed before its model file was written.
             result.model_path = self.write_model(self.run_dir / MODEL_FILENAME)
         result.best = dict(self.best)
         return result

@@ -126,7 +126,8 @@ class CycleGAN(Family):
         self.config = config
         cases = discover_domains(data, DOMAINS)
         self.files = [path for domain in cases.values() for case in domain for path in case.values()]
-        volumes = {d: read_cases(cases[d], Path(data), check_grid=(d, f"{d}_labels")) for d in DOMAINS}
+        ndim = (2, 3) if config.dims == 2 else 3  # a 2D model also trains on 2D images
+        volumes = {d: read_cases(cases[d], Path(data), (d, f"{d}_labels"), ndim) for d in DOMAINS}
         self.num_labels = self._count_labels(volumes)
         images = [case[d] for d in DOMAINS for case in volumes[d]]
         self.grid = ModelGrid(config.spacing or median_spacing([v.meta for v in images]))
@@ -171,7 +172,8 @@ class CycleGAN(Family):
         c = self.config
         if c.val_data:
             datalist = discover_paired(Path(c.val_data), DOMAINS, ("mask", "labels"))
-            cases = read_cases(datalist.training, datalist.source, check_grid=(*DOMAINS, "mask", "labels"))
+            cases = read_cases(datalist.training, datalist.source, (*DOMAINS, "mask", "labels"),
+                               (2, 3) if c.dims == 2 else 3)
             return {d: [self._prepare(case[d], d, case.get("labels"), case.get("mask"))
                         for case in cases] for d in DOMAINS}
         return {d: self._hold_out(d) if self.num_labels else [] for d in DOMAINS}

@@ -106,8 +106,9 @@ class Pix2Pix(Family):
         super().__init__()
         self.config = config
         self.datalist = split_validation(discover_paired(data, ("mr", "ct"), ("mask",)), config.val_cases)
-        training = read_cases(self.datalist.training, self.datalist.source, check_grid=("mr", "ct", "mask"))
-        validation = read_cases(self.datalist.validation, self.datalist.source, check_grid=("mr", "ct", "mask"))
+        ndim = (2, 3) if config.dims == 2 else 3  # a 2D model also trains on 2D images
+        training = read_cases(self.datalist.training, self.datalist.source, ("mr", "ct", "mask"), ndim)
+        validation = read_cases(self.datalist.validation, self.datalist.source, ("mr", "ct", "mask"), ndim)
         spacing = config.spacing or median_spacing([case["ct"].meta for case in training])
         self.grid = ModelGrid(spacing)
         self.ct_intensity = CTIntensity()

@@ -65,7 +65,7 @@ def train_saliency_baseline(data: Path, steps: int = 500, dims: int = 2, batch_s
     run's values to compare on equal terms.
     """
     config = VAGANConfig(dims=dims, val_cases=val_cases, slab=slab, intensity_region=region, seed=seed)
-    attribution = AttributionData(data, None, config.mr_scaling, region, val_cases, slab)
+    attribution = AttributionData(data, None, config.mr_scaling, region, val_cases, slab, dims)
     patch_size = attribution.whole_size(dims, 2 ** (len(channels) - 1))
     torch.manual_seed(seed)
     classifier = Classifier(dims, channels=channels).to(device)

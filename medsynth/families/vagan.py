@@ -159,7 +159,7 @@ class AttributionData:
 
     def __init__(self, root: Path, spacing: Sequence[float] | None = None,
                  scaling: MRScaling = MRScaling.PERCENTILE, region: IntensityRegion = IntensityRegion.IMAGE,
-                 val_cases: int = -1, slab: float = 1.0) -> None:
+                 val_cases: int = -1, slab: float = 1.0, dims: int = 3) -> None:
         folders = discover_unpaired(Path(root), ("control", "patient"), ("effect",))
         controls: list[Case] = [{"control": path} for path in folders["control"].values()]
         patients: list[Case] = [{"patient": path, **({"effect": folders["effect"][cid]} if cid in folders["effect"]
@@ -167,7 +167,8 @@ class AttributionData:
         held = split_validation(Datalist([c for c in patients if "effect" in c]), val_cases).validation
         training = [c for c in patients if c not in held]
         self.datalist = Datalist(controls + training, held, Path(root))
-        volumes = read_cases(controls + training + held, Path(root), check_grid=("patient", "effect"))
+        # A 2D model also trains on 2D images, (H, W) or (H, W, 1).
+        volumes = read_cases(controls + training + held, Path(root), ("patient", "effect"), (2, 3) if dims == 2 else 3)
         self.grid = ModelGrid(spacing or median_spacing([next(iter(v.values())).meta for v in volumes]))
         self.intensity = MRIntensity(scaling=scaling)
         self.region = IntensityRegion(region)
@@ -237,7 +238,7 @@ class VAGAN(Family):
         super().__init__()
         self.config = config
         self.data = AttributionData(data, config.spacing, config.mr_scaling, config.intensity_region,
-                                    config.val_cases, config.slab)
+                                    config.val_cases, config.slab, config.dims)
         self.patch_size = tuple(config.patch_size or self.data.whole_size(config.dims, config.divisor))
         self.lambda_map = map_weight(config.lambda_map, self.patch_size)
         self._build_networks()

@@ -30,15 +30,19 @@ from medsynth.families.vagan import IntensityRegion, normalisation_region
 from medsynth.inference.batch import (
     BatchReport,
     CaseStatus,
-    prepare_output_dir,
+    case_masks,
+    is_single_input,
+    mask_of,
     report_name,
     run_batch,
     select_cases,
 )
-from medsynth.inference.volume import predict_grid
+from medsynth.inference.volume import mask_on_grid, predict_grid, read_mask
 from medsynth.io.cases import list_images
+from medsynth.io.formats import OutputFormat, image_name
 from medsynth.io.image import Volume, read_image, write_image
-from medsynth.metrics.report import MetricSummary, summarise, write_text_atomically
+from medsynth.io.outputs import prepare_output_dir, write_text_atomically
+from medsynth.metrics.report import MetricSummary, summarise
 from medsynth.metrics.similarity import ncc
 from medsynth.modelfile import ModelFile, load_model
 from medsynth.viz import auto_window, mid_slices, overlay_signed_map, save_grid
@@ -54,10 +58,17 @@ class AttributeOptions:
     amp: bool = True
     effect: Path | None = None  # folder of ground-truth effect maps (patient − control), by case id
     sw_batch_size: int = 4
+    mask: Path | None = None  # folder of body masks by case id: the region that sets the intensity scale
+    format: OutputFormat = OutputFormat.NIFTI  # nifti or mha: maps are float images, no CT series
+    series: tuple[str, ...] = ()  # Series Instance UIDs choosing among several series in a DICOM folder
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
             raise UsageError("--overlap is a fraction in [0, 1).")
+        self.format = OutputFormat(self.format)
+        if self.format is OutputFormat.DICOM:
+            raise UsageError("--format dicom writes synthetic CT; abnormality maps are float images: choose nifti "
+                             "or mha.")
         if self.effect is not None and not Path(self.effect).is_dir():
             raise UsageError(f"{self.effect}: --effect needs a folder of effect maps named by case id.")
 
@@ -113,11 +124,15 @@ class MapGenerator:
     sw_batch_size: int = 4
 
     @torch.no_grad()
-    def __call__(self, volume: Volume, overlap: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
-        """The map (input units, input grid) and the healthy-looking image y = x + map."""
+    def __call__(self, volume: Volume, overlap: float = 0.25, mask: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """The map (input units, input grid) and the healthy-looking image y = x + map.
+
+        ``mask`` (boolean, the input's grid) replaces the model's own region for the intensity scale.
+        """
         on_grid = self.grid.forward(volume.array, volume.meta)
         image = on_grid.as_tensor().numpy()[0]
-        region = normalisation_region(image, self.region)
+        region = normalisation_region(image, self.region) if mask is None else mask_on_grid(self.grid, mask, volume)
         normalised = self.intensity.normalise(image, region)
         change = predict_grid(self.network, torch.from_numpy(normalised)[None, None], self.dims, self.patch_size,
                               overlap, self.sw_batch_size, self.amp_dtype)
@@ -159,21 +174,29 @@ def attribute(model_path: Path, input_path: Path, out_dir: Path, options: Attrib
     """Write map, healthy image and overlay of every case of ``input_path`` into ``out_dir``."""
     model = load_model(model_path, "vagan")
     generator = load_map_generator(model, options)
-    cases = select_cases(Path(input_path), (0, 1))
     out_dir = Path(out_dir)
-    prepare_output_dir(out_dir, Path(input_path))
 
     def outputs_of(case: str) -> list[Path]:
-        return [out_dir / f"{case}_map.nii.gz", out_dir / f"{case}_healthy.nii.gz", out_dir / f"{case}_overlay.png"]
+        return [out_dir / image_name(f"{case}_map", options.format),
+                out_dir / image_name(f"{case}_healthy", options.format), out_dir / f"{case}_overlay.png"]
+
+    cases = select_cases(Path(input_path), (0, 1), outputs_of=outputs_of)
+    masks = case_masks(options.mask)
+    prepare_output_dir(out_dir, [input_path, model.path, model.path.parent, options.mask, options.effect],
+                       cases.values())
 
     def process(case: str, volume: Volume) -> list[Path]:
-        change, healthy = generator(volume, options.overlap)
+        mask = None if masks is None else read_mask(mask_of(case, masks, options.mask), volume)
+        change, healthy = generator(volume, options.overlap, mask)
         map_path, healthy_path, overlay_path = outputs_of(case)
         return [write_image(map_path, change, volume.meta, np.float32),
                 write_image(healthy_path, healthy, volume.meta, np.float32),
                 write_overlay(overlay_path, volume, change)]
 
-    report = AttributionReport(run_batch(cases, outputs_of, process, options.overwrite, "attribute").results)
+    ndim = (2, 3) if generator.dims == 2 else 3  # a 2D model also reads 2D images
+    report = AttributionReport(run_batch(cases, outputs_of, process, options.overwrite, "attribute",
+                                         load=lambda path: read_image(path, ndim, series=options.series),
+                                         single=is_single_input(input_path, cases)).results)
     if options.effect is not None:
         score_against_effects(report, Path(options.effect), lambda case: outputs_of(case)[0])
     report.write_json(out_dir / report_name("attribute", None))
@@ -191,8 +214,9 @@ def score_against_effects(report: AttributionReport, effect_dir: Path, map_path_
             if result.case not in effects:
                 raise InputError(f"{effect_dir}: holds no effect map for case '{result.case}'; add it or drop "
                                  "--effect.")
-            effect = read_image(effects[result.case], check_values=False)
-            change = read_image(map_path_of(result.case), check_values=False)
+            # (2, 3): the maps of 2D images are 2D, and so are their effects.
+            effect = read_image(effects[result.case], (2, 3), check_values=False)
+            change = read_image(map_path_of(result.case), (2, 3), check_values=False)
             report.ncc[result.case] = ncc(change.array, -effect.array)
         except InputError as error:
             result.status, result.reason = CaseStatus.FAILED, str(error)

@@ -1,8 +1,10 @@
 """Folder batches shared by ``translate`` and ``attribute``: sharding, skip/resume, prefetch, report.
 
-A batch never stops at a bad file: each case ends as written, skipped or failed (with its reason),
-and the report lists them all. Outputs are written atomically, so re-running the same command
-after an interruption redoes only the unfinished cases.
+A batch never stops at a bad case: whatever goes wrong with one (an unreadable file, a GPU out of
+memory, any exception) ends that case as failed with its reason, and the batch goes on; a GPU
+out-of-memory error is first retried with one window at a time and blending on the CPU. Each case
+ends as written, skipped or failed, and the report lists them all. Outputs are written atomically,
+so re-running the same command after an interruption redoes only the unfinished cases.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from medsynth.errors import InputError, MedsynthError, UsageError
-from medsynth.io.cases import resolve_inputs
+from medsynth.inference.volume import reduced_memory
+from medsynth.io.casefolders import case_folder_roles
+from medsynth.io.cases import list_images, resolve_inputs
 from medsynth.io.image import read_image
+from medsynth.io.outputs import write_text_atomically
 
 
 class CaseStatus(StrEnum):
@@ -48,17 +54,18 @@ class BatchReport:
 
     @property
     def failures(self) -> list[CaseResult]:
-        return [r for r in self.results if r.status is CaseStatus.FAILED]
+        return [r for r in self.results if r.status == CaseStatus.FAILED]
 
-    def count(self, status: CaseStatus) -> int:
-        return sum(r.status is status for r in self.results)
+    def count(self, status: CaseStatus | str) -> int:
+        """How many cases ended with ``status`` (an enum member or its value, e.g. ``"written"``)."""
+        return sum(r.status == CaseStatus(status) for r in self.results)
 
     def table(self, title: str) -> Table:
         table = Table(title=title)
         for column in ("case", "status", "seconds", "output / reason"):
             table.add_column(column)
         for r in self.results:
-            detail = r.reason if r.status is CaseStatus.FAILED else ", ".join(Path(o).name for o in r.outputs)
+            detail = r.reason if r.status == CaseStatus.FAILED else ", ".join(Path(o).name for o in r.outputs)
             style = {"failed": "red", "skipped": "dim"}.get(r.status.value, "")
             table.add_row(r.case, f"[{style}]{r.status.value}[/]" if style else r.status.value,
                           f"{r.seconds:.1f}", detail)
@@ -68,10 +75,7 @@ class BatchReport:
         document = {"written": self.count(CaseStatus.WRITTEN), "skipped": self.count(CaseStatus.SKIPPED),
                     "failed": self.count(CaseStatus.FAILED),
                     "cases": [{**asdict(r), "status": r.status.value} for r in self.results]}
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(json.dumps(document, indent=2))
-        os.replace(partial, path)
-        return path
+        return write_text_atomically(path, json.dumps(document, indent=2))
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -96,27 +100,57 @@ def report_name(command: str, shard: str | None) -> str:
     return f"{command}_report_{index * world + rank}of{count * world}.json"
 
 
-def select_cases(input_path: Path, shard: tuple[int, int]) -> dict[str, Path]:
-    """The cases of INPUT this process handles: shard i of N, then this rank's share under torchrun."""
-    cases = resolve_inputs(input_path)
+def select_cases(input_path: Path, shard: tuple[int, int], role: str = "mr",
+                 outputs_of: Callable[[str], list[Path]] | None = None) -> dict[str, Path]:
+    """The cases of INPUT this process handles: shard i of N, then this rank's share under torchrun.
+
+    ``role``: the image taken from each SynthRAD case folder. With ``outputs_of``, two cases (of any
+    shard) that would write one output path are an error before anything is written.
+    """
+    cases = resolve_inputs(input_path, role)
+    if outputs_of is not None:
+        check_distinct_outputs(cases, outputs_of)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     index, count = shard[0] * world + rank, shard[1] * world
     return {cid: path for i, (cid, path) in enumerate(sorted(cases.items())) if i % count == index}
 
 
-def prepare_output_dir(out_dir: Path, input_path: Path) -> None:
-    """Create OUT_DIR, refusing the input folder itself (outputs named by case would replace inputs)."""
-    input_folder = input_path if input_path.is_dir() else input_path.parent
-    if out_dir.resolve() == input_folder.resolve():
-        raise UsageError(f"{out_dir}: is the input folder; choose another OUT_DIR so inputs stay untouched.")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(f"{out_dir}: cannot write outputs here ({error.strerror}); choose a writable folder.") \
-            from error
+def check_distinct_outputs(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]]) -> None:
+    """Refuse, in one line, inputs whose outputs would land on one path (``a`` with ``--uncertainty``
+    writes ``a_std.nii.gz``, the very output of an input named ``a_std``); paths compare case-blind, as
+    on the file systems of macOS and Windows."""
+    owner: dict[str, tuple[str, Path]] = {}
+    for case in sorted(cases):
+        for output in outputs_of(case):
+            key = str(output).lower()
+            if key in owner and owner[key][0] != case:
+                other, first = owner[key]
+                raise UsageError(f"{cases[other]} and {cases[case]}: both would be written to {first.name}; rename "
+                                 "one input (nothing was written).")
+            owner[key] = (case, output)
+
+
+def case_masks(folder: Path | None) -> dict[str, Path] | None:
+    """``--mask DIR``: case id -> mask file (None without the option)."""
+    if folder is None:
+        return None
+    if not Path(folder).is_dir():
+        raise UsageError(f"{folder}: --mask needs a folder of masks named by case id.")
+    return list_images(Path(folder))
+
+
+def mask_of(case: str, masks: dict[str, Path], folder: Path | None) -> Path:
+    """The mask of ``case``; a missing one fails that case (exit 2 when INPUT is one image)."""
+    if case not in masks:
+        raise InputError(f"{folder}: holds no mask for case '{case}'; add it (same name as the image) or leave "
+                         "out --mask.")
+    return masks[case]
+
+
+def is_single_input(input_path: Path, cases: dict[str, Path]) -> bool:
+    """True when INPUT names one image or series itself, or one SynthRAD case folder (not a folder of them)."""
+    path = Path(input_path)
+    return list(cases.values()) == [path] or (len(cases) == 1 and case_folder_roles(path) is not None)
 
 
 def _prefetched(cases: dict[str, Path], load: Callable[[Path], Any]) -> Iterator[tuple[str, Future]]:
@@ -132,16 +166,19 @@ def _prefetched(cases: dict[str, Path], load: Callable[[Path], Any]) -> Iterator
 
 def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], process: Callable[[str, Any],
               list[Path]], overwrite: bool, label: str, ndim: int = 3,
-              load: Callable[[Path], Any] | None = None) -> BatchReport:
+              load: Callable[[Path], Any] | None = None, single: bool = False) -> BatchReport:
     """Apply ``process`` to every case not already done; one bad case is reported, the rest go on.
 
     ``load`` turns a path into what ``process`` takes (default: the image as a :class:`Volume`); it
     runs one case ahead in a background thread, so reading and preprocessing overlap the compute.
+    Any exception of a case (``Exception``, not Ctrl-C) fails that case with its reason; a CUDA
+    out-of-memory error is retried once under :func:`reduced_memory`. With ``single`` (INPUT is one
+    image) an unusable input raises its :class:`InputError` (exit 2, one line) instead of a report.
     """
     load = load or (lambda path: read_image(path, ndim))
     report = BatchReport()
     todo = {cid: p for cid, p in cases.items()
-            if overwrite or not all(o.is_file() for o in outputs_of(cid))}
+            if overwrite or not all(o.exists() for o in outputs_of(cid))}
     for cid in sorted(set(cases) - set(todo)):
         report.results.append(CaseResult(cid, CaseStatus.SKIPPED, outputs=[str(o) for o in outputs_of(cid)],
                                          reason="exists (use --overwrite to redo)"))
@@ -150,15 +187,39 @@ def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], p
         for cid, future in _prefetched(todo, load):
             started = time.perf_counter()
             try:
-                written = process(cid, future.result())
+                written = _run_case(process, cid, future)
                 report.results.append(CaseResult(cid, CaseStatus.WRITTEN, time.perf_counter() - started,
                                                  [str(w) for w in written]))
-            except (InputError, MedsynthError) as error:
+            except Exception as error:
+                if single and isinstance(error, InputError):
+                    raise
                 report.results.append(CaseResult(cid, CaseStatus.FAILED, time.perf_counter() - started,
-                                                 reason=str(error)))
+                                                 reason=failure_reason(error)))
             progress.advance(task)
     report.results.sort(key=lambda r: r.case)
     return report
+
+
+def _run_case(process: Callable[[str, Any], list[Path]], cid: str, future: Future) -> list[Path]:
+    data = future.result()
+    try:
+        return process(cid, data)
+    except torch.cuda.OutOfMemoryError:
+        pass  # leave the except block first, so the traceback no longer holds the failed attempt's tensors
+    torch.cuda.empty_cache()
+    with reduced_memory():
+        return process(cid, data)
+
+
+def failure_reason(error: Exception) -> str:
+    """One line for the report: medsynth's own message, or the exception's type and first line."""
+    if isinstance(error, MedsynthError):
+        return str(error)
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return ("GPU out of memory, even with one window at a time and blending on the CPU; free the GPU or "
+                "use --device cpu.")
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
 
 
 def _progress() -> Progress:

@@ -24,9 +24,10 @@ from medsynth.data.slices import load_slices
 from medsynth.engine.config import DeviceChoice
 from medsynth.engine.runtime import pick_device
 from medsynth.errors import UsageError
+from medsynth.io.formats import OutputFormat, image_name
 from medsynth.io.image import CT_RANGE, ImageMeta, write_ct
+from medsynth.io.outputs import prepare_output_dir, write_text_atomically
 from medsynth.metrics.generation import generation_metrics, load_feature_extractor
-from medsynth.metrics.report import write_text_atomically
 from medsynth.modelfile import ModelFile, load_model
 
 DISPLAY_WINDOW_HU = (-1000.0, 1500.0)
@@ -34,7 +35,7 @@ GRID_COLUMNS = 8
 GRID_MAX = 64  # slices shown in the PNG grid
 METRICS_FILENAME = "generation_metrics.json"
 GRID_FILENAME = "generated_grid.png"
-_OUTPUT = re.compile(r"generated_\d+\.nii\.gz")
+_OUTPUT = re.compile(r"generated_\d+\.(nii\.gz|mha)")
 
 
 @dataclass
@@ -47,8 +48,12 @@ class GenerateOptions:
     eval_data: Path | None = None  # real slices to compare with (the training data for memorisation)
     features: Path | None = None  # TorchScript feature extractor for FID/KID
     copy_ssim: float = 0.95  # nearest-neighbour SSIM from which a generated slice counts as a copy
+    format: OutputFormat = OutputFormat.NIFTI  # nifti or mha
 
     def __post_init__(self) -> None:
+        self.format = OutputFormat(self.format)
+        if self.format is OutputFormat.DICOM:
+            raise UsageError("--format dicom: generated slices belong to no patient or study; choose nifti or mha.")
         if self.seed < 0:
             raise UsageError(f"--seed {self.seed}: seeds are non-negative integers.")
         if self.count < 1:
@@ -115,19 +120,20 @@ def slice_meta(spacing: tuple[float, float], thickness: float, resolution: int) 
     return ImageMeta.from_affine(affine, (resolution, resolution))
 
 
-def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
-    """Create OUT_DIR; refuse one that holds generated slices unless ``overwrite`` (then remove them)."""
-    existing = sorted(p for p in out_dir.glob("generated_*.nii.gz") if _OUTPUT.fullmatch(p.name)) \
+def prepare_out_dir(out_dir: Path, overwrite: bool, inputs: Iterable[Path | None] = ()) -> None:
+    """Create OUT_DIR; refuse one that is or lies in an input (whatever ``overwrite`` says), and one that
+    holds generated slices unless ``overwrite`` (then remove them)."""
+    prepare_output_dir(out_dir, inputs)
+    existing = sorted(p for p in out_dir.glob("generated_*") if _OUTPUT.fullmatch(p.name)) \
         if out_dir.is_dir() else []
     if existing and not overwrite:
         raise UsageError(f"{out_dir}: holds {len(existing)} generated slices already; add --overwrite to replace "
                          "them or choose another folder.")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
         for path in existing:  # stale slices of a larger --count would mix with the new set
             path.unlink()
     except OSError as error:
-        raise UsageError(f"{out_dir}: cannot write outputs here ({error.strerror}); choose a writable folder.") \
+        raise UsageError(f"{out_dir}: cannot replace earlier slices ({error.strerror}); choose another folder.") \
             from error
 
 
@@ -144,7 +150,8 @@ def generate(model_path: Path, out_dir: Path, options: GenerateOptions) -> Gener
     device = pick_device(options.device)
     model, generator, intensity = load_generator(model_path, device)
     out_dir = Path(out_dir)
-    prepare_out_dir(out_dir, options.overwrite)
+    prepare_out_dir(out_dir, options.overwrite,
+                    [model_path, model.path, model.path.parent, options.eval_data, options.features])
     slices, files = _write_slices(generator, model.metadata, intensity, out_dir, options, device)
     grid = _save_grid(out_dir / GRID_FILENAME, slices[:GRID_MAX])
     result = GenerateResult(files=files, grid=grid)
@@ -166,7 +173,7 @@ def _write_slices(generator: nn.Module, meta: dict[str, Any], intensity: CTInten
         for index in range(options.count):
             image = synthesise(generator, meta["nz"], [index], options.seed, options.truncation, device)[0]
             hu = np.clip(np.rint(intensity.denormalise(image.numpy())), *CT_RANGE).astype(np.int16)
-            files.append(write_ct(out_dir / f"generated_{index:0{digits}d}.nii.gz", hu, geometry))
+            files.append(write_ct(out_dir / image_name(f"generated_{index:0{digits}d}", options.format), hu, geometry))
             if index < GRID_MAX or options.eval_data is not None:
                 kept.append(hu)
             progress.advance(task)

@@ -15,14 +15,18 @@ from medsynth.engine.runtime import pick_amp_dtype, pick_device
 from medsynth.errors import UsageError
 from medsynth.inference.batch import (
     BatchReport,
+    case_masks,
+    is_single_input,
+    mask_of,
     parse_shard,
-    prepare_output_dir,
     report_name,
     run_batch,
     select_cases,
 )
-from medsynth.inference.volume import PreparedVolume, VolumeTranslator, is_ct
+from medsynth.inference.volume import PreparedVolume, VolumeTranslator, is_ct, read_mask
+from medsynth.io.formats import OutputFormat, image_name
 from medsynth.io.image import Volume, read_image, write_ct, write_image
+from medsynth.io.outputs import prepare_output_dir
 from medsynth.modelfile import ModelFile, load_model
 
 TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")
@@ -39,10 +43,18 @@ class TranslateOptions:
     device: DeviceChoice = DeviceChoice.AUTO
     amp: bool = True
     sw_batch_size: int = 4
+    mask: Path | None = None  # folder of body masks by case id: the MR region that sets the intensity scale
+    format: OutputFormat = OutputFormat.NIFTI  # dicom: a CT series folder per case
+    series: tuple[str, ...] = ()  # Series Instance UIDs choosing among several series in a DICOM folder
+    patient_id: str | None = None  # DICOM output from NIfTI/MHA input; default: the case id
+    patient_name: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
             raise UsageError("--overlap is a fraction in [0, 1).")
+        self.format = OutputFormat(self.format)
+        if self.format is OutputFormat.DICOM and Direction(self.direction) is not Direction.MR2CT:
+            raise UsageError("--format dicom writes synthetic CT series; for ct2mr choose nifti or mha.")
         if self.uncertainty == 1 or self.uncertainty < 0:
             raise UsageError("--uncertainty K needs K ≥ 2 passes (or 0 for none).")
 
@@ -76,28 +88,54 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     out_dir = Path(out_dir)
     model = load_model(model_path, TRANSLATION_FAMILIES)
     translator = load_translator(model, Direction(options.direction), options)
-    cases = select_cases(Path(input_path), parse_shard(options.shard))
-    prepare_output_dir(out_dir, Path(input_path))
+    # A DICOM sCT comes with a NIfTI std map: a float map is no CT series.
+    std_format = OutputFormat.NIFTI if options.format is OutputFormat.DICOM else options.format
 
     def outputs_of(case: str) -> list[Path]:
-        paths = [out_dir / f"{case}.nii.gz"]
-        return paths + ([out_dir / f"{case}_std.nii.gz"] if options.uncertainty else [])
+        paths = [out_dir / image_name(case, options.format)]
+        return paths + ([out_dir / image_name(f"{case}_std", std_format)] if options.uncertainty else [])
+
+    source_role = "mr" if Direction(options.direction) is Direction.MR2CT else "ct"
+    cases = select_cases(Path(input_path), parse_shard(options.shard), source_role, outputs_of)
+    masks = case_masks(options.mask)
+    prepare_output_dir(out_dir, [input_path, model.path, model.path.parent, options.mask], cases.values())
+    case_of = {path: case for case, path in cases.items()}
+    ndim = (2, 3) if translator.dims == 2 else 3  # a 2D model also translates 2D images
+
+    def load(path: Path) -> PreparedVolume:
+        volume = read_image(path, ndim, series=options.series)
+        mask = None if masks is None else read_mask(mask_of(case_of[path], masks, options.mask), volume)
+        return translator.prepare(volume, mask)
 
     def process(case: str, prepared: PreparedVolume) -> list[Path]:
         mean, std = translator.run(prepared, options.overlap, options.tta, options.uncertainty)
         targets = outputs_of(case)
         volume = prepared.volume
-        written = [_write_output(targets[0], mean, volume, is_ct(translator.target))]
+        if options.format is OutputFormat.DICOM:
+            written = [_write_dicom(targets[0], mean, volume, model, case, options)]
+        else:
+            written = [_write_output(targets[0], mean, volume, is_ct(translator.target))]
         if std is not None:
             written.append(write_image(targets[1], std, volume.meta, np.float32))
             written.append(write_uncertainty_preview(out_dir / f"{case}_std.png", mean, std, volume,
                                                      is_ct(translator.target)))
         return written
 
-    report = run_batch(cases, outputs_of, process, options.overwrite, "translate",
-                       load=lambda path: translator.prepare(read_image(path)))
+    report = run_batch(cases, outputs_of, process, options.overwrite, "translate", load=load,
+                       single=is_single_input(input_path, cases))
     report.write_json(out_dir / report_name("translate", options.shard))
     return report
+
+
+def _write_dicom(folder: Path, hu: np.ndarray, like: Volume, model: ModelFile, case: str,
+                 options: TranslateOptions) -> Path:
+    from medsynth.io.dicom_write import identity_for, write_ct_series
+
+    run = model.path.parent.name if model.path is not None else "model"
+    description = f"SYNTHETIC CT medsynth {model.family} {run}"
+    identity = identity_for(like.path, options.series, description, options.patient_id or case,
+                            options.patient_name or case)
+    return write_ct_series(folder, hu, like.meta, identity)
 
 
 def _write_output(path: Path, values: np.ndarray, like: Volume, as_ct: bool) -> Path:

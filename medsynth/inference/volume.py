@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,7 +17,27 @@ from torch import Tensor, nn
 from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import CTIntensity, Intensity, MRIntensity
-from medsynth.io.image import Volume
+from medsynth.errors import InputError
+from medsynth.io.image import Volume, read_image
+
+# Largest difference of any affine entry (mm) at which a mask still lies on its image's grid.
+MASK_AFFINE_TOLERANCE = 1e-4
+# Set while a case is retried after a GPU out-of-memory error: one window at a time, blending on the CPU.
+_REDUCED_MEMORY: contextvars.ContextVar[bool] = contextvars.ContextVar("reduced_memory", default=False)
+
+
+@contextlib.contextmanager
+def reduced_memory() -> Iterator[None]:
+    """Within this block :func:`predict_grid` runs one window at a time and blends on the CPU.
+
+    The batch runner retries a case that ran out of GPU memory under it; a correct run never enters it,
+    so it costs nothing there.
+    """
+    token = _REDUCED_MEMORY.set(True)
+    try:
+        yield
+    finally:
+        _REDUCED_MEMORY.reset(token)
 
 
 def predict_grid(network: nn.Module, image: Tensor, dims: int, patch_size: Sequence[int], overlap: float = 0.25,
@@ -35,6 +58,10 @@ def predict_grid(network: nn.Module, image: Tensor, dims: int, patch_size: Seque
 
 def _windows(network: nn.Module, image: Tensor, patch_size: Sequence[int], overlap: float, sw_batch_size: int,
              amp_dtype: torch.dtype | None) -> Tensor:
+    reduced = _REDUCED_MEMORY.get()
+    if reduced:
+        sw_batch_size = 1
+
     def predictor(patch: Tensor) -> Tensor:
         if amp_dtype is None:
             return network(patch)
@@ -43,7 +70,9 @@ def _windows(network: nn.Module, image: Tensor, patch_size: Sequence[int], overl
 
     return sliding_window_inference(image, roi_size=tuple(patch_size), sw_batch_size=sw_batch_size,
                                     predictor=predictor, overlap=overlap, mode="gaussian", cval=-1.0,
-                                    sw_device=image.device, device=_aggregation_device(image), progress=False)
+                                    sw_device=image.device,
+                                    device=torch.device("cpu") if reduced else _aggregation_device(image),
+                                    progress=False)
 
 
 def _aggregation_device(image: Tensor) -> torch.device:
@@ -67,11 +96,36 @@ def enable_mc_dropout(network: nn.Module) -> int:
     return len(layers)
 
 
-def normalise_source(image: np.ndarray, intensity: Intensity) -> np.ndarray:
-    """The network input: MR scaled on its own foreground, CT windowed."""
+def normalise_source(image: np.ndarray, intensity: Intensity, foreground: np.ndarray | None = None) -> np.ndarray:
+    """The network input: MR scaled on its foreground (``foreground``, else its body mask), CT windowed."""
     if isinstance(intensity, MRIntensity):
-        return intensity.normalise(image, body_mask(image))
+        return intensity.normalise(image, body_mask(image) if foreground is None else foreground)
     return intensity.normalise(image)
+
+
+def read_mask(path: Path, like: Volume) -> np.ndarray:
+    """A user-supplied body mask (voxels > 0) of the image ``like``, on its grid.
+
+    Raises :class:`InputError` when the mask cannot be read, lies on another grid (shape, or an affine
+    entry off by more than ``MASK_AFFINE_TOLERANCE`` mm) or is empty.
+    """
+    mask = read_image(path, ndim=like.array.ndim, check_values=False)
+    if mask.array.shape != like.array.shape:
+        raise InputError(f"{path}: mask shape {mask.array.shape} differs from the image's {like.array.shape} "
+                         f"({like.path}); give the mask on the image's grid.")
+    deviation = float(np.max(np.abs(mask.meta.affine - like.meta.affine)))
+    if deviation > MASK_AFFINE_TOLERANCE:
+        raise InputError(f"{path}: mask affine differs from the image's ({like.path}) by up to {deviation:.4g} mm; "
+                         "give the mask on the image's grid.")
+    inside = mask.array > 0
+    if not inside.any():
+        raise InputError(f"{path}: the mask is empty; give a mask that covers the body.")
+    return inside
+
+
+def mask_on_grid(grid: ModelGrid, mask: np.ndarray, like: Volume) -> np.ndarray:
+    """A mask on the input grid of ``like`` moved onto the model grid (nearest neighbour)."""
+    return grid.forward(mask.astype(np.float32), like.meta, mode="nearest").as_tensor().numpy()[0] > 0.5
 
 
 @dataclass
@@ -102,10 +156,16 @@ class VolumeTranslator:
         count = max(samples, len(variants))
         return [variants[i % len(variants)] for i in range(count)]
 
-    def prepare(self, volume: Volume) -> PreparedVolume:
-        """CPU work before the network: model grid and normalisation (runs in the prefetch thread)."""
+    def prepare(self, volume: Volume, mask: np.ndarray | None = None) -> PreparedVolume:
+        """CPU work before the network: model grid and normalisation (runs in the prefetch thread).
+
+        ``mask`` (boolean, the input's grid) is the body whose intensities scale an MR input; without
+        it the body mask is computed from the image.
+        """
         on_grid = self.grid.forward(volume.array, volume.meta)
-        image = torch.from_numpy(normalise_source(on_grid.as_tensor().numpy()[0], self.source))[None, None]
+        foreground = None if mask is None else mask_on_grid(self.grid, mask, volume)
+        image = torch.from_numpy(normalise_source(on_grid.as_tensor().numpy()[0], self.source,
+                                                  foreground))[None, None]
         return PreparedVolume(volume, on_grid, image)
 
     def run(self, prepared: PreparedVolume, overlap: float = 0.25, tta: bool = False, samples: int = 0

@@ -65,8 +65,12 @@ def list_images(folder: Path) -> dict[str, Path]:
     return found
 
 
-def resolve_inputs(path: Path) -> dict[str, Path]:
-    """Cases named by INPUT: one image file, one DICOM series folder, or a folder of images."""
+def resolve_inputs(path: Path, role: str = "mr") -> dict[str, Path]:
+    """Cases named by INPUT: one image file, one DICOM series folder, a folder of images, or a SynthRAD
+    task folder or case folder (``<case>/mr.nii.gz``, ...), of which the ``role`` file of each case is taken.
+    """
+    from medsynth.io.casefolders import role_files, synthrad_cases
+
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder; check the path.")
@@ -74,6 +78,9 @@ def resolve_inputs(path: Path) -> dict[str, Path]:
         return {case_id(path): path}
     if is_dicom_folder(path):
         return {path.name: path}
+    synthrad = synthrad_cases(path)
+    if synthrad is not None:
+        return role_files(synthrad, role, path)
     cases = list_images(path)
     if not cases:
         raise InputError(f"{path}: holds no images (.nii, .nii.gz, .mha, .nrrd or DICOM series folders).")

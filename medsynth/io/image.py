@@ -7,9 +7,7 @@ formats (MHA, NRRD) and DICOM series, which are LPS+, are converted to the same 
 
 from __future__ import annotations
 
-import contextlib
-import os
-import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,12 +15,14 @@ import nibabel as nib
 import numpy as np
 
 from medsynth.errors import InputError, UsageError
+from medsynth.io.outputs import atomic_path
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
 CT_RANGE = (-1024, 3071)
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_NIFTI_INTENT_VECTOR = 1007
 
 
 @dataclass(frozen=True)
@@ -65,17 +65,20 @@ class Volume:
     path: Path | None = None
 
 
-def read_image(path: str | Path, ndim: int | tuple[int, ...] = 3, check_values: bool = True) -> Volume:
+def read_image(path: str | Path, ndim: int | tuple[int, ...] = 3, check_values: bool = True,
+               series: Sequence[str] = ()) -> Volume:
     """Read a NIfTI, MHA/NRRD file or DICOM series folder as float32 with its geometry.
 
     ``ndim`` is the spatial dimensionality accepted (trailing singleton axes are dropped first).
-    Raises :class:`InputError` with one clear sentence for anything unusable.
+    ``series``: Series Instance UIDs, one of which picks the series of a DICOM folder holding several
+    (:func:`medsynth.io.dicom.choose_series`). Raises :class:`InputError` with one clear sentence for
+    anything unusable.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder; check the path.")
     try:
-        array, meta = _read_any(path)
+        array, meta = _read_any(path, tuple(series))
     except InputError:
         raise
     except Exception as error:
@@ -88,9 +91,12 @@ def read_image(path: str | Path, ndim: int | tuple[int, ...] = 3, check_values: 
     return Volume(array=array, meta=meta, path=path)
 
 
-def _read_any(path: Path) -> tuple[np.ndarray, ImageMeta]:
+def _read_any(path: Path, series: tuple[str, ...] = ()) -> tuple[np.ndarray, ImageMeta]:
     if path.is_dir():
-        return _read_dicom_series(path)
+        from medsynth.io.dicom import read_series
+
+        array, affine, _ = read_series(path, series)
+        return array, ImageMeta.from_affine(affine, array.shape, source=str(path))
     name = path.name.lower()
     if name.endswith(NIFTI_SUFFIXES):
         return _read_nifti(path)
@@ -104,6 +110,12 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, ImageMeta]:
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{path}: not a NIfTI image.")
     header = image.header
+    dtype = header.get_data_dtype()
+    components = image.shape[4:] if len(image.shape) > 4 else ()
+    if dtype.names or dtype.kind == "c" or int(header["intent_code"]) == _NIFTI_INTENT_VECTOR \
+            or any(c > 1 for c in components):
+        raise InputError(f"{path}: holds {describe_pixels(components, dtype)}; a single-channel greyscale "
+                         "(scalar) image is needed: convert it to one channel first.")
     array = np.asarray(image.dataobj, dtype=np.float32)
     qform, qform_code = header.get_qform(coded=True)
     sform, sform_code = header.get_sform(coded=True)
@@ -123,30 +135,19 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, ImageMeta]:
 def _read_itk(path: Path) -> tuple[np.ndarray, ImageMeta]:
     import SimpleITK as sitk
 
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's raw C++ warnings never reach the user
     return _from_sitk(sitk.ReadImage(str(path)), path)
-
-
-def _read_dicom_series(path: Path) -> tuple[np.ndarray, ImageMeta]:
-    import SimpleITK as sitk
-
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
-    if not series:
-        raise InputError(f"{path}: folder holds no DICOM series; point to a file or a DICOM series folder.")
-    files_per_series = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), sid) for sid in series}
-    # Several series in one folder: take the largest, which is the volume a user means in practice.
-    files = max(files_per_series.values(), key=len)
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    return _from_sitk(reader.Execute(), path)
 
 
 def _from_sitk(image, path: Path) -> tuple[np.ndarray, ImageMeta]:
     """ITK is LPS+ with arrays in (z, y, x) order; convert to RAS+ and (x, y, z)."""
     import SimpleITK as sitk
 
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
-                         "a scalar image is needed.")
+    components = image.GetNumberOfComponentsPerPixel()
+    if components != 1:
+        rgb = image.GetPixelID() == sitk.sitkVectorUInt8 and components in (3, 4)
+        raise InputError(f"{path}: holds {describe_pixels((components,), np.dtype(np.float32), rgb)}; a "
+                         "single-channel greyscale (scalar) image is needed: convert it to one channel first.")
     array = sitk.GetArrayFromImage(image).astype(np.float32)
     ndim = image.GetDimension()
     array = np.transpose(array, tuple(range(ndim - 1, -1, -1)))
@@ -158,6 +159,19 @@ def _from_sitk(image, path: Path) -> tuple[np.ndarray, ImageMeta]:
     lps[:k, :k] = (direction * spacing[None, :])[:k, :k]
     lps[:k, 3] = origin[:k]
     return array, ImageMeta.from_affine(_LPS_TO_RAS @ lps, array.shape, source=str(path))
+
+
+def describe_pixels(components: Sequence[int], dtype: np.dtype, rgb: bool = False) -> str:
+    """What a voxel holds, in words: ``RGB colour pixels``, ``complex values``, ``vectors of 3 components``."""
+    dtype = np.dtype(dtype)
+    if dtype.names:
+        return f"{'RGB' if len(dtype.names) == 3 else 'RGBA'} colour pixels ({len(dtype.names)} channels per voxel)"
+    if dtype.kind == "c":
+        return "complex values (real and imaginary parts per voxel)"
+    count = int(np.prod(components)) if len(components) else 1
+    if rgb:
+        return f"{'RGB' if count == 3 else 'RGBA'} colour pixels ({count} channels per voxel)"
+    return f"vectors of {count} components per voxel"
 
 
 def _drop_trailing_singletons(array: np.ndarray, path: Path, ndim: int | tuple[int, ...]) -> np.ndarray:
@@ -190,17 +204,39 @@ def _check_values(array: np.ndarray, path: Path) -> None:
 
 
 def write_image(path: str | Path, array: np.ndarray, meta: ImageMeta, dtype: np.dtype | type = np.float32) -> Path:
-    """Write ``array`` on the grid of ``meta`` as NIfTI, atomically (temporary name, then rename)."""
+    """Write ``array`` on the grid of ``meta`` as NIfTI, or MHA/NRRD by the name's suffix, atomically
+    (temporary name, then rename). NIfTI keeps qform/sform and their codes; MHA/NRRD hold the affine
+    in ITK's LPS terms (a sheared affine, which they cannot hold, is a :class:`UsageError`)."""
     path = Path(path)
     array = np.asarray(array)
     if tuple(array.shape) != tuple(meta.shape):
         raise UsageError(f"{path}: array shape {array.shape} differs from the image grid {meta.shape}.")
+    if path.name.lower().endswith((".mha", ".nrrd")):
+        return _write_itk(path, array.astype(dtype, copy=False), meta)
     if not path.name.endswith(NIFTI_SUFFIXES):
-        raise UsageError(f"{path}: outputs are NIfTI; name them .nii.gz or .nii.")
+        raise UsageError(f"{path}: outputs are NIfTI (.nii.gz, .nii) or MHA/NRRD (.mha, .nrrd).")
     image = nib.Nifti1Image(array.astype(dtype, copy=False), None)
     _set_geometry(image.header, meta)
     image.header.set_data_dtype(dtype)
     _atomic_save(image, path)
+    return path
+
+
+def _write_itk(path: Path, array: np.ndarray, meta: ImageMeta) -> Path:
+    import SimpleITK as sitk
+
+    linear = np.asarray(meta.affine, dtype=np.float64)[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    direction = linear / spacing
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
+        raise UsageError(f"{path}: the image grid has sheared voxel axes, which MHA/NRRD cannot hold; write NIfTI.")
+    volume = array[..., None] if array.ndim == 2 else array  # a slice keeps its place in space as (X, Y, 1)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.transpose(2, 1, 0)))
+    image.SetSpacing([float(v) for v in spacing])
+    image.SetDirection([float(v) for v in (_LPS_TO_RAS[:3, :3] @ direction).ravel()])
+    image.SetOrigin([float(v) for v in _LPS_TO_RAS[:3, :3] @ np.asarray(meta.affine, dtype=np.float64)[:3, 3]])
+    with atomic_path(path, path.suffix) as partial:
+        sitk.WriteImage(image, str(partial), True)
     return path
 
 
@@ -213,20 +249,9 @@ def _set_geometry(header: nib.Nifti1Header, meta: ImageMeta) -> None:
 
 
 def _atomic_save(image: nib.Nifti1Image, path: Path) -> None:
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{suffix}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    # nibabel picks the format by extension, so the temporary name keeps it.
+    with atomic_path(path, ".nii.gz" if path.name.endswith(".nii.gz") else ".nii") as partial:
         nib.save(image, str(partial))
-        os.replace(partial, path)
-    except BaseException as error:
-        # Whatever stopped the write (full disk, Ctrl-C), no half-written file may stay behind.
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise InputError(f"{path.parent}: cannot write here ({error.strerror or error}); "
-                             "choose a writable output folder.") from error
-        raise
 
 
 def write_ct(path: str | Path, hu: np.ndarray, meta: ImageMeta) -> Path:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +11,17 @@ from medsynth.choices import Protocol
 from medsynth.data.bodymask import body_mask
 from medsynth.errors import InputError, MedsynthError
 from medsynth.io import Volume, read_image, resolve_inputs
+from medsynth.io.casefolders import role_files, synthrad_cases
 from medsynth.io.cases import is_dicom_folder
+from medsynth.io.outputs import check_not_an_input
 from medsynth.metrics.report import CaseFailure, CaseResult, EvaluationReport
 from medsynth.metrics.synthrad import synthrad2023, synthrad2025
 from medsynth.metrics.tissue import tissue_metrics
 
 # Largest difference of any affine entry (mm) at which two images still share one grid.
 AFFINE_TOLERANCE = 1e-4
+# A CT in HU shows air below this value; a prediction without any where its reference has air is not CT.
+AIR_BELOW_HU = -200.0
 
 
 _SCORERS = {Protocol.synthrad2023: synthrad2023, Protocol.synthrad2025: synthrad2025}
@@ -31,55 +35,89 @@ def metric_names(protocol: Protocol) -> tuple[str, ...]:
 
 def evaluate_folders(pred: Path, ref: Path, mask: Path | None = None,
                      protocol: Protocol = Protocol.synthrad2023,
-                     progress: Callable[[str], None] | None = None) -> EvaluationReport:
+                     progress: Callable[[str], None] | None = None,
+                     outputs: Sequence[Path | None] = (), series: tuple[str, ...] = ()) -> EvaluationReport:
     """Score every prediction in ``pred`` against the reference of the same case id in ``ref``.
 
-    ``pred``/``ref``/``mask`` are each an image, a DICOM series folder or a folder of them; two
-    single images are paired whatever their names. Without ``mask`` the body mask of the
-    reference is used (:func:`medsynth.data.bodymask.body_mask`); a single mask file serves every
-    case. A case missing on one side, or failing to load or agree in grid, is a failure of that
-    case; if no case at all can be scored, :class:`InputError` says why. ``progress`` is told
-    each case id before it is scored.
+    ``pred``/``ref``/``mask`` are each an image, a DICOM series folder or a folder of them; ``ref``
+    (and ``pred``) may also be a SynthRAD task folder (``<case>/ct.*``), whose ``<case>/mask.*`` are
+    the masks unless ``mask`` is given. Two single images are paired whatever their names. Without
+    any mask the body mask of the reference is used (:func:`medsynth.data.bodymask.body_mask`); a
+    single mask file serves every case. A case missing on one side, or failing to load or agree in
+    grid, is a failure of that case; if no case at all can be scored, :class:`InputError` says why. ``progress`` is told
+    each case id before it is scored. Side products beside the predictions (``<case>_std`` maps and
+    other ``<case>_*`` images whose case is scored) are left out and listed in ``report.ignored``; a
+    prediction that shows no air where its reference does (an MR, normalised values) is scored with
+    a warning in ``report.warnings``. ``outputs`` (the files the caller will write the report to) are
+    checked first: none may be an input or lie inside an input folder (:class:`UsageError`).
+    ``series``: Series Instance UIDs choosing among several series of a DICOM folder.
     """
     protocol = Protocol(protocol)
-    pairs, failures = match_cases(Path(pred), Path(ref))
-    masks = None if mask is None else _resolve_masks(Path(mask), pairs)
-    results = []
+    for output in outputs:
+        if output is not None:
+            check_not_an_input(Path(output), [pred, ref, mask])
+    pairs, failures, ignored = match_cases(Path(pred), Path(ref))
+    masks = _synthrad_masks(Path(ref)) if mask is None else _resolve_masks(Path(mask), pairs)
+    mask = Path(ref) if mask is None else mask
+    results, warnings = [], []
     for case, (pred_path, ref_path) in pairs.items():
         if progress is not None:
             progress(case)
         try:
             mask_path = None if masks is None else _mask_for(case, masks, Path(mask))
-            results.append(CaseResult(case, evaluate_case(pred_path, ref_path, mask_path, protocol)))
+            metrics, warning = _score_case(pred_path, ref_path, mask_path, protocol, series)
+            results.append(CaseResult(case, metrics))
+            if warning:
+                warnings.append(CaseFailure(case, warning))
         except MedsynthError as error:
             failures.append(CaseFailure(case, str(error)))
     if not results:
         raise InputError(_nothing_scored(failures))
-    return EvaluationReport(protocol.value, metric_names(protocol), results, sorted(failures))
+    return EvaluationReport(protocol.value, metric_names(protocol), results, sorted(failures), ignored, warnings)
 
 
-def match_cases(pred: Path, ref: Path) -> tuple[dict[str, tuple[Path, Path]], list[CaseFailure]]:
-    """Pairs (prediction, reference) by case id, and a failure for every case found on one side only."""
-    preds, refs = resolve_inputs(pred), resolve_inputs(ref)
+def match_cases(pred: Path, ref: Path) -> tuple[dict[str, tuple[Path, Path]], list[CaseFailure], list[str]]:
+    """Pairs (prediction, reference) by case id; a failure for every case found on one side only; and the
+    predictions left out as side products (``<case>_<anything>`` of a paired case, e.g. ``_std`` maps)."""
+    preds, refs = resolve_inputs(pred, "ct"), resolve_inputs(ref, "ct")
     if _is_single_image(pred) and _is_single_image(ref):
         [(case, ref_path)], [pred_path] = refs.items(), preds.values()
-        return {case: (pred_path, ref_path)}, []
+        return {case: (pred_path, ref_path)}, [], []
     common = sorted(preds.keys() & refs.keys())
+    ignored = sorted(c for c in preds.keys() - refs.keys() if any(c.startswith(f"{p}_") for p in common))
+    preds = {c: p for c, p in preds.items() if c not in ignored}
     if not common:
         raise InputError(f"no case of {pred} ({_some(preds)}) has a reference of the same name in {ref} "
                          f"({_some(refs)}); name each prediction after its reference case.")
     only_pred, only_ref = preds.keys() - refs.keys(), refs.keys() - preds.keys()
     failures = [CaseFailure(c, f"no reference for {preds[c]} in {ref}.") for c in only_pred]
     failures += [CaseFailure(c, f"no prediction in {pred} for {refs[c]}.") for c in only_ref]
-    return {c: (preds[c], refs[c]) for c in common}, failures
+    return {c: (preds[c], refs[c]) for c in common}, failures, ignored
 
 
 def evaluate_case(pred_path: Path, ref_path: Path, mask_path: Path | None,
-                  protocol: Protocol = Protocol.synthrad2023) -> dict[str, float]:
+                  protocol: Protocol = Protocol.synthrad2023, series: tuple[str, ...] = ()) -> dict[str, float]:
     """All metrics of one case: the protocol's MAE/PSNR/(MS-)SSIM and the per-tissue errors."""
-    reference = read_image(ref_path)
+    return _score_case(pred_path, ref_path, mask_path, protocol, series)[0]
+
+
+def not_ct_warning(prediction: np.ndarray, reference: np.ndarray) -> str | None:
+    """A warning when ``prediction`` cannot be a CT in HU: the reference has air (< -200 HU) in more than
+    1 % of its voxels, the prediction in fewer than a tenth as many (an MR, or values not in HU)."""
+    reference_air = float(np.mean(reference < AIR_BELOW_HU))
+    predicted_air = float(np.mean(prediction < AIR_BELOW_HU))
+    if reference_air > 0.01 and predicted_air < 0.1 * reference_air:
+        return (f"does not look like a CT in HU: {100 * predicted_air:.1f} % of its voxels are air (< "
+                f"{AIR_BELOW_HU:g} HU) against {100 * reference_air:.0f} % of the reference's (values "
+                f"{float(prediction.min()):g} to {float(prediction.max()):g}); is it an MR or in other units?")
+    return None
+
+
+def _score_case(pred_path: Path, ref_path: Path, mask_path: Path | None,
+                protocol: Protocol, series: tuple[str, ...] = ()) -> tuple[dict[str, float], str | None]:
+    reference = read_image(ref_path, series=series)
     # A constant prediction (a collapsed network) is a bad result to score, not an unreadable input.
-    prediction = read_image(pred_path, check_values=False)
+    prediction = read_image(pred_path, check_values=False, series=series)
     _check_finite(prediction)
     _check_same_grid(prediction, reference, "prediction")
     mask = body_mask(reference.array) if mask_path is None else _read_mask(mask_path, reference)
@@ -87,7 +125,8 @@ def evaluate_case(pred_path: Path, ref_path: Path, mask_path: Path | None,
         scores = _SCORERS[Protocol(protocol)](prediction.array, reference.array, mask)
     except InputError as error:
         raise InputError(f"{ref_path}: {error}") from error
-    return {**scores, **tissue_metrics(prediction.array, reference.array, mask)}
+    warning = not_ct_warning(prediction.array, reference.array)
+    return {**scores, **tissue_metrics(prediction.array, reference.array, mask)}, warning
 
 
 def _read_mask(path: Path, reference: Volume) -> np.ndarray:
@@ -124,6 +163,14 @@ def _resolve_masks(mask: Path, pairs: dict[str, tuple[Path, Path]]) -> dict[str,
         # One mask file given directly serves every case; the grid check guards against misuse.
         return dict.fromkeys(pairs, next(iter(masks.values())))
     return masks
+
+
+def _synthrad_masks(ref: Path) -> dict[str, Path] | None:
+    """The body masks of a SynthRAD REF tree (``<case>/mask.*``), when it is one and has them all."""
+    cases = synthrad_cases(ref)
+    if cases is None or not any("mask" in roles for roles in cases.values()):
+        return None
+    return role_files(cases, "mask", ref)
 
 
 def _mask_for(case: str, masks: dict[str, Path], folder: Path) -> Path:

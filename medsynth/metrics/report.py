@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
-import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +13,7 @@ import numpy as np
 from rich.markup import escape
 from rich.table import Table
 
-from medsynth.errors import InputError
+from medsynth.io.outputs import write_text_atomically
 
 # Column headings and the decimals worth showing (HU to 0.1, dB to 0.01, indices to 1e-4).
 METRIC_LABELS = {
@@ -67,6 +64,8 @@ class EvaluationReport:
     metric_names: tuple[str, ...]
     results: list[CaseResult] = field(default_factory=list)
     failures: list[CaseFailure] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # side products in PRED (``<case>_std`` ...), not scored
+    warnings: list[CaseFailure] = field(default_factory=list)  # scored, but something looks wrong
 
     def summary(self) -> dict[str, MetricSummary]:
         """Mean ± sd of every metric over the cases where it is not NaN (e.g. no bone in a case)."""
@@ -113,6 +112,8 @@ class EvaluationReport:
             "summary": {name: {"mean": _json_number(s.mean), "sd": _json_number(s.sd), "n": s.n}
                         for name, s in self.summary().items()},
             "failures": [{"case": f.case, "reason": f.reason} for f in self.failures],
+            "ignored": list(self.ignored),
+            "warnings": [{"case": w.case, "reason": w.reason} for w in self.warnings],
         }
         return write_text_atomically(path, json.dumps(document, indent=2, allow_nan=False) + "\n")
 
@@ -125,22 +126,6 @@ def summarise(values: list[float]) -> MetricSummary:
     with np.errstate(invalid="ignore"):  # inf − inf in the sd of an infinite PSNR is NaN, not an error
         sd = float(np.std(defined, ddof=1)) if defined.size > 1 else float("nan")
     return MetricSummary(float(np.mean(defined)), sd, int(defined.size))
-
-
-def write_text_atomically(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a hidden temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, path)
-    except OSError as error:
-        with contextlib.suppress(OSError):  # nothing may have been created; the write error is the news
-            partial.unlink(missing_ok=True)
-        reason = error.strerror or str(error)
-        raise InputError(f"{path}: cannot be written ({reason}); choose a writable location.") from error
-    return path
 
 
 def _format(value: float, name: str) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 from medsynth.choices import PhantomKind
 from medsynth.errors import UsageError
 from medsynth.io.image import ImageMeta, write_ct, write_image, write_labels
+from medsynth.io.outputs import prepare_output_dir
 from medsynth.phantom.anatomy import (
     DEFAULT_SHAPE,
     DEFAULT_SPACING,
@@ -44,7 +45,8 @@ class PhantomSummary:
     folders: tuple[str, ...]
 
     def describe(self) -> str:
-        where = ", ".join(f"{name}/" for name in self.folders) if self.folders else "2D slices"
+        where = ", ".join(f"{name}/" for name in self.folders) if self.folders else (
+            "<case>/mr, ct, mask .mha" if self.kind is PhantomKind.SYNTHRAD else "2D slices")
         return f"{self.kind} phantom: {self.subjects} subjects, {self.files} files in {self.out} ({where})"
 
 
@@ -69,7 +71,8 @@ def write_phantom(
     paired: ``mr/``, ``ct/``, ``mask/``, ``labels/`` of the same subjects. unpaired: ``mr/`` and
     ``ct/`` of different subjects with ``mr_labels/`` and ``ct_labels/``. attribution: healthy
     ``control/`` subjects, ``patient/`` versions of other subjects and their ``effect/`` maps (MR).
-    slices: axial 2D CT slices ``<case>_z###.nii.gz`` of ``cases`` heads. ``misregistration_mm``
+    slices: axial 2D CT slices ``<case>_z###.nii.gz`` of ``cases`` heads. synthrad: the paired
+    subjects in SynthRAD 2025's per-case layout, ``<case>/mr.mha``, ``ct.mha``, ``mask.mha``. ``misregistration_mm``
     moves each paired MR slightly against its CT. The same arguments give identical files.
     """
     kind = _parse_kind(kind)
@@ -77,7 +80,7 @@ def write_phantom(
     out = _prepare_output(Path(out), overwrite)
     plan = _Plan(out, cases, shape, float(spacing), seed, progress or _no_progress, misregistration_mm)
     files = _WRITERS[kind](plan)
-    subjects = cases if kind in (PhantomKind.PAIRED, PhantomKind.SLICES) else 2 * cases
+    subjects = cases if kind in (PhantomKind.PAIRED, PhantomKind.SLICES, PhantomKind.SYNTHRAD) else 2 * cases
     return PhantomSummary(kind=kind, out=out, subjects=subjects, files=files, folders=_FOLDERS[kind])
 
 
@@ -104,8 +107,7 @@ def _prepare_output(out: Path, overwrite: bool) -> Path:
         raise UsageError(f"{out}: is a file; give a folder for the phantom.")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UsageError(f"{out}: exists and is not empty; choose a new folder or pass --overwrite.")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return prepare_output_dir(out, [])
 
 
 def _no_progress(done: int, total: int) -> None:
@@ -145,6 +147,17 @@ def _write_paired(plan: _Plan) -> int:
         write_labels(plan.path("labels", index), head.labels, meta)
         plan.progress(index + 1, plan.cases)
     return 4 * plan.cases
+
+
+def _write_synthrad(plan: _Plan) -> int:
+    for index in range(plan.cases):
+        head = plan.head(index, plan.misregistration_mm)
+        meta, folder = _meta(head), plan.out / case_name(index)
+        write_image(folder / "mr.mha", head.mr, meta)
+        write_ct(folder / "ct.mha", head.ct, meta)
+        write_labels(folder / "mask.mha", head.mask, meta)
+        plan.progress(index + 1, plan.cases)
+    return 3 * plan.cases
 
 
 def _write_unpaired(plan: _Plan) -> int:
@@ -207,10 +220,12 @@ _FOLDERS = {
     PhantomKind.UNPAIRED: ("ct", "ct_labels", "mr", "mr_labels"),
     PhantomKind.ATTRIBUTION: ("control", "effect", "patient"),
     PhantomKind.SLICES: (),
+    PhantomKind.SYNTHRAD: (),
 }
 _WRITERS = {
     PhantomKind.PAIRED: _write_paired,
     PhantomKind.UNPAIRED: _write_unpaired,
     PhantomKind.ATTRIBUTION: _write_attribution,
     PhantomKind.SLICES: _write_slices,
+    PhantomKind.SYNTHRAD: _write_synthrad,
 }

@@ -1,0 +1,166 @@
+"""A synthetic CT as a DICOM CT Image Storage series (pydicom) that a treatment planning system imports.
+
+One file per slice, int16 HU (Rescale Slope 1, Intercept 0), Image Type DERIVED\\SECONDARY\\AXIAL,
+new Series and SOP Instance UIDs, and the geometry of the output grid: Image Position/Orientation
+(Patient), Pixel Spacing and Slice Thickness from the affine. Given the header of a DICOM source series,
+the sCT joins its Patient, Study and Frame of Reference (so a TPS places it on the MR without
+registration); otherwise it starts a new study with a new Frame of Reference.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medsynth import __version__
+from medsynth.errors import UsageError
+from medsynth.io.image import CT_RANGE, ImageMeta
+from medsynth.io.outputs import atomic_path
+
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+_PATIENT_KEYS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "OtherPatientIDs",
+                 "IssuerOfPatientID")
+_STUDY_KEYS = ("StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "StudyDescription",
+               "ReferringPhysicianName")
+_ORTHOGONAL_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class DicomIdentity:
+    """Who and what the series belongs to.
+
+    ``source``: the header (pydicom Dataset) of a slice of the input series, whose patient, study and
+    Frame of Reference the sCT joins; without it, ``patient_id``/``patient_name`` head a new study.
+    ``description``: the Series Description (64 characters at most are kept).
+    """
+
+    description: str
+    patient_id: str
+    patient_name: str
+    source: object | None = None
+
+
+def write_ct_series(folder: Path, hu: np.ndarray, meta: ImageMeta, identity: DicomIdentity) -> Path:
+    """Write ``hu`` (x, y[, z] on the grid of ``meta``) as ``folder/CT0001.dcm``, ... atomically.
+
+    The series is written into a hidden folder beside ``folder`` and renamed onto it; an existing
+    ``folder`` is replaced only once the new series is complete. Raises :class:`UsageError` for a grid
+    DICOM cannot hold (sheared voxel axes) and :class:`InputError` when the place cannot be written.
+    """
+    from pydicom.uid import generate_uid
+
+    folder = Path(folder)
+    values = np.asarray(hu)
+    values = values[..., None] if values.ndim == 2 else values
+    stored = np.clip(np.rint(values), *CT_RANGE).astype(np.int16)
+    lps = _RAS_TO_LPS @ np.asarray(meta.affine, dtype=np.float64)[:3, :]
+    spacing = np.linalg.norm(lps[:, :3], axis=0)
+    axes = lps[:, :3] / spacing
+    if not np.allclose(axes.T @ axes, np.eye(3), atol=_ORTHOGONAL_TOLERANCE):
+        raise UsageError(f"{folder}: the output grid has sheared voxel axes, which a DICOM series cannot hold; "
+                         "use --format nifti or mha.")
+    series_uid, now = generate_uid(), datetime.datetime.now()
+    common = _common_header(identity, series_uid, now, axes, spacing)
+    normal = np.cross(axes[:, 0], axes[:, 1])
+    with atomic_path(folder, folder=True) as partial:  # an old series there goes only once the new one is in
+        for k in range(stored.shape[2]):
+            _slice(common, stored[:, :, k], lps[:, 3] + k * lps[:, 2], normal, k).save_as(
+                partial / f"CT{k + 1:04d}.dcm", enforce_file_format=True)
+    return folder
+
+
+def _common_header(identity: DicomIdentity, series_uid: str, now: datetime.datetime, axes: np.ndarray,
+                   spacing: np.ndarray):
+    from pydicom.dataset import Dataset
+    from pydicom.uid import CTImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+    ds.SOPClassUID = CTImageStorage
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+    source = identity.source
+    if source is not None:
+        for key in (*_PATIENT_KEYS, *_STUDY_KEYS):
+            if key in source:
+                setattr(ds, key, source[key].value)
+        ds.FrameOfReferenceUID = source.FrameOfReferenceUID
+        ds.PositionReferenceIndicator = source.get("PositionReferenceIndicator", "")
+        if "PatientPosition" in source:
+            ds.PatientPosition = source.PatientPosition
+    else:
+        ds.PatientName, ds.PatientID = identity.patient_name, identity.patient_id
+        ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = generate_uid(), date, time
+        ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = generate_uid(), ""
+    for key, empty in (("PatientBirthDate", ""), ("PatientSex", ""), ("StudyID", "1"), ("AccessionNumber", ""),
+                       ("ReferringPhysicianName", ""), ("StudyDate", date), ("StudyTime", time),
+                       ("PatientPosition", ""), ("Laterality", "")):  # type 2: present, empty when unknown
+        if key not in ds:
+            setattr(ds, key, empty)
+    ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "CT", series_uid, 9001
+    ds.SeriesDate, ds.SeriesTime, ds.ContentDate, ds.ContentTime = date, time, date, time
+    ds.SeriesDescription = identity.description[:64]
+    ds.DerivationDescription = (f"Synthetic CT computed by medsynth {__version__}; not acquired. "
+                                f"{identity.description}")[:1024]
+    ds.Manufacturer, ds.SoftwareVersions = "medsynth", __version__
+    ds.ImageOrientationPatient = [_ds(v) for v in (*axes[:, 0], *axes[:, 1])]
+    ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]  # between rows (along y), between columns (along x)
+    ds.SliceThickness = _ds(spacing[2])
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "HU"
+    ds.WindowCenter, ds.WindowWidth = "40", "400"
+    ds.KVP, ds.AcquisitionNumber, ds.BurnedInAnnotation = "", "", "NO"
+    return ds
+
+
+def _slice(common, pixels: np.ndarray, position: np.ndarray, normal: np.ndarray, index: int):
+    """One slice: a copy of the common header with its position, number, UID and pixels (rows along y)."""
+    import copy
+
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = copy.deepcopy(common)
+    ds.SOPInstanceUID = generate_uid()
+    ds.InstanceNumber = index + 1
+    ds.ImagePositionPatient = [_ds(v) for v in position]
+    ds.SliceLocation = _ds(float(position @ normal))
+    ds.Rows, ds.Columns = int(pixels.shape[1]), int(pixels.shape[0])
+    ds.PixelData = np.ascontiguousarray(pixels.T).astype("<i2").tobytes()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    return ds
+
+
+def _ds(value: float):
+    """A Decimal String holding ``value`` as precisely as its 16 characters allow."""
+    from pydicom.valuerep import DSfloat
+
+    return DSfloat(float(value), auto_format=True)
+
+
+def identity_for(source: Path | None, series: tuple[str, ...], description: str, patient_id: str,
+                 patient_name: str) -> DicomIdentity:
+    """The identity of a sCT made from ``source``: a DICOM series folder (or file) lends its header, whose
+    patient, study and Frame of Reference the sCT joins; any other input gets ``patient_id``/``patient_name``
+    in a new study."""
+    import pydicom
+
+    from medsynth.io.cases import is_dicom_file
+    from medsynth.io.dicom import choose_series
+
+    header = None
+    if source is not None and Path(source).is_dir():
+        header = choose_series(Path(source), series).headers[0]
+    elif source is not None and is_dicom_file(Path(source)):
+        header = pydicom.dcmread(source, stop_before_pixels=True)
+    if header is not None and not ("StudyInstanceUID" in header and "FrameOfReferenceUID" in header):
+        header = None  # without them the sCT could not be placed on the input anyway: a new study
+    return DicomIdentity(description, patient_id, patient_name, header)
