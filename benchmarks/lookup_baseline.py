@@ -1,10 +1,11 @@
 """The no-context baseline of SPEC §5: an MR-intensity → median-HU lookup table, for any paired data.
 
-    python benchmarks/lookup_baseline.py TRAIN_DATA TEST_MR OUT
+    python benchmarks/lookup_baseline.py TRAIN_DATA TEST_MR OUT --mask TEST_MASK
     medsynth evaluate OUT TEST_CT --mask TEST_MASK
 
-TRAIN_DATA holds ``mr/`` and ``ct/`` (the cases a model was trained on); every volume of TEST_MR gets
-a CT in OUT, on its own grid, to be scored exactly like a model's translations.
+TRAIN_DATA holds ``mr/``, ``ct/`` and optionally ``mask/`` (the cases a model was trained on; the table
+is fitted inside their reference body masks); every volume of TEST_MR gets a CT in OUT, on its own grid,
+made in the mask it will be scored in, exactly like a model's translations.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ def main() -> None:
     parser.add_argument("train_data", type=Path)
     parser.add_argument("test_mr", type=Path)
     parser.add_argument("out", type=Path)
+    parser.add_argument("--mask", type=Path, default=None, help="masks the outputs will be scored in")
     args = parser.parse_args()
     print_header("no-context MR-intensity lookup baseline")
-    print(f"wrote {lookup_baseline(args.train_data, args.test_mr, args.out)}")
+    print(f"wrote {lookup_baseline(args.train_data, args.test_mr, args.out, args.mask)}")
 
 
 if __name__ == "__main__":

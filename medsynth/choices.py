@@ -41,6 +41,18 @@ class Protocol(StrEnum):
     synthrad2025 = "synthrad2025"
 
 
+class Modality(StrEnum):
+    """Which dose plans ``evaluate --dose`` makes: photon IMRT, proton IMPT, or both."""
+
+    photon = "photon"
+    proton = "proton"
+    both = "both"
+
+    def kinds(self) -> tuple[str, ...]:
+        """The plan kinds this choice stands for, photon first."""
+        return ("photon", "proton") if self is Modality.both else (self.value,)
+
+
 class PhantomKind(StrEnum):
     """Which data set to write: one per model family."""
 
@@ -58,3 +70,12 @@ class OutputFormat(StrEnum):
     NIFTI = "nifti"
     MHA = "mha"
     DICOM = "dicom"
+
+
+class Registration(StrEnum):
+    """How ``prepare`` moves the CT onto the MR."""
+
+    RIGID = "rigid"
+    AFFINE = "affine"
+    DEFORMABLE = "deformable"
+    NONE = "none"

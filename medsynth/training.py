@@ -109,7 +109,9 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
         instance = family_cls(model_config, Path(data))
         if runtime.is_main:
             write_text_atomically(run_dir / CONFIG_FILENAME, yaml.safe_dump(document, sort_keys=False))
-        return run_training(instance, train_config, run_dir, runtime, resume=resume)
+        result = run_training(instance, train_config, run_dir, runtime, resume=resume)
+        result.warnings = instance.verdict(result.validation) if result.is_main else []
+        return result
 
 
 def _vox2vox_is_3d_pix2pix(family: FamilyName, model_options: dict[str, Any]) -> tuple[FamilyName, dict[str, Any]]:

@@ -56,6 +56,22 @@ def test_mr_mask_includes_dark_bone_and_ignores_rician_background():
     np.testing.assert_array_equal(body_mask(noisy, dilation=0), head)
 
 
+def test_mr_mask_does_not_move_with_an_offset_a_scale_or_the_field_of_view():
+    """No absolute value enters an MR mask: an MR stored minus 1500 or 5000 (below CT's -1024) or scaled
+    gives the same mask, and so does the same head in a larger field of view (more background)."""
+    rng = np.random.default_rng(4)
+    head = _ellipsoid()
+    mr = np.hypot(np.where(head, 300.0, 0.0) + rng.normal(0.0, 15.0, SHAPE), rng.normal(0.0, 15.0, SHAPE))
+    reference = body_mask(mr, dilation=0, modality="mr")
+    np.testing.assert_array_equal(reference, head)
+    for variant in (mr - 1500.0, mr - 5000.0, 3.0 * mr + 7.0):
+        np.testing.assert_array_equal(body_mask(variant, dilation=0, modality="mr"), reference)
+    wide = np.pad(mr, 20, constant_values=-1.0)
+    outside = wide == -1.0
+    wide[outside] = np.hypot(*rng.normal(0.0, 15.0, (2, int(outside.sum()))))  # Rician background there too
+    assert (body_mask(wide, dilation=0, modality="mr")[20:-20, 20:-20, 20:-20] != reference).mean() < 0.002
+
+
 def test_out_of_field_padding_does_not_become_the_background_class():
     ct = _ct_head(np.random.default_rng(3))
     ct[:, :4, :] = -3024.0  # the scanner's value outside the reconstruction circle

@@ -213,10 +213,11 @@ def test_an_unusable_datalist_is_one_error_naming_it(tmp_path, content):
 
 @pytest.mark.parametrize("value", [["mr/ok.nii.gz"], None, 7], ids=["list", "null", "number"])
 def test_a_datalist_entry_that_is_not_a_path_is_reported_not_a_crash(tmp_path, value):
-    """Decathlon lists sometimes hold lists of files per role; that must be an InputError, not a TypeError."""
+    """Decathlon lists sometimes hold lists of files per role; only MR takes one (its contrasts), so a
+    list (or anything but a path) for the CT must be an InputError, not a TypeError."""
     _pair(tmp_path, "ok")
     listing = tmp_path / "dataset.json"
-    listing.write_text(json.dumps({"training": [{"mr": value, "ct": "ct/ok.nii.gz"}]}))
+    listing.write_text(json.dumps({"training": [{"mr": "mr/ok.nii.gz", "ct": value}]}))
     with pytest.raises(InputError) as error:
         read_datalist(listing, ("mr", "ct"))
     assert "training[0]" in str(error.value)

@@ -308,7 +308,8 @@ def test_the_disease_does_not_move_the_intensity_scale(tmp_path):
         control, patient = data.controls[0].image[0], data.patients[0].image[0]
         gaps[region] = float(np.abs(control - patient)[unchanged].max())
     assert gaps[IntensityRegion.IMAGE] < 1e-5
-    assert gaps[IntensityRegion.BODY] > 1e-2  # the body mask's percentiles would have moved
+    # the MR body mask has no absolute threshold and moves little with the disease, so neither does its scale
+    assert gaps[IntensityRegion.BODY] < 1e-3
 
 
 # -- medsynth attribute -------------------------------------------------------------------------------

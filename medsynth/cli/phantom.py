@@ -30,6 +30,8 @@ def phantom(
     spacing: Annotated[float | None, typer.Option(metavar="MM", help=SPACING_HELP)] = None,
     seed: Annotated[int, typer.Option(help="Data set seed; the same seed writes identical files.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a non-empty folder.")] = False,
+    t2: Annotated[bool, typer.Option("--t2", help="paired: add a T2-like MR; channels mr/<case>_0000 (T1) "
+                                     "and mr/<case>_0001 (T2).")] = False,
 ) -> None:
     """Write a deterministic phantom data set: heads with CT, T1-like MR, labels and patient versions."""
     from medsynth.phantom.anatomy import DEFAULT_SHAPE, DEFAULT_SPACING
@@ -40,6 +42,6 @@ def phantom(
         task = bar.add_task("subjects", total=None)
         summary = write_phantom(kind, out, cases=DEFAULT_CASES if cases is None else cases,
                                 shape=shape or DEFAULT_SHAPE, spacing=DEFAULT_SPACING if spacing is None else spacing,
-                                seed=seed, overwrite=overwrite,
+                                seed=seed, overwrite=overwrite, t2=t2,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
     console.print(f"[green]wrote[/] {escape(summary.describe())}")

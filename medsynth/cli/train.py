@@ -57,3 +57,5 @@ def train(
     shown = "  ".join(f"{k} {v:.4g}" for k, v in result.validation.items())
     console.print(f"trained {result.steps_done} steps in {result.seconds:.0f} s -> {result.model_path}"
                   + (f"\nvalidation: {shown}" if shown else ""))
+    for warning in result.warnings:
+        typer.secho(warning, err=True, fg="red", bold=True)

@@ -3,7 +3,9 @@
 The mask decides which voxels a synthetic CT is scored on and where training patches are drawn,
 so it has to hold the whole body (air cavities, dark bone on MR included) and nothing of the
 scanner table or of noise in the background. It works on any modality whose body is brighter than
-its background: CT in HU and magnitude MR.
+its background: CT in HU and magnitude MR. Only CT has absolute units: an MR mask must not depend on
+where the scanner or an export put zero, so no absolute value enters it (Otsu's threshold moves with
+any offset or scale of the image).
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from medsynth.errors import InputError
 _AIR_HU = -1024.0
 
 
-def body_mask(image: np.ndarray, dilation: int = 3) -> np.ndarray:
-    """Boolean body mask of a 3D CT (HU) or MR image.
+def body_mask(image: np.ndarray, dilation: int = 3, modality: str = "ct") -> np.ndarray:
+    """Boolean body mask (X, Y, Z) of a 3D CT (HU, ``modality="ct"``) or MR (``"mr"``) image.
 
-    1. Foreground = voxels above Otsu's threshold (values below −1024 are raised to −1024 first).
+    1. Foreground = voxels above Otsu's threshold; for CT, values below −1024 HU (scanner padding)
+       are raised to −1024 first; MR values are used as they are, so an offset or scale of the MR
+       gives the same mask.
     2. Keep the largest 6-connected component (drops the table, noise specks, stray objects).
     3. Fill holes slice-wise and in 3D (:func:`fill_holes`): enclosed air and dark bone are body.
     4. Dilate by a ball of ``dilation`` voxels, so that the skin and a margin around it are scored.
@@ -33,17 +37,36 @@ def body_mask(image: np.ndarray, dilation: int = 3) -> np.ndarray:
         raise InputError(f"a body mask needs a 3D image; this one has shape {image.shape}.")
     if dilation < 0:
         raise InputError(f"the body-mask dilation must be 0 or more voxels, not {dilation}.")
-    body = fill_holes(largest_component(otsu_foreground(image)))
+    if modality not in ("ct", "mr"):
+        raise InputError(f"a body mask is made for modality 'ct' or 'mr', not '{modality}'.")
+    foreground = otsu_foreground(image) if modality == "ct" else mr_foreground(image)
+    body = fill_holes(largest_component(foreground))
     return ndi.binary_dilation(body, ball(dilation)) if dilation else body
 
 
-def otsu_foreground(image: np.ndarray) -> np.ndarray:
-    """Voxels brighter than Otsu's threshold of the image (out-of-field padding counted as air)."""
-    values = np.maximum(image, _AIR_HU)
+def otsu_foreground(image: np.ndarray, air_hu: float | None = _AIR_HU) -> np.ndarray:
+    """Voxels brighter than Otsu's threshold of the image; values below ``air_hu`` count as ``air_hu``
+    (CT's out-of-field padding), None for images without absolute units (MR)."""
+    values = image if air_hu is None else np.maximum(image, air_hu)
     if float(values.max()) == float(values.min()):
         raise InputError("the image is constant, so no body can be told from the background; "
                          "give a mask with --mask.")
     return values > threshold_otsu(values)
+
+
+def mr_foreground(image: np.ndarray, level: float = 0.25) -> np.ndarray:
+    """MR voxels brighter than ``level`` of the way from the background's median to the body's median.
+
+    Otsu's threshold alone moves with the share of background in the field of view (it balances the two
+    classes), so the same head in a larger field of view would get another mask and another scaling.
+    The medians of the two classes Otsu finds hardly move, and a threshold between them moves with any
+    offset or scale of the MR exactly as the image does.
+    """
+    rough = otsu_foreground(image, air_hu=None)
+    if rough.all() or not rough.any():
+        return rough
+    background, body = float(np.median(image[~rough])), float(np.median(image[rough]))
+    return image > background + level * (body - background)
 
 
 def largest_component(foreground: np.ndarray) -> np.ndarray:

@@ -7,15 +7,15 @@ grids disagree) is collected first and reported together, before any training st
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from medsynth.errors import InputError
+from medsynth.errors import InputError, UsageError
 from medsynth.io.casefolders import CaseRoles, task_cases
-from medsynth.io.cases import list_images
+from medsynth.io.cases import channel_of, group_channels, list_images
 from medsynth.io.image import Volume, read_image
 
 Case = dict[str, Path]  # role ("mr", "ct", "mask", ...) -> file
@@ -60,6 +60,7 @@ def discover_paired(data: Path, required: Sequence[str], optional: Sequence[str]
         return Datalist(training=_synthrad_paired(data, synthrad, required, optional), source=data)
     problems = Problems(data)
     folders = _role_folders(data, required, problems)
+    _split_channels(folders, "mr", problems)
     problems.raise_if_any()
     ids = set.union(*(set(f) for f in folders.values()))
     for cid in sorted(ids):
@@ -74,6 +75,37 @@ def discover_paired(data: Path, required: Sequence[str], optional: Sequence[str]
         case.update({role: files[cid] for role, files in extras.items() if cid in files})
         cases.append(case)
     return Datalist(training=cases, source=data)
+
+
+def channel_role(role: str, index: int) -> str:
+    """Role of channel ``index`` of a multi-contrast image: ``mr``, ``mr_0001``, ``mr_0002``, ..."""
+    return role if index == 0 else f"{role}_{index:04d}"
+
+
+def channel_roles(case: Mapping[str, object], role: str = "mr") -> list[str]:
+    """The roles holding the channels of ``role`` in ``case``, in channel order (just ``[role]`` for one)."""
+    roles = [role]
+    while channel_role(role, len(roles)) in case:
+        roles.append(channel_role(role, len(roles)))
+    return roles
+
+
+def _split_channels(folders: dict[str, dict[str, Path]], role: str, problems: Problems) -> None:
+    """Turn nnU-Net channel files (``mr/<case>_0000``, ``<case>_0001``, ...) into one role per channel.
+
+    Only when ``role``'s ids all carry a channel suffix and none equals another folder's case id, so
+    a single-contrast data set whose cases happen to be named ``x_0001`` is read as it always was.
+    """
+    files, others = folders.get(role), [set(f) for r, f in folders.items() if r != role]
+    if not files or not others or set(files) & set.union(*others) or not all(map(channel_of, files)):
+        return
+    try:
+        grouped = group_channels(files)
+    except InputError as error:
+        problems.add(str(error))
+        return
+    for index in range(len(next(iter(grouped.values())))):
+        folders[channel_role(role, index)] = {case: paths[index] for case, paths in grouped.items()}
 
 
 def discover_unpaired(data: Path, roles: Sequence[str], optional: Sequence[str] = ()) -> dict[str, dict[str, Path]]:
@@ -143,17 +175,29 @@ def _datalist_part(entries: list, path: Path, part: str, required: Sequence[str]
         if missing:
             problems.add(f"{part}[{index}] lacks {', '.join(missing)}")
             continue
-        not_paths = [role for role in (*required, *optional) if role in entry and not isinstance(entry[role], str)]
+        entry = _channels_as_roles(entry)
+        wanted = (*required, *optional)
+        roles = [r for r in entry if r in wanted or ("mr" in wanted and r.startswith("mr_") and r[3:].isdigit())]
+        not_paths = [role for role in roles if not isinstance(entry[role], str)]
         if not_paths:
-            problems.add(f"{part}[{index}].{not_paths[0]} is not a file path")
+            problems.add(f"{part}[{index}].{not_paths[0]} is not a file path (for mr: a path or a list of them)")
             continue
-        case = {role: (path.parent / entry[role]).resolve() for role in (*required, *optional) if role in entry}
+        case = {role: (path.parent / entry[role]).resolve() for role in roles}
         absent = [str(p) for p in case.values() if not p.exists()]
         if absent:
             problems.add(f"{part}[{index}]: {', '.join(absent)} do not exist")
             continue
         cases.append(case)
     return cases
+
+
+def _channels_as_roles(entry: dict) -> dict:
+    """``{"mr": [t1, t2]}`` (one file per contrast) -> ``{"mr": t1, "mr_0001": t2}``."""
+    if not isinstance(entry.get("mr"), list) or not entry["mr"]:
+        return entry
+    flat = {role: value for role, value in entry.items() if role != "mr"}
+    flat.update({channel_role("mr", index): value for index, value in enumerate(entry["mr"])})
+    return flat
 
 
 def read_cases(cases: list[Case], source: Path | None, check_grid: Sequence[str] = (),
@@ -181,18 +225,21 @@ def read_cases(cases: list[Case], source: Path | None, check_grid: Sequence[str]
 
 
 def _check_same_grid(volumes: dict[str, Volume], roles: Sequence[str], problems: Problems) -> None:
-    present = [r for r in roles if r in volumes]
+    present = [r for role in roles for r in channel_roles(volumes, role) if r in volumes]
     if len(present) < 2:
         return
     first = volumes[present[0]]
+    # Raw MR/CT exports are the usual reason; prepare registers and resamples them onto the MR grid.
+    remedy = ("run `medsynth prepare RAW OUT` to register and resample raw pairs onto the MR grid"
+              if "ct" in present and "mr" in present else "resample them onto one grid")
     for role in present[1:]:
         other = volumes[role]
         if other.meta.shape != first.meta.shape:
-            problems.add(f"{other.path.name}: {role} shape {other.meta.shape} differs from {present[0]} "
-                         f"shape {first.meta.shape}")
+            problems.add(f"{other.path}: {role} shape {other.meta.shape} differs from {present[0]} "
+                         f"shape {first.meta.shape}; {remedy}")
         elif not np.allclose(other.meta.affine, first.meta.affine, atol=1e-4):
-            problems.add(f"{other.path.name}: {role} affine (spacing/origin/orientation) differs from "
-                         f"{present[0]}; resample the pair onto one grid")
+            problems.add(f"{other.path}: {role} affine (spacing/origin/orientation) differs from "
+                         f"{present[0]}; {remedy}")
 
 
 def discover_domains(data: Path, domains: Sequence[str]) -> dict[str, list[Case]]:
@@ -202,11 +249,15 @@ def discover_domains(data: Path, domains: Sequence[str]) -> dict[str, list[Case]
     data = Path(data)
     if data.is_file():
         entries = read_datalist(data, (), (*domains, *(f"{d}_labels" for d in domains))).training
+        if any(channel_role("mr", 1) in entry for entry in entries):
+            raise UsageError(f"{data}: lists several MR contrasts per case; CycleGAN takes one MR image per "
+                             "case (several contrasts are for pix2pix). Give one file per case.")
         return {d: [{r: p for r, p in e.items() if r.startswith(d)} for e in entries if d in e] for d in domains}
     synthrad = task_cases(data)
     if synthrad is not None:
         return _synthrad_domains(data, synthrad, domains)
     found = discover_unpaired(data, domains, tuple(f"{d}_labels" for d in domains))
+    _refuse_contrasts(data, found)
     problems = Problems(data)
     cases: dict[str, list[Case]] = {}
     for domain in domains:
@@ -217,6 +268,21 @@ def discover_domains(data: Path, domains: Sequence[str]) -> dict[str, list[Case]
                          for cid in sorted(images)]
     problems.raise_if_any()
     return cases
+
+
+def _refuse_contrasts(data: Path, found: dict[str, dict[str, Path]]) -> None:
+    """Unpaired domains take one image per case: nnU-Net contrast files (``<case>_0000``, ``_0001`` for
+    every case alike) would otherwise be read as unrelated images."""
+    groups: dict[str, set[str]] = {}
+    for cid in found.get("mr", {}):
+        parts = channel_of(cid)
+        if parts is None:
+            return
+        groups.setdefault(parts[0], set()).add(parts[1])
+    suffixes = {frozenset(s) for s in groups.values()}
+    if len(groups) >= 2 and len(suffixes) == 1 and len(next(iter(suffixes))) >= 2:
+        raise UsageError(f"{data / 'mr'}: holds several MR contrasts per case (<case>_0000, _0001, ...); CycleGAN "
+                         "takes one MR image per case (several contrasts are for pix2pix). Keep one contrast.")
 
 
 def count_labels(label_maps: Sequence[Volume]) -> int:

@@ -47,6 +47,7 @@ class TrainResult:
     best: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     is_main: bool = True  # False on torchrun ranks other than 0, which report nothing
+    warnings: list[str] = field(default_factory=list)  # the family's verdict on the final validation
 
 
 class _FamilySamples(Dataset):

@@ -97,6 +97,11 @@ class Family(ABC):
         """Metrics on held-out data with the networks that would be exported (EMA where kept)."""
         return {}
 
+    def verdict(self, metrics: Mapping[str, float]) -> list[str]:
+        """Warnings a user must see about the final validation ``metrics`` (e.g. a model no better than a
+        trivial baseline); none by default."""
+        return []
+
     def preview(self, batch: dict[str, Tensor], networks: Mapping[str, nn.Module]) -> list[list[np.ndarray]]:
         """Rows of 2D panels (uint8 grey or RGB) showing what the networks do on ``batch``."""
         return []

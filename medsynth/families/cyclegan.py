@@ -156,7 +156,7 @@ class CycleGAN(Family):
     def _prepare(self, image: Volume, domain: str, labels: Volume | None = None,
                  mask: Volume | None = None) -> DomainCase:
         on_grid = self.grid.forward(image.array, image.meta).numpy()[0]
-        body = body_mask(on_grid)
+        body = body_mask(on_grid, modality="mr" if domain == "mr" else "ct")
         if domain == "mr":
             normalised = self.mr_intensity.normalise(on_grid, body)
         else:

@@ -20,20 +20,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medsynth.baselines import IntensityLookup
+from medsynth.data.augment import PairedAugment
 from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid, median_spacing
 from medsynth.data.intensity import CTIntensity, MRIntensity, MRScaling
-from medsynth.data.layouts import Datalist, discover_paired, read_cases
+from medsynth.data.layouts import Datalist, channel_roles, discover_paired, read_cases
 from medsynth.data.patches import body_anchors, cut_patch, draw_patch
 from medsynth.engine.context import StepContext
 from medsynth.errors import UsageError
 from medsynth.families.base import Family, ModelExport, spatial_patch, unet_strides
-from medsynth.inference.volume import predict_grid
+from medsynth.inference.volume import normalise_source, predict_grid
+from medsynth.io.cases import channel_suffixes
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
 from medsynth.metrics.synthrad import synthrad2023
 from medsynth.metrics.tissue import bone_dice
 from medsynth.modelfile import data_fingerprint
-from medsynth.nets.generators import head_width
+from medsynth.nets.generators import GeneratorNorm, head_width
 
 
 @dataclass
@@ -42,11 +45,14 @@ class Pix2PixConfig:
 
     dims: int = 3
     patch_size: tuple[int, ...] = (64, 64, 64)
-    spacing: tuple[float, ...] | None = None  # None: median spacing of the training set
+    spacing: tuple[float, ...] | None = None  # None: median spacing of the training set, no finer than min_spacing
+    min_spacing: float = 1.0  # mm; finer data is coarsened so that a window sees enough anatomy (docs/pix2pix.md)
     channels: tuple[int, ...] = (32, 64, 128, 256)
     strides: tuple[int, ...] | None = None  # None: 2 at every level
     num_res_units: int = 2  # residual units per U-Net level (measured in docs/pix2pix.md)
     head_channels: int | None = None  # features before G's 1×1 output conv; None: channels[0] with res units
+    norm: GeneratorNorm = GeneratorNorm.BATCH  # batch: inference does not depend on where windows fall
+    padding: str = "replicate"  # G's convolution padding; replicate hides window borders (docs/pix2pix.md)
     dropout: float = 0.0  # > 0 enables MC-dropout uncertainty at inference
     disc_channels: int = 64
     disc_layers: int = 3
@@ -55,7 +61,8 @@ class Pix2PixConfig:
     lr: float = 2e-4
     lr_d: float | None = None  # D's learning rate; None: lr
     betas: tuple[float, ...] = (0.5, 0.999)
-    mr_scaling: MRScaling = MRScaling.PERCENTILE
+    mr_scaling: MRScaling = MRScaling.HISTOGRAM
+    augment: float = 0.5  # how often each MR augmentation is drawn (data/augment.py); 0: none
     body_fraction: float = 0.9  # share of patches centred inside the body
     flip_axes: tuple[int, ...] = (0,)  # left-right mirroring keeps a head anatomically plausible
     val_cases: int = -1  # held-out cases from a folder dataset; -1: 10 % (at least 1 when ≥ 4 cases)
@@ -72,6 +79,9 @@ class Pix2PixConfig:
         divisor = int(np.prod(self.strides))
         if any(p % divisor for p in self.patch_size):
             raise UsageError(f"patch size {self.patch_size} must be a multiple of {divisor} for this U-Net depth.")
+        if not 0.0 <= self.augment <= 1.0:
+            raise UsageError(f"augment is a probability in [0, 1], not {self.augment}.")
+        self.norm = GeneratorNorm(self.norm)
 
 
 @dataclass
@@ -83,6 +93,7 @@ class PreparedCase:
     ct: np.ndarray  # (1, X, Y, Z) in [-1, 1]
     mask: np.ndarray  # (X, Y, Z) bool
     anchors: np.ndarray
+    raw_mr: np.ndarray  # (X, Y, Z) first MR contrast as read, on the model grid (the lookup baseline's input)
 
 
 def split_validation(datalist: Datalist, val_cases: int) -> Datalist:
@@ -96,6 +107,15 @@ def split_validation(datalist: Datalist, val_cases: int) -> Datalist:
                     datalist.source)
 
 
+def _channel_count(datalist: Datalist) -> int:
+    """MR contrasts per case, the same in every case (the generator's input channels)."""
+    counts = {len(channel_roles(case)) for case in datalist.training + datalist.validation}
+    if len(counts) > 1:
+        raise UsageError(f"{datalist.source}: cases have {' or '.join(map(str, sorted(counts)))} MR channels; "
+                         "every case needs the same contrasts in the same order.")
+    return counts.pop() if counts else 1
+
+
 class Pix2Pix(Family):
     """The pix2pix/vox2vox family on the shared engine."""
 
@@ -106,37 +126,57 @@ class Pix2Pix(Family):
         super().__init__()
         self.config = config
         self.datalist = split_validation(discover_paired(data, ("mr", "ct"), ("mask",)), config.val_cases)
+        self.mr_channels = _channel_count(self.datalist)
         ndim = (2, 3) if config.dims == 2 else 3  # a 2D model also trains on 2D images
         training = read_cases(self.datalist.training, self.datalist.source, ("mr", "ct", "mask"), ndim)
         validation = read_cases(self.datalist.validation, self.datalist.source, ("mr", "ct", "mask"), ndim)
-        spacing = config.spacing or median_spacing([case["ct"].meta for case in training])
+        spacing = config.spacing or tuple(max(s, config.min_spacing)
+                                          for s in median_spacing([case["ct"].meta for case in training]))
         self.grid = ModelGrid(spacing)
         self.ct_intensity = CTIntensity()
-        self.mr_intensity = MRIntensity(scaling=config.mr_scaling)
-        self.training = [self._prepare(case) for case in training]
-        self.validation = [self._prepare(case) for case in validation]
+        on_grid = [self._on_grid(case) for case in training]
+        self.mr_intensity = MRIntensity(scaling=config.mr_scaling).fit_landmarks(
+            channel[body_mask(channel, dilation=0, modality="mr")] for _, mr, _, _ in on_grid for channel in mr)
+        self.training = [self._prepare(*case) for case in on_grid]
+        self.validation = [self._prepare(*self._on_grid(case)) for case in validation]
+        self.augment = PairedAugment(config.dims, config.augment)
+        self.lookup = IntensityLookup.fit((c.raw_mr, self.ct_intensity.denormalise(c.ct[0]), c.mask)
+                                          for c in self.training)
+        self._lookup_scores: dict[str, float] | None = None
         self._build_networks()
 
-    def _prepare(self, case: dict) -> PreparedCase:
-        mr = self.grid.forward(case["mr"].array, case["mr"].meta).numpy()
-        ct = self.grid.forward(case["ct"].array, case["ct"].meta).numpy()
+    def _on_grid(self, case: dict) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+        """Name, MR (C, X, Y, Z) and CT (X, Y, Z) on the model grid, and the reference body mask (the data's,
+        else the CT's)."""
+        mr = np.stack([self.grid.forward(case[r].array, case[r].meta).numpy()[0] for r in channel_roles(case)])
+        ct = self.grid.forward(case["ct"].array, case["ct"].meta).numpy()[0]
         if "mask" in case:
             mask = self.grid.forward(case["mask"].array, case["mask"].meta, mode="nearest").numpy()[0] > 0.5
         else:
-            mask = body_mask(ct[0])
-        mr_norm = self.mr_intensity.normalise(mr[0], body_mask(mr[0]))[None]
-        return PreparedCase(case["mr"].path.name, mr_norm, self.ct_intensity.normalise(ct), mask, body_anchors(mask))
+            mask = body_mask(ct)
+        return case["mr"].path.name, mr, ct, mask
+
+    def _prepare(self, name: str, mr: np.ndarray, ct: np.ndarray, mask: np.ndarray) -> PreparedCase:
+        # Each contrast is scaled on its own body, exactly as translate scales it.
+        mr_norm = np.stack([normalise_source(channel, self.mr_intensity) for channel in mr])
+        return PreparedCase(name, mr_norm, self.ct_intensity.normalise(ct[None]), mask, body_anchors(mask), mr[0])
 
     def _build_networks(self) -> None:
         c = self.config
-        self.add_network("G", "medsynth.UNetGenerator", spatial_dims=c.dims, in_channels=1, out_channels=1,
-                         channels=list(c.channels), strides=list(c.strides),
+        self.add_network("G", "medsynth.UNetGenerator", spatial_dims=c.dims, in_channels=self.mr_channels,
+                         out_channels=1, channels=list(c.channels), strides=list(c.strides),
                          num_res_units=c.num_res_units, dropout=c.dropout,
                          head_channels=head_width(c.head_channels, c.channels, c.num_res_units),
-                         tanh_output=True)
+                         norm=str(c.norm), padding_mode=c.padding, tanh_output=True)
         self.add_network("D", "monai.PatchDiscriminator", spatial_dims=c.dims, num_layers_d=c.disc_layers,
-                         channels=c.disc_channels, in_channels=2, out_channels=1, norm="INSTANCE",
+                         channels=c.disc_channels, in_channels=self.mr_channels + 1, out_channels=1, norm="INSTANCE",
                          last_conv_kernel_size=4)
+
+    @property
+    def window_divisor(self) -> int | None:
+        """With batch norm G runs on inputs of any size that is a multiple of its total stride (whole volumes);
+        None with instance norm, whose statistics are those of one training-sized window."""
+        return int(np.prod(self.config.strides)) if self.config.norm is GeneratorNorm.BATCH else None
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
@@ -148,8 +188,9 @@ class Pix2Pix(Family):
         case = self.training[int(rng.integers(len(self.training)))]
         draw = draw_patch(rng, case.mask.shape, self.config.patch_size, case.anchors,
                           self.config.body_fraction, self.config.flip_axes)
-        return {"mr": torch.from_numpy(cut_patch(case.mr, draw, self.config.patch_size, -1.0)),
-                "ct": torch.from_numpy(cut_patch(case.ct, draw, self.config.patch_size, -1.0))}
+        mr, ct = self.augment(cut_patch(case.mr, draw, self.config.patch_size, -1.0),
+                              cut_patch(case.ct, draw, self.config.patch_size, -1.0), int(rng.integers(2**31)))
+        return {"mr": torch.from_numpy(np.ascontiguousarray(mr)), "ct": torch.from_numpy(np.ascontiguousarray(ct))}
 
     def train_step(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         mr, ct = batch["mr"], batch["ct"]
@@ -171,20 +212,34 @@ class Pix2Pix(Family):
         generator.eval()
         with torch.no_grad():
             out = predict_grid(generator, torch.from_numpy(mr)[None].to(device), self.config.dims,
-                               self.config.patch_size, self.config.val_overlap)
+                               self.config.patch_size, self.config.val_overlap,
+                               window_divisor=self.window_divisor)
         return self.ct_intensity.denormalise(out[0, 0].cpu().numpy())
 
     def validate(self, networks: Mapping[str, nn.Module], device: torch.device) -> dict[str, float]:
-        """SynthRAD2023 MAE/PSNR/SSIM and bone Dice on the held-out cases, inside the body mask."""
+        """SynthRAD2023 MAE/PSNR/SSIM and bone Dice on the held-out cases, inside the body mask, and beside
+        them the no-context lookup table's MAE and bone Dice on the same cases (``lookup_mae``,
+        ``lookup_bone_dice``)."""
         if not self.validation:
             return {}
-        rows = []
-        for case in self.validation:
-            pred = self.translate_grid(networks["G"], case.mr, device)
-            ref = self.ct_intensity.denormalise(case.ct[0])
-            rows.append({**synthrad2023(pred, ref, case.mask), "bone_dice": bone_dice(pred, ref, case.mask)})
+        scores = _scores(self.validation, lambda case: self.translate_grid(networks["G"], case.mr, device),
+                         self.ct_intensity)
         networks["G"].train()
-        return {key: float(np.nanmean([row[key] for row in rows])) for key in rows[0]}
+        if self._lookup_scores is None:
+            lookup = _scores(self.validation, lambda case: self.lookup.predict(case.raw_mr, case.mask),
+                             self.ct_intensity)
+            self._lookup_scores = {"lookup_mae": lookup["mae"], "lookup_bone_dice": lookup["bone_dice"]}
+        return {**scores, **self._lookup_scores}
+
+    def verdict(self, metrics: Mapping[str, float]) -> list[str]:
+        """A loud warning when the model is not better than the lookup table on the validation cases."""
+        if "mae" not in metrics or "lookup_mae" not in metrics or metrics["mae"] < metrics["lookup_mae"]:
+            return []
+        return [f"WARNING: the model is NOT better than a no-context MR-intensity lookup table on the "
+                f"validation cases (MAE {metrics['mae']:.1f} HU vs {metrics['lookup_mae']:.1f} HU, bone Dice "
+                f"{metrics.get('bone_dice', float('nan')):.2f} vs {metrics['lookup_bone_dice']:.2f}); train longer, "
+                f"check the data (MR/CT registration, normalisation) or use a coarser model grid "
+                f"(docs/pix2pix.md)."]
 
     def preview(self, batch: dict[str, Tensor], networks: Mapping[str, nn.Module]) -> list[list[np.ndarray]]:
         from medsynth.viz import mid_slices, window
@@ -204,7 +259,10 @@ class Pix2Pix(Family):
             "spatial_dims": c.dims,
             "patch_size": list(c.patch_size),
             "spacing": list(self.grid.spacing),
+            "generator_norm": str(c.norm),
+            "window_divisor": self.window_divisor,
             "orientation": "RAS",
+            "mr_channels": channel_suffixes(self.mr_channels),  # file suffixes, in input-channel order
             "flip_axes": list(c.flip_axes),
             "directions": {"mr2ct": {"network": "G", "source": self.mr_intensity.to_json(),
                                      "target": self.ct_intensity.to_json()}},
@@ -212,3 +270,12 @@ class Pix2Pix(Family):
             "data_fingerprint": data_fingerprint(self.datalist.files()),
             "training_cases": len(self.training),
         })
+
+
+def _scores(cases: list[PreparedCase], predict, ct_intensity: CTIntensity) -> dict[str, float]:
+    """Mean SynthRAD2023 metrics and bone Dice of ``predict(case)`` (HU) over ``cases``, in each case's mask."""
+    rows = []
+    for case in cases:
+        pred, ref = predict(case), ct_intensity.denormalise(case.ct[0])
+        rows.append({**synthrad2023(pred, ref, case.mask), "bone_dice": bone_dice(pred, ref, case.mask)})
+    return {key: float(np.nanmean([row[key] for row in rows])) for key in rows[0]}

@@ -68,7 +68,7 @@ class IntensityRegion(StrEnum):
 def normalisation_region(image: np.ndarray, region: IntensityRegion) -> np.ndarray:
     """Boolean mask of the voxels that set the intensity scale of ``image``."""
     if IntensityRegion(region) is IntensityRegion.BODY:
-        return body_mask(image)
+        return body_mask(image, modality="mr")
     return np.ones(image.shape, dtype=bool)
 
 
@@ -181,8 +181,8 @@ class AttributionData:
         on_grid = self.grid.forward(volume.array, volume.meta).numpy()[0]
         normalised = self.intensity.normalise(on_grid, normalisation_region(on_grid, self.region))
         effect_grid = None if effect is None else self.grid.forward(effect.array, effect.meta).numpy()[0]
-        return PreparedImage(case_id(volume.path), normalised[None], _central_slices(body_mask(on_grid), slab),
-                             effect_grid)
+        body = body_mask(on_grid, modality="mr")
+        return PreparedImage(case_id(volume.path), normalised[None], _central_slices(body, slab), effect_grid)
 
     def whole_size(self, dims: int, divisor: int) -> tuple[int, ...]:
         """The smallest patch holding every training image (or axial slice), in multiples of ``divisor``."""

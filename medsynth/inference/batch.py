@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -26,7 +26,7 @@ from rich.table import Table
 from medsynth.errors import InputError, MedsynthError, UsageError
 from medsynth.inference.volume import reduced_memory
 from medsynth.io.casefolders import case_folder_roles
-from medsynth.io.cases import list_images, resolve_inputs
+from medsynth.io.cases import group_channels, list_images, resolve_inputs
 from medsynth.io.image import read_image
 from medsynth.io.outputs import write_text_atomically
 
@@ -101,13 +101,18 @@ def report_name(command: str, shard: str | None) -> str:
 
 
 def select_cases(input_path: Path, shard: tuple[int, int], role: str = "mr",
-                 outputs_of: Callable[[str], list[Path]] | None = None) -> dict[str, Path]:
+                 outputs_of: Callable[[str], list[Path]] | None = None, channels: Sequence[str] = ()
+                 ) -> dict[str, Any]:
     """The cases of INPUT this process handles: shard i of N, then this rank's share under torchrun.
 
     ``role``: the image taken from each SynthRAD case folder. With ``outputs_of``, two cases (of any
-    shard) that would write one output path are an error before anything is written.
+    shard) that would write one output path are an error before anything is written. With two or
+    more ``channels`` (a multi-contrast model's file suffixes) each case is the tuple of its files
+    ``<case>_0000``, ``<case>_0001``, ... in that order, and every case must have them all.
     """
-    cases = resolve_inputs(input_path, role)
+    cases: dict[str, Any] = resolve_inputs(input_path, role)
+    if len(channels) > 1:
+        cases = group_channels(cases, channels)
     if outputs_of is not None:
         check_distinct_outputs(cases, outputs_of)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))

@@ -80,6 +80,7 @@ def load_translator(model: ModelFile, direction: Direction, options: TranslateOp
         flip_axes=tuple(model.metadata.get("flip_axes", ())),
         amp_dtype=pick_amp_dtype(device, options.amp),
         sw_batch_size=options.sw_batch_size,
+        window_divisor=model.metadata.get("window_divisor"),  # absent in models that normalise per window
     )
 
 
@@ -95,17 +96,21 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
         paths = [out_dir / image_name(case, options.format)]
         return paths + ([out_dir / image_name(f"{case}_std", std_format)] if options.uncertainty else [])
 
-    source_role = "mr" if Direction(options.direction) is Direction.MR2CT else "ct"
-    cases = select_cases(Path(input_path), parse_shard(options.shard), source_role, outputs_of)
+    mr2ct = Direction(options.direction) is Direction.MR2CT
+    channels = model.metadata.get("mr_channels", ["0000"]) if mr2ct else []
+    cases = select_cases(Path(input_path), parse_shard(options.shard), "mr" if mr2ct else "ct", outputs_of, channels)
     masks = case_masks(options.mask)
-    prepare_output_dir(out_dir, [input_path, model.path, model.path.parent, options.mask], cases.values())
-    case_of = {path: case for case, path in cases.items()}
+    files = [f for item in cases.values() for f in (item if isinstance(item, tuple) else (item,))]
+    prepare_output_dir(out_dir, [input_path, model.path, model.path.parent, options.mask], files)
+    case_of = {item: case for case, item in cases.items()}
     ndim = (2, 3) if translator.dims == 2 else 3  # a 2D model also translates 2D images
 
-    def load(path: Path) -> PreparedVolume:
-        volume = read_image(path, ndim, series=options.series)
-        mask = None if masks is None else read_mask(mask_of(case_of[path], masks, options.mask), volume)
-        return translator.prepare(volume, mask)
+    def load(item: Path | tuple[Path, ...]) -> PreparedVolume:
+        """One image, or the contrasts of a multi-contrast case in the model's channel order."""
+        volumes = [read_image(path, ndim, series=options.series) for path in
+                   (item if isinstance(item, tuple) else (item,))]
+        mask = None if masks is None else read_mask(mask_of(case_of[item], masks, options.mask), volumes[0])
+        return translator.prepare(volumes if isinstance(item, tuple) else volumes[0], mask)
 
     def process(case: str, prepared: PreparedVolume) -> list[Path]:
         mean, std = translator.run(prepared, options.overlap, options.tta, options.uncertainty)

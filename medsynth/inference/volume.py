@@ -1,4 +1,11 @@
-"""One volume through a translation network: model grid, sliding windows, exact return to the input grid."""
+"""One volume through a translation network: model grid, sliding windows, exact return to the input grid.
+
+A network whose output does not depend on window statistics (batch norm in evaluation mode, no
+instance norm) is run on the whole volume when it fits ``MAX_WINDOW_VOXELS``, else on windows as large
+as that allows: a voxel's synthetic CT then does not depend on where window borders fall, because there
+are none (or few, far apart). Networks that normalise per window (instance norm) keep their training
+patch size as the window.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +21,8 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 from torch import Tensor, nn
 
-from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid
-from medsynth.data.intensity import CTIntensity, Intensity, MRIntensity
+from medsynth.data.intensity import CTIntensity, Intensity, MRIntensity, normalise_mr_body
 from medsynth.errors import InputError
 from medsynth.io.image import Volume, read_image
 
@@ -39,21 +45,51 @@ def reduced_memory() -> Iterator[None]:
     finally:
         _REDUCED_MEMORY.reset(token)
 
+MAX_WINDOW_VOXELS = 4_000_000  # about 160³: a whole CPU-sized volume in one pass, a few GB of activations
+
+
+def window_size(patch_size: Sequence[int], shape: Sequence[int], divisor: int | None,
+                max_voxels: int = MAX_WINDOW_VOXELS) -> tuple[int, ...]:
+    """The sliding-window size for an image of spatial ``shape``.
+
+    ``divisor`` None: the training patch (the network normalises per window). Otherwise the network
+    accepts any size that is a multiple of ``divisor``: the whole image rounded up to it when that holds
+    at most ``max_voxels``, else the largest multiple k of the patch (per axis, capped by the image) that does.
+    """
+    patch = tuple(int(p) for p in patch_size)
+    if divisor is None:
+        return patch
+    whole = tuple(max(p, -(-int(n) // divisor) * divisor) for p, n in zip(patch, shape, strict=True))
+    if int(np.prod(whole)) <= max_voxels:
+        return whole
+    best = patch
+    for k in range(2, 64):
+        candidate = tuple(min(p * k, w) for p, w in zip(patch, whole, strict=True))
+        if int(np.prod(candidate)) > max_voxels or candidate == best:
+            break
+        best = candidate
+    return best
+
 
 def predict_grid(network: nn.Module, image: Tensor, dims: int, patch_size: Sequence[int], overlap: float = 0.25,
-                 sw_batch_size: int = 4, amp_dtype: torch.dtype | None = None) -> Tensor:
+                 sw_batch_size: int = 4, amp_dtype: torch.dtype | None = None,
+                 window_divisor: int | None = None) -> Tensor:
     """Network output for a normalised (1, 1, X, Y, Z) image by Gaussian-blended sliding windows.
 
     A 2D network runs on the axial slices (the Z axis becomes the batch) with 2D windows. Windows are
-    padded with -1, the normalised background, where the image is smaller than a patch.
+    padded with -1, the normalised background, where the image is smaller than a window. With
+    ``window_divisor`` (a network free of window statistics, whose input sizes must be multiples of it)
+    the windows are as large as :func:`window_size` allows: usually the whole image.
     """
     device = next(network.parameters()).device
     image = image.to(device)
     if dims == 2:
         slices = image[0].permute(3, 0, 1, 2)  # (Z, 1, X, Y)
-        out = _windows(network, slices, patch_size, overlap, sw_batch_size, amp_dtype)
+        roi = window_size(patch_size, slices.shape[2:], window_divisor)
+        out = _windows(network, slices, roi, overlap, sw_batch_size, amp_dtype)
         return out.permute(1, 2, 3, 0)[None]
-    return _windows(network, image, patch_size, overlap, sw_batch_size, amp_dtype)
+    roi = window_size(patch_size, image.shape[2:], window_divisor)
+    return _windows(network, image, roi, overlap, sw_batch_size, amp_dtype)
 
 
 def _windows(network: nn.Module, image: Tensor, patch_size: Sequence[int], overlap: float, sw_batch_size: int,
@@ -97,9 +133,10 @@ def enable_mc_dropout(network: nn.Module) -> int:
 
 
 def normalise_source(image: np.ndarray, intensity: Intensity, foreground: np.ndarray | None = None) -> np.ndarray:
-    """The network input: MR scaled on its foreground (``foreground``, else its body mask), CT windowed."""
+    """The network input: MR scaled on its foreground (``foreground``, else its own body:
+    :func:`normalise_mr_body`), CT windowed."""
     if isinstance(intensity, MRIntensity):
-        return intensity.normalise(image, body_mask(image) if foreground is None else foreground)
+        return normalise_mr_body(intensity, image) if foreground is None else intensity.normalise(image, foreground)
     return intensity.normalise(image)
 
 
@@ -141,13 +178,15 @@ class VolumeTranslator:
     flip_axes: tuple[int, ...] = ()
     amp_dtype: torch.dtype | None = None
     sw_batch_size: int = 4
+    window_divisor: int | None = None  # set for networks free of window statistics (see predict_grid)
 
     @torch.no_grad()
     def model_space(self, image: Tensor, overlap: float, flips: tuple[int, ...] = ()) -> Tensor:
         """Normalised output on the model grid; ``flips`` mirrors the input and un-mirrors the output."""
         spatial = [axis + 2 for axis in flips]
         x = torch.flip(image, spatial) if spatial else image
-        y = predict_grid(self.network, x, self.dims, self.patch_size, overlap, self.sw_batch_size, self.amp_dtype)
+        y = predict_grid(self.network, x, self.dims, self.patch_size, overlap, self.sw_batch_size, self.amp_dtype,
+                         self.window_divisor)
         return torch.flip(y, spatial) if spatial else y
 
     def passes(self, tta: bool, samples: int) -> list[tuple[int, ...]]:
@@ -156,17 +195,20 @@ class VolumeTranslator:
         count = max(samples, len(variants))
         return [variants[i % len(variants)] for i in range(count)]
 
-    def prepare(self, volume: Volume, mask: np.ndarray | None = None) -> PreparedVolume:
+    def prepare(self, volume: Volume | Sequence[Volume], mask: np.ndarray | None = None) -> PreparedVolume:
         """CPU work before the network: model grid and normalisation (runs in the prefetch thread).
 
         ``mask`` (boolean, the input's grid) is the body whose intensities scale an MR input; without
-        it the body mask is computed from the image.
+        it the body mask is computed from the image. Several volumes are the MR contrasts of one case,
+        in the model's channel order; they must share one grid (:class:`InputError` naming the file
+        otherwise), and the output takes the first's grid.
         """
-        on_grid = self.grid.forward(volume.array, volume.meta)
-        foreground = None if mask is None else mask_on_grid(self.grid, mask, volume)
-        image = torch.from_numpy(normalise_source(on_grid.as_tensor().numpy()[0], self.source,
-                                                  foreground))[None, None]
-        return PreparedVolume(volume, on_grid, image)
+        volumes = [volume] if isinstance(volume, Volume) else list(volume)
+        check_one_grid(volumes)
+        grids = [self.grid.forward(v.array, v.meta) for v in volumes]
+        foreground = None if mask is None else mask_on_grid(self.grid, mask, volumes[0])
+        channels = [normalise_source(g.as_tensor().numpy()[0], self.source, foreground) for g in grids]
+        return PreparedVolume(volumes[0], grids[0], torch.from_numpy(np.stack(channels))[None])
 
     def run(self, prepared: PreparedVolume, overlap: float = 0.25, tta: bool = False, samples: int = 0
             ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -219,6 +261,16 @@ class _RunningMoments:
     @property
     def std(self) -> np.ndarray:
         return np.sqrt(self._m2 / max(self.count - 1, 1)).astype(np.float32)
+
+
+def check_one_grid(volumes: Sequence[Volume]) -> None:
+    """Raise :class:`InputError` naming the first volume whose shape or affine differs from the first's."""
+    first = volumes[0]
+    for other in volumes[1:]:
+        if other.meta.shape != first.meta.shape or not np.allclose(other.meta.affine, first.meta.affine, atol=1e-4):
+            raise InputError(f"{other.path}: this MR channel is not on the grid of {first.path} (shape "
+                             f"{other.meta.shape} vs {first.meta.shape}, or its affine); give every contrast "
+                             "on one grid (`medsynth prepare` resamples them onto the first).")
 
 
 def is_ct(intensity: Intensity) -> bool:

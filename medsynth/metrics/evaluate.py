@@ -57,14 +57,13 @@ def evaluate_folders(pred: Path, ref: Path, mask: Path | None = None,
         if output is not None:
             check_not_an_input(Path(output), [pred, ref, mask])
     pairs, failures, ignored = match_cases(Path(pred), Path(ref))
-    masks = _synthrad_masks(Path(ref)) if mask is None else _resolve_masks(Path(mask), pairs)
-    mask = Path(ref) if mask is None else mask
+    masks, mask = body_masks(mask, Path(ref), pairs)
     results, warnings = [], []
     for case, (pred_path, ref_path) in pairs.items():
         if progress is not None:
             progress(case)
         try:
-            mask_path = None if masks is None else _mask_for(case, masks, Path(mask))
+            mask_path = mask_for(case, masks, mask)
             metrics, warning = _score_case(pred_path, ref_path, mask_path, protocol, series)
             results.append(CaseResult(case, metrics))
             if warning:
@@ -115,12 +114,7 @@ def not_ct_warning(prediction: np.ndarray, reference: np.ndarray) -> str | None:
 
 def _score_case(pred_path: Path, ref_path: Path, mask_path: Path | None,
                 protocol: Protocol, series: tuple[str, ...] = ()) -> tuple[dict[str, float], str | None]:
-    reference = read_image(ref_path, series=series)
-    # A constant prediction (a collapsed network) is a bad result to score, not an unreadable input.
-    prediction = read_image(pred_path, check_values=False, series=series)
-    _check_finite(prediction)
-    _check_same_grid(prediction, reference, "prediction")
-    mask = body_mask(reference.array) if mask_path is None else _read_mask(mask_path, reference)
+    prediction, reference, mask = load_case(pred_path, ref_path, mask_path, series)
     try:
         scores = _SCORERS[Protocol(protocol)](prediction.array, reference.array, mask)
     except InputError as error:
@@ -129,13 +123,32 @@ def _score_case(pred_path: Path, ref_path: Path, mask_path: Path | None,
     return {**scores, **tissue_metrics(prediction.array, reference.array, mask)}, warning
 
 
-def _read_mask(path: Path, reference: Volume) -> np.ndarray:
+def load_case(pred_path: Path, ref_path: Path, mask_path: Path | None,
+              series: tuple[str, ...] = ()) -> tuple[Volume, Volume, np.ndarray]:
+    """Prediction, reference and body mask (boolean, reference grid) of one case, checked to share a grid.
+
+    Without ``mask_path`` the reference's body mask is used; ``series`` picks DICOM series as in
+    :func:`medsynth.io.read_image`. Raises :class:`InputError` for an unreadable file, NaN/Inf in the
+    prediction, or a grid that differs from the reference's.
+    """
+    reference = read_image(ref_path, series=series)
+    # A constant prediction (a collapsed network) is a bad result to score, not an unreadable input.
+    prediction = read_image(pred_path, check_values=False, series=series)
+    _check_finite(prediction)
+    _check_same_grid(prediction, reference, "prediction")
+    mask = body_mask(reference.array) if mask_path is None else read_mask(mask_path, reference)
+    return prediction, reference, mask
+
+
+def read_mask(path: Path, reference: Volume, role: str = "mask") -> np.ndarray:
+    """A mask (any value > 0 is inside) on the reference's grid, as booleans; empty is an :class:`InputError`."""
     # An all-ones mask is constant yet valid, so the value checks for images do not apply.
     volume = read_image(path, check_values=False)
-    _check_same_grid(volume, reference, "mask")
+    _check_same_grid(volume, reference, role)
     inside = volume.array > 0
     if not inside.any():
-        raise InputError(f"{path}: the mask is empty; give a mask that covers the body.")
+        covers = "the body" if role == "mask" else f"the {role}"
+        raise InputError(f"{path}: the {role} is empty; give a {role} that covers {covers}.")
     return inside
 
 
@@ -157,12 +170,25 @@ def _check_same_grid(volume: Volume, reference: Volume, role: str) -> None:
                          f"by up to {deviation:.4g} mm; resample it onto the reference grid.")
 
 
-def _resolve_masks(mask: Path, pairs: dict[str, tuple[Path, Path]]) -> dict[str, Path]:
-    masks = resolve_inputs(mask)
-    if _is_single_image(mask):
+def resolve_masks(mask: Path | None, pairs: dict[str, tuple[Path, Path]]) -> dict[str, Path] | None:
+    """Mask file per case id from a folder, or one mask file for every case; ``None`` for no masks."""
+    if mask is None:
+        return None
+    masks = resolve_inputs(Path(mask))
+    if _is_single_image(Path(mask)):
         # One mask file given directly serves every case; the grid check guards against misuse.
         return dict.fromkeys(pairs, next(iter(masks.values())))
     return masks
+
+
+def body_masks(mask: Path | None, ref: Path,
+               pairs: dict[str, tuple[Path, Path]]) -> tuple[dict[str, Path] | None, Path | None]:
+    """Body mask file per case and where they come from: ``mask`` (a folder or one file), else the
+    ``<case>/mask.*`` files of a SynthRAD REF tree; ``(None, None)`` when the body is to be computed."""
+    if mask is not None:
+        return resolve_masks(mask, pairs), mask
+    masks = _synthrad_masks(ref)
+    return masks, (None if masks is None else ref)
 
 
 def _synthrad_masks(ref: Path) -> dict[str, Path] | None:
@@ -173,9 +199,12 @@ def _synthrad_masks(ref: Path) -> dict[str, Path] | None:
     return role_files(cases, "mask", ref)
 
 
-def _mask_for(case: str, masks: dict[str, Path], folder: Path) -> Path:
+def mask_for(case: str, masks: dict[str, Path] | None, folder: Path | None, option: str = "--mask") -> Path | None:
+    """The case's mask file (``None`` without masks); a case without one is an :class:`InputError`."""
+    if masks is None:
+        return None
     if case not in masks:
-        raise InputError(f"no mask for case '{case}' in {folder}; add one or leave out --mask.")
+        raise InputError(f"no mask for case '{case}' in {folder}; add one or leave out {option}.")
     return masks[case]
 
 

@@ -66,36 +66,68 @@ class EvaluationReport:
     failures: list[CaseFailure] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # side products in PRED (``<case>_std`` ...), not scored
     warnings: list[CaseFailure] = field(default_factory=list)  # scored, but something looks wrong
+    # Column heading and decimals shown, per metric name (defaults: METRIC_LABELS).
+    labels: dict[str, tuple[str, int]] = field(default_factory=lambda: dict(METRIC_LABELS))
+
+    def join(self, other: EvaluationReport) -> EvaluationReport:
+        """Both reports' metrics side by side, one row per case; a metric a case lacks is NaN.
+
+        A case that failed in either report keeps the metrics it has and carries the failure too, so
+        the CSV shows its partial row with the reason and the exit status still says it failed.
+        """
+        names = self.metric_names + tuple(n for n in other.metric_names if n not in self.metric_names)
+        metrics: dict[str, dict[str, float]] = {}
+        for result in (*self.results, *other.results):
+            metrics.setdefault(result.case, {}).update(result.metrics)
+        results = [CaseResult(case, {n: values.get(n, float("nan")) for n in names})
+                   for case, values in metrics.items()]
+        return EvaluationReport(f"{self.protocol} + {other.protocol}", names, results,
+                                failures=sorted({*self.failures, *other.failures}),
+                                ignored=sorted({*self.ignored, *other.ignored}),
+                                warnings=sorted({*self.warnings, *other.warnings}),
+                                labels={**self.labels, **other.labels})
 
     def summary(self) -> dict[str, MetricSummary]:
         """Mean ± sd of every metric over the cases where it is not NaN (e.g. no bone in a case)."""
         return {name: summarise([r.metrics[name] for r in self.results]) for name in self.metric_names}
 
-    def table(self, name: str = "") -> Table:
-        """A Rich table: one row per evaluated case, then the cohort mean and sd on rows of their own."""
-        title = f"{self.protocol}: {len(self.results)} cases evaluated, {len(self.failures)} failed"
+    def table(self, name: str = "", columns: tuple[str, ...] | None = None) -> Table:
+        """A Rich table: one row per evaluated case, then the cohort mean and sd on rows of their own.
+
+        ``columns`` picks some metrics (default: all), for reports too wide for one table.
+        """
+        failed = {f.case for f in self.failures}
+        title = f"{self.protocol}: {len(self.results)} cases evaluated, {len(failed)} failed"
         title = f"{name} — {title}" if name else title
+        shown = self.metric_names if columns is None else columns
         table = Table(title=title)
         table.add_column("case")
-        for name in self.metric_names:
-            table.add_column(METRIC_LABELS[name][0], justify="right")
+        for metric in shown:
+            table.add_column(self.labels[metric][0], justify="right")
         for result in self.results:
-            table.add_row(escape(result.case), *(_format(result.metrics[n], n) for n in self.metric_names))
+            table.add_row(escape(result.case), *(self._format(result.metrics[n], n) for n in shown))
         summary = self.summary()
         table.add_section()
-        table.add_row("mean", *(_format(summary[n].mean, n) for n in self.metric_names), style="bold")
-        table.add_row("sd", *(_format(summary[n].sd, n) for n in self.metric_names))
+        table.add_row("mean", *(self._format(summary[n].mean, n) for n in shown), style="bold")
+        table.add_row("sd", *(self._format(summary[n].sd, n) for n in shown))
         return table
+
+    def _format(self, value: float, name: str) -> str:
+        return "n/a" if math.isnan(value) else f"{value:.{self.labels[name][1]}f}"
 
     def to_csv(self, path: str | Path) -> Path:
         """One row per case: ``case``, the metrics (``nan``/``inf`` as such), ``error`` for failed cases."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["case", *self.metric_names, "error"])
-        for result in self.results:
-            writer.writerow([result.case, *(repr(float(result.metrics[n])) for n in self.metric_names), ""])
+        reasons: dict[str, list[str]] = {}
         for failure in self.failures:
-            writer.writerow([failure.case, *([""] * len(self.metric_names)), failure.reason])
+            reasons.setdefault(failure.case, []).append(failure.reason)
+        for result in self.results:
+            error = " ".join(reasons.pop(result.case, []))
+            writer.writerow([result.case, *(repr(float(result.metrics[n])) for n in self.metric_names), error])
+        for case, reason in reasons.items():
+            writer.writerow([case, *([""] * len(self.metric_names)), " ".join(reason)])
         return write_text_atomically(path, buffer.getvalue())
 
     def to_json(self, path: str | Path) -> Path:
@@ -128,10 +160,6 @@ def summarise(values: list[float]) -> MetricSummary:
     return MetricSummary(float(np.mean(defined)), sd, int(defined.size))
 
 
-def _format(value: float, name: str) -> str:
-    if math.isnan(value):
-        return "n/a"
-    return f"{value:.{METRIC_LABELS[name][1]}f}"
 
 
 def _json_number(value: float) -> float | None:

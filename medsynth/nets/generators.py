@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 
 from monai.networks.blocks import Convolution
 from monai.networks.nets import UNet
 from torch import Tensor, nn
+
+
+class GeneratorNorm(StrEnum):
+    """Feature normalisation in a generator's U-Net.
+
+    ``batch`` normalises with statistics gathered over training batches and, at inference, with their
+    running averages: a voxel's output then does not depend on which sliding window it falls in.
+    ``instance`` normalises each window by its own statistics (pix2pix's choice for whole images), so
+    neighbouring windows disagree on a volume and leave seams; models trained before the ``norm`` option
+    have it.
+    """
+
+    BATCH = "batch"
+    INSTANCE = "instance"
 
 
 def head_width(head_channels: int | None, channels: Sequence[int], num_res_units: int) -> int:
@@ -46,6 +61,7 @@ class UNetGenerator(nn.Module):
         dropout: float = 0.0,
         tanh_output: bool = True,
         head_channels: int = 0,
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
         self.unet = UNet(
@@ -61,6 +77,10 @@ class UNetGenerator(nn.Module):
         self.head = (Convolution(spatial_dims, head_channels, out_channels, kernel_size=1, conv_only=True)
                      if head_channels else nn.Identity())
         self.activation = nn.Tanh() if tanh_output else nn.Identity()
+        for module in self.modules():
+            # MONAI's UNet has no padding option; every (non-transposed) convolution pads the same way
+            if isinstance(module, (nn.Conv2d, nn.Conv3d)) and module.padding_mode != padding_mode:
+                module.padding_mode = padding_mode
 
     def forward(self, x: Tensor) -> Tensor:
         return self.activation(self.head(self.unet(x)))

@@ -32,20 +32,21 @@ class _Tissue:
     label: int  # index into LABEL_NAMES
     ct: float  # Hounsfield units
     mr: float  # T1-weighted signal, arbitrary units
+    t2: float  # T2-weighted signal: fluid bright, fat intermediate, bone and air dark
 
 
-_SKIN = _Tissue("skin", 1, 45.0, 420.0)
-_FAT = _Tissue("fat", 1, -100.0, 950.0)
-_MUSCLE = _Tissue("muscle", 1, 45.0, 330.0)
-_VITREOUS = _Tissue("vitreous", 1, 10.0, 120.0)
-_BONE = _Tissue("cortical_bone", 2, 1300.0, 40.0)  # CT and MR values are replaced by spatial fields
-_MARROW = _Tissue("diploe", 2, 450.0, 280.0)  # trabecular bone with fatty marrow
-_GM = _Tissue("grey_matter", 3, 40.0, 520.0)
-_WM = _Tissue("white_matter", 3, 25.0, 740.0)
-_DEEP_GM = _Tissue("deep_grey_matter", 3, 37.0, 590.0)
-_LESION = _Tissue("lesion", 3, 8.0, 330.0)  # T1-dark, CT-hypodense white-matter lesion
-_CSF = _Tissue("csf", 4, 15.0, 180.0)
-_AIR = _Tissue("air_cavity", 5, _AIR_HU, 0.0)
+_SKIN = _Tissue("skin", 1, 45.0, 420.0, 380.0)
+_FAT = _Tissue("fat", 1, -100.0, 950.0, 600.0)
+_MUSCLE = _Tissue("muscle", 1, 45.0, 330.0, 250.0)
+_VITREOUS = _Tissue("vitreous", 1, 10.0, 120.0, 1000.0)
+_BONE = _Tissue("cortical_bone", 2, 1300.0, 40.0, 30.0)  # CT and MR values are replaced by spatial fields
+_MARROW = _Tissue("diploe", 2, 450.0, 280.0, 330.0)  # trabecular bone with fatty marrow
+_GM = _Tissue("grey_matter", 3, 40.0, 520.0, 520.0)
+_WM = _Tissue("white_matter", 3, 25.0, 740.0, 380.0)
+_DEEP_GM = _Tissue("deep_grey_matter", 3, 37.0, 590.0, 460.0)
+_LESION = _Tissue("lesion", 3, 8.0, 330.0, 820.0)  # T1-dark, T2-bright, CT-hypodense WM lesion
+_CSF = _Tissue("csf", 4, 15.0, 180.0, 1050.0)
+_AIR = _Tissue("air_cavity", 5, _AIR_HU, 0.0, 0.0)
 _TISSUES = (_SKIN, _FAT, _MUSCLE, _VITREOUS, _BONE, _MARROW, _GM, _WM, _DEEP_GM, _LESION, _CSF, _AIR)
 TISSUE_NAMES: tuple[str, ...] = ("background", *(t.name for t in _TISSUES))  # finer than LABEL_NAMES
 _TISSUE_INDEX = {t.name: i + 1 for i, t in enumerate(_TISSUES)}
@@ -69,6 +70,7 @@ class HeadVolumes:
     mask: np.ndarray  # uint8 body mask
     tissues: np.ndarray  # uint8, see TISSUE_NAMES
     affine: np.ndarray  # 4x4 voxel -> RAS+ mm
+    t2: np.ndarray | None = None  # float32, T2-like, on request (same bias field, its own noise)
 
 
 @dataclass(frozen=True)
@@ -103,14 +105,15 @@ def make_head(
     spacing: float = DEFAULT_SPACING,
     disease: Disease | None = None,
     misregistration_mm: float = 0.0,
+    t2: bool = False,
 ) -> HeadVolumes:
-    """Render subject ``seed``, healthy or with ``disease``.
+    """Render subject ``seed``, healthy or with ``disease``; with ``t2`` also a T2-like MR.
 
     ``misregistration_mm`` moves the MR by a random rigid transform (translation of that length and
     a rotation that moves points 80 mm from the centre by about as much) relative to the CT.
     """
     subject = _Subject(_rng(seed, 0), shape, spacing)
-    return subject.acquire(subject.render(disease), misregistration_mm)
+    return subject.acquire(subject.render(disease), misregistration_mm, t2)
 
 
 def oracle_ct(seed: Seed, shape: tuple[int, int, int] = DEFAULT_SHAPE, spacing: float = DEFAULT_SPACING) -> np.ndarray:
@@ -212,14 +215,14 @@ class _Canvas:
     def __init__(self, shape: tuple[int, ...]) -> None:
         self.ct = np.full(shape, _AIR_HU, np.float32)
         self.mr = np.zeros(shape, np.float32)
+        self.t2 = np.zeros(shape, np.float32)
         self.labels = np.zeros(shape, np.uint8)
         self.tissues = np.zeros(shape, np.uint8)
 
-    def paint(self, fraction: np.ndarray, tissue: _Tissue, ct=None, mr=None) -> None:
-        ct_value = tissue.ct if ct is None else ct
-        mr_value = tissue.mr if mr is None else mr
-        self.ct += fraction * (ct_value - self.ct)
-        self.mr += fraction * (mr_value - self.mr)
+    def paint(self, fraction: np.ndarray, tissue: _Tissue, ct=None, mr=None, t2=None) -> None:
+        for volume, value in ((self.ct, tissue.ct if ct is None else ct), (self.mr, tissue.mr if mr is None else mr),
+                              (self.t2, tissue.t2 if t2 is None else t2)):
+            volume += fraction * (value - volume)
         majority = fraction > 0.5
         self.labels[majority] = tissue.label
         self.tissues[majority] = _TISSUE_INDEX[tissue.name]
@@ -258,6 +261,7 @@ class _Subject:
         self.noise = rng.standard_normal((3, *self.shape), dtype=np.float32)
         self.air_cells = rng.uniform(-1, 1, size=(6, 3)) * (7.0, 7.0, 5.0)
         self.misregistration = rng.standard_normal((2, 3))
+        self.t2_noise_seed = int(rng.integers(2**62))  # drawn last: T1-only phantoms stay bit-identical
 
     def inside(self, sdf: np.ndarray) -> np.ndarray:
         """Partial-volume fraction of each voxel inside ``sdf < 0``."""
@@ -321,7 +325,8 @@ class _Subject:
         bone = np.minimum(np.minimum(skull, petrous), np.minimum(vertebra, mandible))
         bone = np.minimum(bone, _shell(sinuses, 0.0, 2.5))  # thin bony walls around every sinus
         bone = np.maximum(bone, head + 2.0)  # always under the skin
-        canvas.paint(self.inside(bone), _BONE, ct=self.cortical_hu, mr=mr_cortical)
+        canvas.paint(self.inside(bone), _BONE, ct=self.cortical_hu, mr=mr_cortical,
+                     t2=_BONE.t2 / _BONE.mr * mr_cortical)
         # Diploë: the middle of the vault between outer and inner cortical tables (about 30% each).
         diploe = _shell(intracranial, 0.25 * skull_outer, 0.7 * skull_outer)
         core = np.minimum(diploe, np.minimum(petrous + 3.0, vertebra + 3.0))
@@ -389,8 +394,8 @@ class _Subject:
         third = _ellipsoid(self.p, (cx, cy - 4.0, cz - 10.0), (1.5 * grow, 12.0, 7.0))
         canvas.paint(self.inside(np.minimum(np.minimum(body, horn), third)), _CSF)
 
-    def acquire(self, canvas: _Canvas, misregistration_mm: float = 0.0) -> HeadVolumes:
-        """Add CT noise, MR bias field and Rician noise; optionally misregister the MR."""
+    def acquire(self, canvas: _Canvas, misregistration_mm: float = 0.0, t2: bool = False) -> HeadVolumes:
+        """Add CT noise, MR bias field and Rician noise; optionally misregister the MR (both contrasts)."""
         ct = canvas.ct + self.ct_sigma * self.noise[0]
         clean_mr = canvas.mr * self.bias
         if misregistration_mm > 0:
@@ -403,7 +408,15 @@ class _Subject:
             mask=(canvas.labels > 0).astype(np.uint8),
             tissues=canvas.tissues,
             affine=self.affine,
+            t2=self._t2(canvas, misregistration_mm) if t2 else None,
         )
+
+    def _t2(self, canvas: _Canvas, misregistration_mm: float) -> np.ndarray:
+        clean = canvas.t2 * self.bias
+        if misregistration_mm > 0:
+            clean = self._misregister(clean, misregistration_mm)
+        noise = np.random.default_rng(self.t2_noise_seed).standard_normal((2, *self.shape), dtype=np.float32)
+        return np.sqrt((clean + self.mr_sigma * noise[0]) ** 2 + (self.mr_sigma * noise[1]) ** 2).astype(np.float32)
 
     def _misregister(self, volume: np.ndarray, distance_mm: float) -> np.ndarray:
         """Resample ``volume`` under a small random rigid motion about the grid centre."""

@@ -65,6 +65,7 @@ def write_phantom(
     overwrite: bool = False,
     progress: Progress | None = None,
     misregistration_mm: float = 0.0,
+    t2: bool = False,
 ) -> PhantomSummary:
     """Write ``cases`` subjects per group of a phantom data set of ``kind`` into folder ``out``.
 
@@ -73,12 +74,16 @@ def write_phantom(
     ``control/`` subjects, ``patient/`` versions of other subjects and their ``effect/`` maps (MR).
     slices: axial 2D CT slices ``<case>_z###.nii.gz`` of ``cases`` heads. synthrad: the paired
     subjects in SynthRAD 2025's per-case layout, ``<case>/mr.mha``, ``ct.mha``, ``mask.mha``. ``misregistration_mm``
-    moves each paired MR slightly against its CT. The same arguments give identical files.
+    moves each paired MR slightly against its CT. ``t2`` adds a T2-like contrast to paired data: the MR
+    channels are then ``mr/<case>_0000`` (T1) and ``mr/<case>_0001`` (T2), as nnU-Net names them.
+    The same arguments give identical files.
     """
     kind = _parse_kind(kind)
     shape = _check_geometry(cases, shape, spacing)
     out = _prepare_output(Path(out), overwrite)
-    plan = _Plan(out, cases, shape, float(spacing), seed, progress or _no_progress, misregistration_mm)
+    if t2 and kind is not PhantomKind.PAIRED:
+        raise UsageError("--t2 is available for the paired phantom only.")
+    plan = _Plan(out, cases, shape, float(spacing), seed, progress or _no_progress, misregistration_mm, t2)
     files = _WRITERS[kind](plan)
     subjects = cases if kind in (PhantomKind.PAIRED, PhantomKind.SLICES, PhantomKind.SYNTHRAD) else 2 * cases
     return PhantomSummary(kind=kind, out=out, subjects=subjects, files=files, folders=_FOLDERS[kind])
@@ -125,9 +130,11 @@ class _Plan:
     seed: int
     progress: Progress
     misregistration_mm: float
+    t2: bool = False
 
     def head(self, index: int, misregistration_mm: float = 0.0) -> HeadVolumes:
-        return make_head((self.seed, index), self.shape, self.spacing, misregistration_mm=misregistration_mm)
+        return make_head((self.seed, index), self.shape, self.spacing, misregistration_mm=misregistration_mm,
+                         t2=self.t2)
 
     def path(self, folder: str, index: int) -> Path:
         return self.out / folder / f"{case_name(index)}.nii.gz"
@@ -141,12 +148,15 @@ def _write_paired(plan: _Plan) -> int:
     for index in range(plan.cases):
         head = plan.head(index, plan.misregistration_mm)
         meta = _meta(head)
-        write_image(plan.path("mr", index), head.mr, meta)
+        contrasts = [head.mr] if head.t2 is None else [head.mr, head.t2]
+        for channel, mr in enumerate(contrasts):
+            name = case_name(index) if head.t2 is None else f"{case_name(index)}_{channel:04d}"
+            write_image(plan.out / "mr" / f"{name}.nii.gz", mr, meta)
         write_ct(plan.path("ct", index), head.ct, meta)
         write_labels(plan.path("mask", index), head.mask, meta)
         write_labels(plan.path("labels", index), head.labels, meta)
         plan.progress(index + 1, plan.cases)
-    return 4 * plan.cases
+    return (3 + (2 if plan.t2 else 1)) * plan.cases
 
 
 def _write_synthrad(plan: _Plan) -> int:
