@@ -31,6 +31,7 @@ from medsynth.families.fastgan import (
 )
 from medsynth.inference.generate import latent, synthesise
 from medsynth.io.image import ImageMeta, write_ct
+from medsynth.metrics.anatomy import STATISTICS, anatomy_values
 from medsynth.metrics.generation import (
     body_hu_histogram,
     fid,
@@ -395,6 +396,9 @@ def test_generate_eval_writes_metrics_with_fid_and_kid(trained, slices_dir, tmp_
     for key in ("hu_wasserstein", "fid", "kid", "nn_ssim_max", "real_nn_ssim_mean"):
         assert np.isfinite(metrics[key]), key
     assert metrics["nn_ssim_max"] <= 1.0 and "hu_wasserstein" in result.output
+    assert set(metrics["anatomy"]) == set(STATISTICS) and "two_lungs" in result.output
+    real_spine = anatomy_values(load_slices(slices_dir, 64).hu)["spine"].mean()
+    assert metrics["anatomy"]["spine"]["real"] == pytest.approx(real_spine)
 
 
 def test_generate_refuses_other_families_and_bad_counts(trained, tmp_path):

@@ -45,6 +45,8 @@ def generate(
     console.print(f"wrote {len(result.files)} slices and {escape(result.grid.name)} to {escape(str(out_dir))}")
     if result.metrics_file is not None:
         console.print(_metrics_table(result.metrics))
+        if result.metrics.get("anatomy"):
+            console.print(_anatomy_table(result.metrics["anatomy"]))
         console.print(f"metrics: {escape(str(result.metrics_file))}")
 
 
@@ -57,4 +59,14 @@ def _metrics_table(metrics: dict[str, Any]) -> Table:
             table.add_row(name, f"{value:.4g}")
         elif isinstance(value, int):
             table.add_row(name, str(value))
+    return table
+
+
+def _anatomy_table(anatomy: dict[str, dict[str, float]]) -> Table:
+    table = Table(title="anatomy: generated vs real (mean ± sd; yes/no as shares)")
+    for column in ("statistic", "generated", "real", "W1"):
+        table.add_column(column, justify="left" if column == "statistic" else "right")
+    for name, row in anatomy.items():
+        table.add_row(name, f"{row['generated']:.3g} ± {row['generated_sd']:.2g}",
+                      f"{row['real']:.3g} ± {row['real_sd']:.2g}", f"{row['w1']:.3g}")
     return table

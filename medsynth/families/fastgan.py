@@ -36,12 +36,14 @@ from medsynth.errors import UsageError
 from medsynth.families.base import Family, ModelExport
 from medsynth.inference.generate import display_slice, synthesise
 from medsynth.io.cases import case_id
+from medsynth.metrics.anatomy import anatomy_values
 from medsynth.metrics.generation import body_hu_histogram, histogram_wasserstein
 from medsynth.modelfile import data_fingerprint
 from medsynth.nets.fastgan import RESOLUTIONS, quarter
 
 TARGET_RANGE = (0.8, 1.0)  # the hinge's random targets (official code)
 PREVIEW_COUNT = 6
+VALIDATION_ANATOMY = ("body_outline", "two_lungs", "spine", "anatomy_complete")
 
 
 class ReconLoss(StrEnum):
@@ -205,11 +207,14 @@ class FastGAN(Family):
         return np.rint(self.intensity.denormalise(images.numpy()))
 
     def validate(self, networks: Mapping[str, nn.Module], device: torch.device) -> dict[str, float]:
-        """HU-histogram W₁ inside the body, generated vs training slices, and the generated body fraction."""
+        """HU-histogram W₁ inside the body, generated vs training slices, the generated body fraction and the
+        shares of generated slices with a body outline, two lungs, a spine and all three (``metrics/anatomy``)."""
         hu = self.generated_hu(networks["G"], self.config.val_samples, device)
         threshold = self.config.body_threshold
+        anatomy = anatomy_values(hu, threshold)
         return {"hu_wasserstein": histogram_wasserstein(body_hu_histogram(hu, threshold), self.real_histogram),
-                "body_fraction": float(np.mean([slice_body_mask(s, threshold).mean() for s in hu]))}
+                "body_fraction": float(np.mean([slice_body_mask(s, threshold).mean() for s in hu])),
+                **{name: float(anatomy[name].mean()) for name in VALIDATION_ANATOMY}}
 
     def preview(self, batch: dict[str, Tensor], networks: Mapping[str, nn.Module]) -> list[list[np.ndarray]]:
         """Top row: slices from the EMA generator (fixed latents); bottom row: training slices."""

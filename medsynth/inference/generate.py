@@ -200,10 +200,18 @@ def _save_grid(path: Path, slices: list[np.ndarray]) -> Path:
     return save_grid(path, [panels[i:i + GRID_COLUMNS] for i in range(0, len(panels), GRID_COLUMNS)])
 
 
+def _strict(value: Any) -> Any:
+    """``value`` with every undefined number (NaN, ±inf), at any depth, as None: strict JSON's null."""
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
+    return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
 def _write_json(path: Path, document: dict[str, Any]) -> Path:
-    """Strict JSON (an undefined metric, NaN, becomes null), written atomically."""
-    plain = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in document.items()}
-    return write_text_atomically(path, json.dumps(plain, indent=2))
+    """Strict JSON (an undefined metric becomes null), written atomically."""
+    return write_text_atomically(path, json.dumps(_strict(document), indent=2, allow_nan=False) + "\n")
 
 
 def _progress() -> Progress:

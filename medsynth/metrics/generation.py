@@ -4,6 +4,8 @@
   pixels of generated and real slices (1-HU bins over the CT range), in HU.
 - Memorisation: for each generated slice the nearest real slice by SSIM; near-copies are flagged.
 - FID and KID over features of a user-supplied extractor (nothing is downloaded).
+- Anatomy: body outline, lungs and spine statistics of generated against real slices
+  (``medsynth/metrics/anatomy.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from medsynth.data.intensity import CTIntensity
 from medsynth.data.slices import BODY_THRESHOLD_HU, SliceSet, slice_body_mask
 from medsynth.errors import InputError
 from medsynth.io.image import CT_RANGE
+from medsynth.metrics.anatomy import anatomy_values, compare_anatomy
 
 _HU_BINS = np.arange(CT_RANGE[0], CT_RANGE[1] + 1, dtype=np.float64)
 SSIM_WINDOW = 7
@@ -173,7 +176,11 @@ def generation_metrics(generated_hu: np.ndarray, real: SliceSet, intensity: CTIn
                        threshold: float = BODY_THRESHOLD_HU, copy_ssim: float = 0.95,
                        extractor: torch.nn.Module | None = None, device: torch.device | None = None,
                        ) -> dict[str, Any]:
-    """All generation metrics of slices (N, R, R) in HU against real slices at the same resolution."""
+    """All generation metrics of slices (N, R, R) in HU against real slices at the same resolution.
+
+    A flat mapping of numbers, plus ``anatomy``: per anatomical statistic, generated and real mean and
+    standard deviation and their W₁ distance (``compare_anatomy``).
+    """
     if generated_hu.shape[1:] != real.hu.shape[1:]:
         raise InputError(f"generated slices {generated_hu.shape[1:]} and real slices {real.hu.shape[1:]} differ "
                          "in size; read the real data at the model's resolution.")
@@ -185,6 +192,7 @@ def generation_metrics(generated_hu: np.ndarray, real: SliceSet, intensity: CTIn
         "hu_wasserstein": histogram_wasserstein(body_hu_histogram(generated_hu, threshold),
                                                 body_hu_histogram(real.hu, threshold)),
         **memorisation(fake, data, real.sources, copy_ssim),
+        "anatomy": compare_anatomy(anatomy_values(generated_hu, threshold), anatomy_values(real.hu, threshold)),
     }
     if extractor is not None:
         device = device or torch.device("cpu")
