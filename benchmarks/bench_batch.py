@@ -63,9 +63,19 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run_sampled(command: list[str], kill_after: float | None) -> tuple[list[float], int]:
-    """Run ``command``, sampling RSS every 0.5 s; SIGKILL it after ``kill_after`` seconds if given."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def run_sampled(command: list[str], kill_after: float | None, log: Path) -> tuple[list[float], int]:
+    """Run ``command``, sampling RSS every 0.5 s; SIGKILL it after ``kill_after`` seconds if given.
+
+    Its stderr goes to ``log``; a run that ends with an error (not the kill) stops the benchmark with it.
+    """
+    with log.open("w") as stderr:
+        samples, code = _sample(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr), kill_after)
+    if code not in (0, -signal.SIGKILL):
+        raise SystemExit(f"translate failed (exit {code}): {log.read_text().strip()}")
+    return samples, code
+
+
+def _sample(process: subprocess.Popen, kill_after: float | None) -> tuple[list[float], int]:
     samples: list[float] = []
     started = time.monotonic()
     while process.poll() is None:
@@ -87,13 +97,15 @@ def main() -> None:
     print_header(f"translate batch of {args.cases} volumes {SHAPE}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model, inputs, out = write_model(root / "model.safetensors"), root / "in", root / "out"
+        # The model in a folder of its own: translate refuses to write inside a model's (run) folder.
+        model = write_model(root / "model" / "model.safetensors")
+        inputs, out = root / "in", root / "out"
         write_inputs(inputs, args.cases)
-        _, code = run_sampled(translate_command(model, inputs, out), args.kill_after)
+        _, code = run_sampled(translate_command(model, inputs, out), args.kill_after, root / "killed.log")
         done_at_kill = len(list(out.glob("case_*.nii.gz")))
         print(f"killed (exit {code}) after {args.kill_after:.0f} s with {done_at_kill} cases written")
         started = time.monotonic()
-        samples, code = run_sampled(translate_command(model, inputs, out), None)
+        samples, code = run_sampled(translate_command(model, inputs, out), None, root / "rerun.log")
         seconds = time.monotonic() - started
         written = len(list(out.glob("case_*.nii.gz")))
         partial = len(list(out.glob(".*partial*")))
