@@ -103,14 +103,19 @@ def main() -> None:
         write_inputs(inputs, args.cases)
         _, code = run_sampled(translate_command(model, inputs, out), args.kill_after, root / "killed.log")
         done_at_kill = len(list(out.glob("case_*.nii.gz")))
-        print(f"killed (exit {code}) after {args.kill_after:.0f} s with {done_at_kill} cases written")
+        if code == 0:
+            print(f"the batch finished within --kill-after {args.kill_after:.0f} s; give more --cases to test resume")
+        else:
+            print(f"killed (exit {code}) after {args.kill_after:.0f} s with {done_at_kill} cases written")
         started = time.monotonic()
         samples, code = run_sampled(translate_command(model, inputs, out), None, root / "rerun.log")
         seconds = time.monotonic() - started
         written = len(list(out.glob("case_*.nii.gz")))
         partial = len(list(out.glob(".*partial*")))
+        remaining = args.cases - done_at_kill  # per case only over cases the re-run translated (not skipped)
+        per_case = f"{seconds / remaining:.2f} s/case" if remaining else "no case left to translate"
         print(f"re-run: exit {code}, {written}/{args.cases} written, {partial} partial files, {seconds:.0f} s, "
-              f"{seconds / max(args.cases - done_at_kill, 1):.2f} s/case")
+              f"{per_case}")
         quarter = max(len(samples) // 4, 1)
         print(f"re-run RSS MiB: first quarter max {max(samples[:quarter]):.0f}, last quarter max "
               f"{max(samples[-quarter:]):.0f}, overall max {max(samples):.0f}  (flat memory: last ≈ first)")
