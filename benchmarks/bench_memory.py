@@ -4,7 +4,7 @@
 
 Writes one MR-like int16 volume on a 1 mm grid and a pix2pix model file on the same 1 mm grid (random
 weights: memory does not depend on training), so the model grid is as large as the input. Runs
-``medsynth translate`` in a child process and prints its peak resident set (``ru_maxrss`` of the
+``medsynth translate`` in a child process and prints its peak resident set (VmHWM of the
 child), the seconds, and the peak of reading the input alone, for scale. The network's own activations
 grow with ``--channels`` and ``--sw-batch-size`` but not with the volume; the volume-sized buffers
 (input, model-grid copy, blended output, inverse) are what this benchmark is about.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -53,18 +52,38 @@ def write_input(path: Path, shape: tuple[int, int, int]) -> Path:
     return path
 
 
+# Runs a command (``sys.argv[2:]``, a module and its arguments) and, as the process ends, writes its own peak
+# resident set (VmHWM) to the file ``sys.argv[1]``. A child's ``ru_maxrss`` from ``wait4`` cannot be used:
+# Linux carries the high-water mark across fork and exec, so every child would report at least the parent's
+# peak at fork time (here: the parent has just built a CT-sized input).
+_PEAK_WRAPPER = """
+import atexit, runpy, sys
+from pathlib import Path
+target = Path(sys.argv[1])
+def _record():
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM:"))
+    target.write_text(line.split()[1])
+atexit.register(_record)
+sys.argv = sys.argv[2:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True) if not sys.argv[0].endswith(".py") \
+    else runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def child_peak_mb(command: list[str]) -> tuple[float, float]:
-    """Run ``command`` to completion; its own peak resident MiB (``wait4``'s rusage) and seconds."""
+    """Run ``command`` (a module name or a script, and its arguments) in a fresh Python to completion; its
+    own peak resident MiB (VmHWM as it exits) and seconds."""
     started = time.perf_counter()
     # stderr to a file, not a pipe: a child writing more than a pipe holds would block while we wait for it
-    with tempfile.TemporaryFile() as stderr:
-        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
-        _, status, usage = os.wait4(child.pid, 0)
+    with tempfile.TemporaryFile() as stderr, tempfile.TemporaryDirectory() as tmp:
+        peak_file = Path(tmp) / "peak_kib"
+        child = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, str(peak_file), *command],
+                               stdout=subprocess.DEVNULL, stderr=stderr, check=False)
         seconds = time.perf_counter() - started
-        if os.waitstatus_to_exitcode(status) != 0:
+        if child.returncode != 0 or not peak_file.exists():
             stderr.seek(0)
             sys.exit(f"failed: {' '.join(command)}\n{stderr.read().decode()[-2000:]}")
-    return usage.ru_maxrss / 1024, seconds
+        return int(peak_file.read_text()) / 1024, seconds
 
 
 def main() -> None:
@@ -91,8 +110,8 @@ def main() -> None:
         model = write_model(root / "model" / "model.safetensors", args.channels, args.patch)
         (root / "in").mkdir()
         source = write_input(root / "in" / "ct_sized.nii.gz", tuple(args.shape))
-        reading, _ = child_peak_mb([sys.executable, __file__, "--read-only", "--input", str(source)])
-        peak, seconds = child_peak_mb([sys.executable, "-m", "medsynth", "translate", str(model), str(source.parent),
+        reading, _ = child_peak_mb([__file__, "--read-only", "--input", str(source)])
+        peak, seconds = child_peak_mb(["medsynth", "translate", str(model), str(source.parent),
                                        str(root / "out"), "--device", "cpu", "--sw-batch-size",
                                        str(args.sw_batch_size)])
         written = nib.load(root / "out" / "ct_sized.nii.gz")
