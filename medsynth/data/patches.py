@@ -65,3 +65,20 @@ def cut_patch(volume: np.ndarray, draw: PatchDraw, patch: Sequence[int], pad_val
     if len(patch) < len(spatial):
         out = out.reshape(volume.shape[0], *patch)
     return np.ascontiguousarray(out)
+
+
+def cut_slab(volume: np.ndarray, draw: PatchDraw, patch: Sequence[int], pad_value: float,
+             context_slices: int) -> np.ndarray:
+    """:func:`cut_patch` for the MR of a 2D or 2.5D model: a 2D patch of a (C, X, Y, Z) ``volume`` at
+    ``draw`` with its ``context_slices`` k neighbouring slices on either side as channels, (C·(2k+1),
+    *patch), contrast-major like :func:`medsynth.inference.volume.slice_context`; k = 0 or a 3D patch is
+    :func:`cut_patch` itself. Slices beyond the volume's ends repeat the end slice (the network never sees
+    a slab half made of padding); in-plane, ``pad_value`` fills as in :func:`cut_patch`.
+    """
+    if context_slices == 0 or len(patch) == volume.ndim - 1:
+        return cut_patch(volume, draw, patch, pad_value)
+    depth, centre = volume.shape[-1], draw.start[-1]
+    slabs = [cut_patch(volume, PatchDraw((*draw.start[:-1], min(max(centre + offset, 0), depth - 1)), draw.flips),
+                       patch, pad_value)
+             for offset in range(-context_slices, context_slices + 1)]
+    return np.ascontiguousarray(np.stack(slabs, axis=1).reshape(-1, *patch))

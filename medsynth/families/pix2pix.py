@@ -26,7 +26,7 @@ from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid, median_spacing
 from medsynth.data.intensity import CTIntensity, MRIntensity, MRScaling
 from medsynth.data.layouts import channel_count, channel_roles, discover_paired, read_cases
-from medsynth.data.patches import body_anchors, cut_patch, draw_patch
+from medsynth.data.patches import body_anchors, cut_patch, cut_slab, draw_patch
 from medsynth.data.splits import SplitPlan, split_datalist
 from medsynth.engine.context import StepContext
 from medsynth.errors import UsageError
@@ -45,6 +45,7 @@ class Pix2PixConfig:
     """Network and loss settings of pix2pix/vox2vox (paper defaults where the paper gives them)."""
 
     dims: int = 3
+    context_slices: int = 0  # 2.5D (dims 2): k neighbouring slices on either side as input channels
     patch_size: tuple[int, ...] = (64, 64, 64)
     spacing: tuple[float, ...] | None = None  # None: median spacing of the training set, no finer than min_spacing
     min_spacing: float = 1.0  # mm; finer data is coarsened so that a window sees enough anatomy (docs/pix2pix.md)
@@ -80,6 +81,9 @@ class Pix2PixConfig:
         divisor = int(np.prod(self.strides))
         if any(p % divisor for p in self.patch_size):
             raise UsageError(f"patch size {self.patch_size} must be a multiple of {divisor} for this U-Net depth.")
+        if self.context_slices < 0 or (self.context_slices and self.dims != 2):
+            raise UsageError(f"context_slices ({self.context_slices}) is for 2D models (2.5D input): dims 2 "
+                             "and k >= 0 neighbouring slices on either side.")
         if not 0.0 <= self.augment <= 1.0:
             raise UsageError(f"augment is a probability in [0, 1], not {self.augment}.")
         self.norm = GeneratorNorm(self.norm)
@@ -145,14 +149,20 @@ class Pix2Pix(Family):
 
     def _build_networks(self) -> None:
         c = self.config
-        self.add_network("G", "medsynth.UNetGenerator", spatial_dims=c.dims, in_channels=self.mr_channels,
+        self.add_network("G", "medsynth.UNetGenerator", spatial_dims=c.dims,
+                         in_channels=self.input_channels,
                          out_channels=1, channels=list(c.channels), strides=list(c.strides),
                          num_res_units=c.num_res_units, dropout=c.dropout,
                          head_channels=head_width(c.head_channels, c.channels, c.num_res_units),
                          norm=str(c.norm), padding_mode=c.padding, tanh_output=True)
         self.add_network("D", "monai.PatchDiscriminator", spatial_dims=c.dims, num_layers_d=c.disc_layers,
-                         channels=c.disc_channels, in_channels=self.mr_channels + 1, out_channels=1, norm="INSTANCE",
+                         channels=c.disc_channels, in_channels=self.input_channels + 1, out_channels=1, norm="INSTANCE",
                          last_conv_kernel_size=4)
+
+    @property
+    def input_channels(self) -> int:
+        """G's input channels: every MR contrast, at each of the 2k+1 slices of a 2.5D slab."""
+        return self.mr_channels * (2 * self.config.context_slices + 1)
 
     @property
     def window_divisor(self) -> int | None:
@@ -170,7 +180,7 @@ class Pix2Pix(Family):
         case = self.training[int(rng.integers(len(self.training)))]
         draw = draw_patch(rng, case.mask.shape, self.config.patch_size, case.anchors,
                           self.config.body_fraction, self.config.flip_axes)
-        mr, ct = self.augment(cut_patch(case.mr, draw, self.config.patch_size, -1.0),
+        mr, ct = self.augment(cut_slab(case.mr, draw, self.config.patch_size, -1.0, self.config.context_slices),
                               cut_patch(case.ct, draw, self.config.patch_size, -1.0), int(rng.integers(2**31)))
         return {"mr": torch.from_numpy(np.ascontiguousarray(mr)), "ct": torch.from_numpy(np.ascontiguousarray(ct))}
 
@@ -195,7 +205,7 @@ class Pix2Pix(Family):
         with torch.no_grad():
             out = predict_grid(generator, torch.from_numpy(mr)[None].to(device), self.config.dims,
                                self.config.patch_size, self.config.val_overlap,
-                               window_divisor=self.window_divisor)
+                               window_divisor=self.window_divisor, context_slices=self.config.context_slices)
         return self.ct_intensity.denormalise(out[0, 0].cpu().numpy())
 
     def validate(self, networks: Mapping[str, nn.Module], device: torch.device) -> dict[str, float]:
@@ -239,6 +249,7 @@ class Pix2Pix(Family):
         c = self.config
         return ModelExport(networks=("G",), metadata={
             "spatial_dims": c.dims,
+            "context_slices": c.context_slices,
             "patch_size": list(c.patch_size),
             "spacing": list(self.grid.spacing),
             "generator_norm": str(c.norm),

@@ -113,7 +113,7 @@ def _agreement(document: dict[str, Any], direction: Direction) -> dict[str, Any]
             # each fold's training cases) may differ: every member normalises the input its own way.
             "normalisation": (spec["source"].get("modality"), spec["source"].get("scaling"), spec["target"]),
             "channels": (kwargs.get("in_channels", 1), kwargs.get("out_channels", 1), document.get("mr_channels")),
-            "windows": document.get("window_divisor")}
+            "windows": (document.get("window_divisor"), document.get("context_slices", 0))}
 
 
 def load_translator(model_path: Path, direction: Direction, options: TranslateOptions) -> VolumeTranslator:
@@ -148,6 +148,7 @@ def load_translator(model_path: Path, direction: Direction, options: TranslateOp
         label=_label(first["family"], paths),
         window_divisor=first.get("window_divisor"),  # absent in models that normalise per window
         mr_channels=tuple(first.get("mr_channels", ["0000"])),
+        context_slices=int(first.get("context_slices", 0)),
     )
 
 

@@ -74,22 +74,38 @@ def window_size(patch_size: Sequence[int], shape: Sequence[int], divisor: int | 
 
 def predict_grid(network: nn.Module, image: Tensor, dims: int, patch_size: Sequence[int], overlap: float = 0.25,
                  sw_batch_size: int = 4, amp_dtype: torch.dtype | None = None,
-                 window_divisor: int | None = None) -> Tensor:
-    """Network output for a normalised (1, 1, X, Y, Z) image by Gaussian-blended sliding windows.
+                 window_divisor: int | None = None, context_slices: int = 0) -> Tensor:
+    """Network output for a normalised (1, C, X, Y, Z) image by Gaussian-blended sliding windows.
 
-    A 2D network runs on the axial slices (the Z axis becomes the batch) with 2D windows. Windows are
-    padded with -1, the normalised background, where the image is smaller than a window. With
-    ``window_divisor`` (a network free of window statistics, whose input sizes must be multiples of it)
-    the windows are as large as :func:`window_size` allows: usually the whole image.
+    A 2D network runs on the axial slices (the Z axis becomes the batch) with 2D windows; with
+    ``context_slices`` k > 0 (2.5D) each slice comes with its k neighbours on either side as extra
+    channels (:func:`slice_context`). Windows are padded with -1, the normalised background, where the
+    image is smaller than a window. With ``window_divisor`` (a network free of window statistics, whose
+    input sizes must be multiples of it) the windows are as large as :func:`window_size` allows: usually
+    the whole image.
     """
     image = image.to(network_device(network))
     if dims == 2:
-        slices = image[0].permute(3, 0, 1, 2)  # (Z, 1, X, Y)
+        slices = slice_context(image[0], context_slices)  # (Z, C·(2k+1), X, Y)
         roi = window_size(patch_size, slices.shape[2:], window_divisor)
         out = _windows(network, slices, roi, overlap, sw_batch_size, amp_dtype)
         return out.permute(1, 2, 3, 0)[None]
     roi = window_size(patch_size, image.shape[2:], window_divisor)
     return _windows(network, image, roi, overlap, sw_batch_size, amp_dtype)
+
+
+def slice_context(volume: Tensor, context_slices: int) -> Tensor:
+    """The axial slices of a (C, X, Y, Z) volume as a batch (Z, C·(2k+1), X, Y), each with its k =
+    ``context_slices`` neighbours below and above as channels (contrast-major: channel c·(2k+1) + j holds
+    contrast c at slice z − k + j). Slices beyond the ends repeat the end slice, as in training
+    (:func:`medsynth.data.patches.cut_slab`)."""
+    k = int(context_slices)
+    if k == 0:
+        return volume.permute(3, 0, 1, 2)
+    channels, depth = volume.shape[0], volume.shape[-1]
+    index = (torch.arange(depth, device=volume.device)[:, None] + torch.arange(-k, k + 1, device=volume.device))
+    stacked = volume[..., index.clamp(0, depth - 1)]  # (C, X, Y, Z, 2k+1)
+    return stacked.permute(3, 0, 4, 1, 2).reshape(depth, channels * (2 * k + 1), *volume.shape[1:3])
 
 
 def network_device(network: nn.Module) -> torch.device:
@@ -204,6 +220,7 @@ class VolumeTranslator:
     label: str = "model"  # family and run, for provenance in outputs (DICOM Series Description)
     window_divisor: int | None = None  # set for networks free of window statistics (see predict_grid)
     mr_channels: tuple[str, ...] = ("0000",)  # the model's MR contrasts, in channel order
+    context_slices: int = 0  # 2.5D: neighbouring slices on either side fed as channels (2D models)
 
     @torch.no_grad()
     def model_space(self, member: Member, image: Tensor, overlap: float, flips: tuple[int, ...] = ()) -> Tensor:
@@ -212,7 +229,7 @@ class VolumeTranslator:
         spatial = [axis + 2 for axis in flips]
         x = torch.flip(image, spatial) if spatial else image
         y = predict_grid(member.network, x, self.dims, member.patch_size, overlap, self.sw_batch_size,
-                         self.amp_dtype, self.window_divisor)
+                         self.amp_dtype, self.window_divisor, self.context_slices)
         return torch.flip(y, spatial) if spatial else y
 
     def prepare(self, volume: Volume | Sequence[Volume], mask: np.ndarray | None = None) -> PreparedVolume:
