@@ -29,11 +29,14 @@ from medsynth.modelfile import NetworkSpec, save_model
 from medsynth.nets.registry import build_network
 
 
-def write_model(path: Path, channels: list[int], patch: int) -> Path:
+def write_model(path: Path, channels: list[int], patch: int, norm: str) -> Path:
+    """A random-weight vox2vox model file; ``norm`` "batch" is the default generator, whose windows grow to
+    whole volumes (up to ``MAX_WINDOW_VOXELS``), "instance" one that runs training-sized windows."""
     kwargs = {"spatial_dims": 3, "channels": channels, "strides": [2] * (len(channels) - 1), "num_res_units": 2,
-              "head_channels": channels[0], "tanh_output": True}
+              "head_channels": channels[0], "tanh_output": True, "norm": norm, "padding_mode": "replicate"}
+    divisor = 2 ** (len(channels) - 1) if norm == "batch" else None
     metadata = {"spatial_dims": 3, "patch_size": [patch] * 3, "spacing": [1.0] * 3, "flip_axes": [0],
-                "mc_dropout": False,
+                "mc_dropout": False, "generator_norm": norm, "window_divisor": divisor,
                 "directions": {"mr2ct": {"network": "G", "source": MRIntensity().to_json(),
                                          "target": CTIntensity().to_json()}}}
     network = build_network("medsynth.UNetGenerator", kwargs)
@@ -93,6 +96,9 @@ def main() -> None:
                         help="input size in voxels of 1 mm (also the model grid); 64 64 48 is a quick check")
     parser.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32, 64], help="U-Net widths per level")
     parser.add_argument("--patch", type=int, default=64, help="sliding-window edge in voxels")
+    parser.add_argument("--norm", choices=("instance", "batch"), default="instance",
+                        help="generator normalisation: instance runs --patch windows; batch (the vox2vox default) "
+                             "windows as large as MAX_WINDOW_VOXELS allows, so activations grow")
     parser.add_argument("--sw-batch-size", type=int, default=1, help="windows per network call")
     parser.add_argument("--read-only", action="store_true", help=argparse.SUPPRESS)  # the child's reference run
     parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
@@ -103,11 +109,11 @@ def main() -> None:
         read_image(args.input)
         return
     print_header(f"translate one {'x'.join(map(str, args.shape))} volume, U-Net {args.channels}, "
-                 f"{args.patch}³ windows, sw-batch-size {args.sw_batch_size}")
+                 f"{args.patch}³ windows ({args.norm} norm), sw-batch-size {args.sw_batch_size}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "model").mkdir()  # the model's folder is an input: outputs go beside it, not inside
-        model = write_model(root / "model" / "model.safetensors", args.channels, args.patch)
+        model = write_model(root / "model" / "model.safetensors", args.channels, args.patch, args.norm)
         (root / "in").mkdir()
         source = write_input(root / "in" / "ct_sized.nii.gz", tuple(args.shape))
         reading, _ = child_peak_mb([__file__, "--read-only", "--input", str(source)])
