@@ -39,3 +39,13 @@ def test_demo_refuses_a_non_empty_folder(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr.strip().count("\n") == 0 and "not empty" in result.stderr
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_cli_default_steps_are_the_demo_library_default() -> None:
+    import inspect
+
+    from medsynth.cli.demo import demo
+    from medsynth.demo import DEMO_STEPS, run_demo
+
+    assert inspect.signature(run_demo).parameters["steps"].default == DEMO_STEPS
+    assert inspect.signature(demo).parameters["steps"].default == DEMO_STEPS

@@ -15,7 +15,7 @@ from medsynth.errors import UsageError
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for data, run, outputs and previews.")] = Path(
         "medsynth-demo"),
-    steps: Annotated[int, typer.Option(help="Training steps (1500: about 3 minutes on 2 idle CPU cores).")] = 1500,
+    steps: Annotated[int, typer.Option(help="Training steps (2000: about 4 minutes on 2 idle CPU cores).")] = 2000,
 ) -> None:
     """Phantom -> train vox2vox -> translate unseen heads -> evaluate -> PNG previews."""
     if out.exists() and any(out.iterdir()):
