@@ -1,5 +1,5 @@
-"""vox2vox on real anatomy: pseudo-MR made from real CT volumes, trained and tested on different patients,
-scored beside the no-context lookup table and the best constant.
+"""pix2pix (the 2.5D recipe) or vox2vox on real anatomy: pseudo-MR made from real CT volumes, trained and
+tested on different patients, scored beside the no-context lookup table and the best constant.
 
     OMP_NUM_THREADS=2 python benchmarks/real_anatomy.py CT_DIR WORK --test 2 \\
         --config examples/pix2pix_real_cpu.yaml
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=Path("examples/pix2pix_real_cpu.yaml"))
     parser.add_argument("--steps", type=int, default=None)
     args = parser.parse_args()
-    print_header("vox2vox on pseudo-MR of real CT, unseen patients")
+    print_header(f"pix2pix ({args.config.name}) on pseudo-MR of real CT, unseen patients")
     data, test, ids = make_dataset(args.ct_dir, args.work, args.test)
     wall, cpu = time.perf_counter(), time.process_time()
     train_options = {"steps": args.steps} if args.steps else {}
@@ -111,7 +111,7 @@ def main() -> None:
           f"CPU {cpu:.0f} s")
     print("| | MAE in body (HU) | bone Dice | bone MAE (HU) | soft-tissue mean error (HU) |")
     print("|---|---|---|---|---|")
-    for name, folder in (("vox2vox", "sct"), ("lookup table", "lookup"), ("best constant", "constant")):
+    for name, folder in (("model", "sct"), ("lookup table", "lookup"), ("best constant", "constant")):
         summary = evaluate_folders(args.work / folder, test / "ct", test / "mask").summary()
         rows[name] = {key: summary[key].mean for key in ("mae", "bone_dice", "mae_bone")}
         rows[name]["soft_bias"] = soft_bias(args.work / folder, test)
