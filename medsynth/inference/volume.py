@@ -46,7 +46,9 @@ def reduced_memory() -> Iterator[None]:
     finally:
         _REDUCED_MEMORY.reset(token)
 
-MAX_WINDOW_VOXELS = 4_000_000  # about 160³: a whole CPU-sized volume in one pass, a few GB of activations
+# 100³: a whole head-sized model grid in one pass. Activations grow with the window: at 4 M voxels the default
+# generator (widths 32…256) alone peaked at 1.5 GB, so a CT-sized input went over 2 GB (docs/performance.md).
+MAX_WINDOW_VOXELS = 1_000_000
 
 
 def window_size(patch_size: Sequence[int], shape: Sequence[int], divisor: int | None,
