@@ -35,9 +35,9 @@ from medsynth.data.intensity import CTIntensity, MRIntensity
 from medsynth.data.splits import SplitPlan
 from medsynth.engine.config import TrainConfig
 from medsynth.engine.context import StepContext
+from medsynth.engine.family import Family
 from medsynth.engine.runtime import Runtime
 from medsynth.engine.trainer import Trainer
-from medsynth.families.base import Family
 from medsynth.families.fastgan import FastGAN, FastGANConfig
 from medsynth.families.pix2pix import Pix2Pix, Pix2PixConfig
 from medsynth.inference.translate import TranslateOptions, translate

@@ -16,11 +16,11 @@ from medsynth.choices import FamilyName
 from medsynth.data.splits import SPLIT_FILENAME, SplitPlan
 from medsynth.engine.checkpoint import CHECKPOINT_NAME
 from medsynth.engine.config import TrainConfig, build_config, read_yaml, to_plain
+from medsynth.engine.family import Family
 from medsynth.engine.logbook import LOG_FILENAME
 from medsynth.engine.runtime import make_runtime, process_group_closed_at_exit
 from medsynth.engine.trainer import TrainResult, run_training
 from medsynth.errors import UsageError
-from medsynth.families.base import Family
 from medsynth.io.outputs import (
     check_not_an_input,
     prepare_output_dir,

@@ -25,10 +25,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from medsynth.engine.checkpoint import CHECKPOINT_NAME, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from medsynth.engine.config import TrainConfig
 from medsynth.engine.context import StepContext
+from medsynth.engine.family import Family
 from medsynth.engine.logbook import Logbook
 from medsynth.engine.runtime import Runtime, barrier
 from medsynth.errors import TrainingDiverged, UsageError
-from medsynth.families.base import Family
 from medsynth.modelfile import MODEL_FILENAME, save_model
 
 BEST_MODEL_FILENAME = "best.safetensors"

@@ -40,8 +40,9 @@ from medsynth.data.layouts import count_labels, discover_domains, discover_paire
 from medsynth.data.patches import body_anchors, cut_patch, draw_patch
 from medsynth.data.splits import Split, SplitPlan
 from medsynth.engine.context import StepContext
+from medsynth.engine.family import Family, ModelExport
 from medsynth.errors import UsageError
-from medsynth.families.base import Family, ModelExport, spatial_patch, unet_strides
+from medsynth.families.base import spatial_patch, unet_strides
 from medsynth.inference.volume import predict_grid
 from medsynth.io.cases import case_id
 from medsynth.io.image import Volume

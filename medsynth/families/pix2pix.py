@@ -29,8 +29,9 @@ from medsynth.data.layouts import Datalist, channel_roles, discover_paired, read
 from medsynth.data.patches import body_anchors, cut_patch, draw_patch
 from medsynth.data.splits import SplitPlan, split_datalist
 from medsynth.engine.context import StepContext
+from medsynth.engine.family import Family, ModelExport
 from medsynth.errors import UsageError
-from medsynth.families.base import Family, ModelExport, spatial_patch, unet_strides
+from medsynth.families.base import spatial_patch, unet_strides
 from medsynth.inference.volume import normalise_source, predict_grid
 from medsynth.io.cases import channel_suffixes
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction

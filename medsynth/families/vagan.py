@@ -33,8 +33,8 @@ from medsynth.data.layouts import Case, Datalist, discover_unpaired, read_cases
 from medsynth.data.patches import PatchDraw, cut_patch
 from medsynth.data.splits import SplitPlan
 from medsynth.engine.context import StepContext
+from medsynth.engine.family import Family, ModelExport
 from medsynth.errors import UsageError
-from medsynth.families.base import Family, ModelExport
 from medsynth.inference.volume import predict_grid
 from medsynth.io.cases import case_id
 from medsynth.io.image import Volume
