@@ -40,9 +40,9 @@ from medsynth.engine.runtime import Runtime
 from medsynth.engine.trainer import Trainer
 from medsynth.families.fastgan import FastGAN, FastGANConfig
 from medsynth.families.pix2pix import Pix2Pix, Pix2PixConfig
-from medsynth.inference.translate import TranslateOptions, translate
 from medsynth.modelfile import save_model
 from medsynth.phantom.kinds import write_phantom
+from medsynth.services.translate import TranslateOptions, translate
 
 VARIANTS = ("fp32", "bf16", "bf16+channels_last_3d", "torch.compile")
 FULL = {"patches": (96, 128), "steps": 10, "warmup": 3, "batch": 2, "phantom": (96, 112, 96),

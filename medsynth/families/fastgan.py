@@ -34,7 +34,7 @@ from medsynth.data.splits import SplitPlan
 from medsynth.engine.context import StepContext
 from medsynth.engine.family import Family, ModelExport
 from medsynth.errors import UsageError
-from medsynth.inference.generate import display_slice, synthesise
+from medsynth.inference.generation import display_slice, synthesise
 from medsynth.io.cases import case_id
 from medsynth.metrics.anatomy import anatomy_values
 from medsynth.metrics.generation import body_hu_histogram, histogram_wasserstein

@@ -27,7 +27,15 @@ from medsynth.engine.config import DeviceChoice
 from medsynth.engine.runtime import pick_amp_dtype, pick_device
 from medsynth.errors import InputError, ModelError, UsageError
 from medsynth.families.vagan import IntensityRegion, normalisation_region
-from medsynth.inference.batch import (
+from medsynth.inference.volume import mask_on_grid, predict_grid, read_mask
+from medsynth.io.cases import list_images
+from medsynth.io.formats import OutputFormat, image_name
+from medsynth.io.image import Volume, read_image, write_image
+from medsynth.io.outputs import prepare_output_dir, write_text_atomically
+from medsynth.metrics.report import MetricSummary, summarise
+from medsynth.metrics.similarity import ncc
+from medsynth.modelfile import ModelFile, load_model
+from medsynth.services.batch import (
     BatchReport,
     CaseStatus,
     case_masks,
@@ -37,14 +45,6 @@ from medsynth.inference.batch import (
     run_batch,
     select_cases,
 )
-from medsynth.inference.volume import mask_on_grid, predict_grid, read_mask
-from medsynth.io.cases import list_images
-from medsynth.io.formats import OutputFormat, image_name
-from medsynth.io.image import Volume, read_image, write_image
-from medsynth.io.outputs import prepare_output_dir, write_text_atomically
-from medsynth.metrics.report import MetricSummary, summarise
-from medsynth.metrics.similarity import ncc
-from medsynth.modelfile import ModelFile, load_model
 from medsynth.viz import auto_window, mid_slices, overlay_signed_map, save_grid
 
 _OVERLAY_PIXELS = 256  # overlays are enlarged to about this many pixels across

@@ -16,16 +16,6 @@ from medsynth.data.intensity import intensity_from_json
 from medsynth.engine.config import DeviceChoice
 from medsynth.engine.runtime import pick_amp_dtype, pick_device
 from medsynth.errors import ModelError, UsageError
-from medsynth.inference.batch import (
-    BatchReport,
-    case_masks,
-    is_single_input,
-    mask_of,
-    parse_shard,
-    report_name,
-    run_batch,
-    select_cases,
-)
 from medsynth.inference.engines import (
     Engine,
     OnnxNetwork,
@@ -39,6 +29,16 @@ from medsynth.io.formats import OutputFormat, image_name
 from medsynth.io.image import Volume, read_image, write_ct, write_image
 from medsynth.io.outputs import prepare_output_dir
 from medsynth.modelfile import load_model, resolve_model_paths
+from medsynth.services.batch import (
+    BatchReport,
+    case_masks,
+    is_single_input,
+    mask_of,
+    parse_shard,
+    report_name,
+    run_batch,
+    select_cases,
+)
 
 TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")
 
