@@ -27,6 +27,7 @@ from medsynth.engine.config import TrainConfig
 from medsynth.engine.context import StepContext
 from medsynth.engine.family import Family
 from medsynth.engine.logbook import Logbook
+from medsynth.engine.modes import evaluating
 from medsynth.engine.runtime import Runtime, barrier
 from medsynth.errors import TrainingDiverged, UsageError
 from medsynth.modelfile import MODEL_FILENAME, save_model
@@ -277,7 +278,10 @@ class Trainer:
     def _cadenced(self, batch: dict[str, Tensor], logbook: Logbook, result: TrainResult) -> None:
         last = self.step == self.config.steps
         if self.runtime.is_main and (self.step % self.config.preview_every == 0 or last):
-            logbook.preview(self.step, self.family.preview(batch, self.export_networks()))
+            networks = self.export_networks()
+            with evaluating(networks.values()):
+                panels = self.family.preview(batch, networks)
+            logbook.preview(self.step, panels)
         if self.config.val_every and (self.step % self.config.val_every == 0 or last):
             result.validation = self._validate(logbook)
         if self.step % self.config.ckpt_every == 0 and not last:
@@ -286,7 +290,9 @@ class Trainer:
     def _validate(self, logbook: Logbook) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if self.runtime.is_main:
-            metrics = self.family.validate(self.export_networks(), self.runtime.device)
+            networks = self.export_networks()
+            with evaluating(networks.values()):
+                metrics = self.family.validate(networks, self.runtime.device)
             logbook.validation(self.step, metrics)
             self._keep_best(metrics)
         barrier(self.runtime)

@@ -307,13 +307,10 @@ class CycleGAN(Family):
 
     # -- validation and previews ----------------------------------------------------------------------
     def apply(self, network: nn.Module, image: np.ndarray | Tensor, device: torch.device) -> Tensor:
-        """Whole-volume output (C, X, Y, Z) of ``network`` for a normalised (1, X, Y, Z) image."""
-        training = network.training
-        network.eval()
-        with torch.no_grad():
-            out = predict_grid(network, torch.as_tensor(image)[None].to(device), self.config.dims,
-                               self.config.patch_size, self.config.val_overlap)
-        network.train(training)
+        """Whole-volume output (C, X, Y, Z) of ``network`` for a normalised (1, X, Y, Z) image (in the engine's
+        evaluation mode)."""
+        out = predict_grid(network, torch.as_tensor(image)[None].to(device), self.config.dims,
+                           self.config.patch_size, self.config.val_overlap)
         return out[0]
 
     def label_name(self, label: int) -> str:

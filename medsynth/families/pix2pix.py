@@ -200,12 +200,9 @@ class Pix2Pix(Family):
         return {"D": loss_d, "G_adv": loss_adv, "G_L1": loss_l1}
 
     def translate_grid(self, generator: nn.Module, mr: np.ndarray, device: torch.device) -> np.ndarray:
-        """Synthetic CT in HU for a normalised MR (1, X, Y, Z) on the model grid."""
-        generator.eval()
-        with torch.no_grad():
-            out = predict_grid(generator, torch.from_numpy(mr)[None].to(device), self.config.dims,
-                               self.config.patch_size, self.config.val_overlap,
-                               window_divisor=self.window_divisor)
+        """Synthetic CT in HU for a normalised MR (1, X, Y, Z) on the model grid (in the engine's evaluation mode)."""
+        out = predict_grid(generator, torch.from_numpy(mr)[None].to(device), self.config.dims,
+                           self.config.patch_size, self.config.val_overlap, window_divisor=self.window_divisor)
         return self.ct_intensity.denormalise(out[0, 0].cpu().numpy())
 
     def validate(self, networks: Mapping[str, nn.Module], device: torch.device) -> dict[str, float]:
@@ -216,7 +213,6 @@ class Pix2Pix(Family):
             return {}
         scores = _scores(self.validation, lambda case: self.translate_grid(networks["G"], case.mr, device),
                          self.ct_intensity)
-        networks["G"].train()
         if self._lookup_scores is None:
             lookup = _scores(self.validation, lambda case: self.lookup.predict(case.raw_mr, case.mask),
                              self.ct_intensity)
@@ -239,7 +235,6 @@ class Pix2Pix(Family):
         case = (self.validation or self.training)[0]
         device = next(networks["G"].parameters()).device
         pred = self.translate_grid(networks["G"], case.mr, device)
-        networks["G"].train()
         ref = self.ct_intensity.denormalise(case.ct[0])
         panels = [window(case.mr[0], -1, 1), window(pred, -1000, 1500), window(ref, -1000, 1500),
                   window(np.abs(pred - ref) * case.mask, 0, 500)]
