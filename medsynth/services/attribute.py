@@ -24,7 +24,7 @@ from torch import nn
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import MRIntensity, MRScaling, intensity_from_json
 from medsynth.engine.config import DeviceChoice
-from medsynth.engine.runtime import pick_amp_dtype, pick_device
+from medsynth.engine.runtime import pick_amp_dtype, pick_device, process_rank
 from medsynth.errors import InputError, ModelError, UsageError
 from medsynth.families.vagan import IntensityRegion, normalisation_region
 from medsynth.inference.volume import mask_on_grid, predict_grid, read_mask
@@ -180,7 +180,8 @@ def attribute(model_path: Path, input_path: Path, out_dir: Path, options: Attrib
         return [out_dir / image_name(f"{case}_map", options.format),
                 out_dir / image_name(f"{case}_healthy", options.format), out_dir / f"{case}_overlay.png"]
 
-    cases = select_cases(Path(input_path), (0, 1), outputs_of=outputs_of)
+    process = process_rank()
+    cases = select_cases(Path(input_path), (0, 1), process, outputs_of=outputs_of)
     masks = case_masks(options.mask)
     prepare_output_dir(out_dir, [input_path, model.path, model.path.parent, options.mask, options.effect],
                        cases.values())
@@ -199,7 +200,7 @@ def attribute(model_path: Path, input_path: Path, out_dir: Path, options: Attrib
                                          single=is_single_input(input_path, cases)).results)
     if options.effect is not None:
         score_against_effects(report, Path(options.effect), lambda case: outputs_of(case)[0])
-    report.write_json(out_dir / report_name("attribute", None))
+    report.write_json(out_dir / report_name("attribute", None, process))
     return report
 
 

@@ -14,7 +14,7 @@ from medsynth.choices import Direction
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import intensity_from_json
 from medsynth.engine.config import DeviceChoice
-from medsynth.engine.runtime import pick_amp_dtype, pick_device
+from medsynth.engine.runtime import pick_amp_dtype, pick_device, process_rank
 from medsynth.errors import ModelError, UsageError
 from medsynth.inference.engines import (
     Engine,
@@ -177,7 +177,9 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
 
     mr2ct = Direction(options.direction) is Direction.MR2CT
     channels = list(translator.mr_channels) if mr2ct else []
-    cases = select_cases(Path(input_path), parse_shard(options.shard), "mr" if mr2ct else "ct", outputs_of, channels)
+    process = process_rank()
+    cases = select_cases(Path(input_path), parse_shard(options.shard), process, "mr" if mr2ct else "ct", outputs_of,
+                         channels)
     masks = case_masks(options.mask)
     files = [f for item in cases.values() for f in (item if isinstance(item, tuple) else (item,))]
     run_folders = [p.parent for p in model_paths if p.suffix != ".onnx"]  # an exported graph is one file
@@ -209,7 +211,7 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
 
     report = run_batch(cases, outputs_of, process, options.overwrite, "translate", load=load,
                        single=is_single_input(input_path, cases), workers=options.workers)
-    report.write_json(out_dir / report_name("translate", options.shard))
+    report.write_json(out_dir / report_name("translate", options.shard, process))
     return report
 
 
