@@ -180,8 +180,8 @@ def attribute(model_path: Path, input_path: Path, out_dir: Path, options: Attrib
         return [out_dir / image_name(f"{case}_map", options.format),
                 out_dir / image_name(f"{case}_healthy", options.format), out_dir / f"{case}_overlay.png"]
 
-    process = process_rank()
-    cases = select_cases(Path(input_path), (0, 1), process, outputs_of=outputs_of)
+    ranks = process_rank()
+    cases = select_cases(Path(input_path), (0, 1), ranks, outputs_of=outputs_of)
     masks = case_masks(options.mask)
     prepare_output_dir(out_dir, [input_path, model.path, model.path.parent, options.mask, options.effect],
                        cases.values())
@@ -200,7 +200,7 @@ def attribute(model_path: Path, input_path: Path, out_dir: Path, options: Attrib
                                          single=is_single_input(input_path, cases)).results)
     if options.effect is not None:
         score_against_effects(report, Path(options.effect), lambda case: outputs_of(case)[0])
-    report.write_json(out_dir / report_name("attribute", None, process))
+    report.write_json(out_dir / report_name("attribute", None, ranks))
     return report
 
 

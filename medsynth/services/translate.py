@@ -177,8 +177,8 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
 
     mr2ct = Direction(options.direction) is Direction.MR2CT
     channels = list(translator.mr_channels) if mr2ct else []
-    process = process_rank()
-    cases = select_cases(Path(input_path), parse_shard(options.shard), process, "mr" if mr2ct else "ct", outputs_of,
+    ranks = process_rank()
+    cases = select_cases(Path(input_path), parse_shard(options.shard), ranks, "mr" if mr2ct else "ct", outputs_of,
                          channels)
     masks = case_masks(options.mask)
     files = [f for item in cases.values() for f in (item if isinstance(item, tuple) else (item,))]
@@ -211,7 +211,7 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
 
     report = run_batch(cases, outputs_of, process, options.overwrite, "translate", load=load,
                        single=is_single_input(input_path, cases), workers=options.workers)
-    report.write_json(out_dir / report_name("translate", options.shard, process))
+    report.write_json(out_dir / report_name("translate", options.shard, ranks))
     return report
 
 
