@@ -50,8 +50,7 @@ from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_l
 from medsynth.losses.cycle import cycle_consistency_loss, identity_loss, segmentation_loss, shape_consistency_loss
 from medsynth.losses.image_pool import PAPER_POOL_SIZE, ImagePool
 from medsynth.metrics.similarity import dice_per_label
-from medsynth.metrics.synthrad import synthrad2023
-from medsynth.metrics.tissue import bone_dice
+from medsynth.metrics.tissue import validation_scores
 from medsynth.modelfile import data_fingerprint
 from medsynth.viz import mid_slices, overlay_labels, window
 
@@ -346,12 +345,10 @@ class CycleGAN(Family):
                 **{f"{prefix}_{self.label_name(k)}": v for k, v in per_label.items()}}
 
     def _synthrad(self, generator: nn.Module, device: torch.device) -> dict[str, float]:
-        rows = []
-        for mr, ct in zip(self.validation["mr"], self.validation["ct"], strict=True):
-            pred = self.ct_intensity.denormalise(self.apply(generator, mr.image, device)[0].cpu().numpy())
-            ref = self.ct_intensity.denormalise(ct.image[0])
-            rows.append({**synthrad2023(pred, ref, ct.mask), "bone_dice": bone_dice(pred, ref, ct.mask)})
-        return {key: float(np.nanmean([row[key] for row in rows])) for key in rows[0]}
+        hu = self.ct_intensity.denormalise
+        return validation_scores((hu(self.apply(generator, mr_case.image, device)[0].cpu().numpy()),
+                                  hu(ct_case.image[0]), ct_case.mask)
+                                 for mr_case, ct_case in zip(self.validation["mr"], self.validation["ct"], strict=True))
 
     def preview(self, batch: dict[str, Tensor], networks: Mapping[str, nn.Module]) -> list[list[np.ndarray]]:
         """Per direction: source, translation, cycle reconstruction, S_target(translation), true labels."""

@@ -35,8 +35,7 @@ from medsynth.families.base import spatial_patch, unet_strides
 from medsynth.inference.volume import normalise_source, predict_grid
 from medsynth.io.cases import channel_suffixes
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
-from medsynth.metrics.synthrad import synthrad2023
-from medsynth.metrics.tissue import bone_dice
+from medsynth.metrics.tissue import validation_scores
 from medsynth.modelfile import data_fingerprint
 from medsynth.nets.generators import GeneratorNorm, head_width
 
@@ -261,8 +260,4 @@ class Pix2Pix(Family):
 
 def _scores(cases: list[PreparedCase], predict, ct_intensity: CTIntensity) -> dict[str, float]:
     """Mean SynthRAD2023 metrics and bone Dice of ``predict(case)`` (HU) over ``cases``, in each case's mask."""
-    rows = []
-    for case in cases:
-        pred, ref = predict(case), ct_intensity.denormalise(case.ct[0])
-        rows.append({**synthrad2023(pred, ref, case.mask), "bone_dice": bone_dice(pred, ref, case.mask)})
-    return {key: float(np.nanmean([row[key] for row in rows])) for key in rows[0]}
+    return validation_scores((predict(case), ct_intensity.denormalise(case.ct[0]), case.mask) for case in cases)
