@@ -24,8 +24,14 @@ def peak_rss_mb() -> float:
 
 
 def run_isolated(script: str, args: list[str]) -> dict:
-    """Run one configuration in a fresh process, so its peak memory is its own; returns its JSON line."""
-    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=True)
+    """Run one configuration in a fresh process, so its peak memory is its own; returns its JSON line.
+
+    A configuration that fails stops the benchmark with the last line of its error output.
+    """
+    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no error output)"])[-1]
+        raise SystemExit(f"{os.path.basename(script)} {' '.join(args)}: exit {done.returncode}: {last}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -63,9 +63,19 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run_sampled(command: list[str], kill_after: float | None) -> tuple[list[float], int]:
-    """Run ``command``, sampling RSS every 0.5 s; SIGKILL it after ``kill_after`` seconds if given."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def run_sampled(command: list[str], kill_after: float | None, log: Path) -> tuple[list[float], int]:
+    """Run ``command``, sampling RSS every 0.5 s; SIGKILL it after ``kill_after`` seconds if given.
+
+    Its stderr goes to ``log``; a run that ends with an error (not the kill) stops the benchmark with it.
+    """
+    with log.open("w") as stderr:
+        samples, code = _sample(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr), kill_after)
+    if code not in (0, -signal.SIGKILL):
+        raise SystemExit(f"translate failed (exit {code}): {log.read_text().strip()}")
+    return samples, code
+
+
+def _sample(process: subprocess.Popen, kill_after: float | None) -> tuple[list[float], int]:
     samples: list[float] = []
     started = time.monotonic()
     while process.poll() is None:
@@ -87,18 +97,25 @@ def main() -> None:
     print_header(f"translate batch of {args.cases} volumes {SHAPE}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model, inputs, out = write_model(root / "model.safetensors"), root / "in", root / "out"
+        # The model in a folder of its own: translate refuses to write inside a model's (run) folder.
+        model = write_model(root / "model" / "model.safetensors")
+        inputs, out = root / "in", root / "out"
         write_inputs(inputs, args.cases)
-        _, code = run_sampled(translate_command(model, inputs, out), args.kill_after)
+        _, code = run_sampled(translate_command(model, inputs, out), args.kill_after, root / "killed.log")
         done_at_kill = len(list(out.glob("case_*.nii.gz")))
-        print(f"killed (exit {code}) after {args.kill_after:.0f} s with {done_at_kill} cases written")
+        if code == 0:
+            print(f"the batch finished within --kill-after {args.kill_after:.0f} s; give more --cases to test resume")
+        else:
+            print(f"killed (exit {code}) after {args.kill_after:.0f} s with {done_at_kill} cases written")
         started = time.monotonic()
-        samples, code = run_sampled(translate_command(model, inputs, out), None)
+        samples, code = run_sampled(translate_command(model, inputs, out), None, root / "rerun.log")
         seconds = time.monotonic() - started
         written = len(list(out.glob("case_*.nii.gz")))
         partial = len(list(out.glob(".*partial*")))
+        remaining = args.cases - done_at_kill  # per case only over cases the re-run translated (not skipped)
+        per_case = f"{seconds / remaining:.2f} s/case" if remaining else "no case left to translate"
         print(f"re-run: exit {code}, {written}/{args.cases} written, {partial} partial files, {seconds:.0f} s, "
-              f"{seconds / max(args.cases - done_at_kill, 1):.2f} s/case")
+              f"{per_case}")
         quarter = max(len(samples) // 4, 1)
         print(f"re-run RSS MiB: first quarter max {max(samples[:quarter]):.0f}, last quarter max "
               f"{max(samples[-quarter:]):.0f}, overall max {max(samples):.0f}  (flat memory: last ≈ first)")

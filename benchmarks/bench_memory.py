@@ -56,20 +56,25 @@ def write_input(path: Path, shape: tuple[int, int, int]) -> Path:
 def child_peak_mb(command: list[str]) -> tuple[float, float]:
     """Run ``command`` to completion; its own peak resident MiB (``wait4``'s rusage) and seconds."""
     started = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"failed: {' '.join(command)}\n{child.stderr.read().decode()[-2000:]}")
+    # stderr to a file, not a pipe: a child writing more than a pipe holds would block while we wait for it
+    with tempfile.TemporaryFile() as stderr:
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - started
+        if os.waitstatus_to_exitcode(status) != 0:
+            stderr.seek(0)
+            sys.exit(f"failed: {' '.join(command)}\n{stderr.read().decode()[-2000:]}")
     return usage.ru_maxrss / 1024, seconds
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", type=int, nargs=3, default=[512, 512, 300])
-    parser.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32, 64])
-    parser.add_argument("--patch", type=int, default=64)
-    parser.add_argument("--sw-batch-size", type=int, default=1)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--shape", type=int, nargs=3, default=[512, 512, 300], metavar=("X", "Y", "Z"),
+                        help="input size in voxels of 1 mm (also the model grid); 64 64 48 is a quick check")
+    parser.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32, 64], help="U-Net widths per level")
+    parser.add_argument("--patch", type=int, default=64, help="sliding-window edge in voxels")
+    parser.add_argument("--sw-batch-size", type=int, default=1, help="windows per network call")
     parser.add_argument("--read-only", action="store_true", help=argparse.SUPPRESS)  # the child's reference run
     parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()

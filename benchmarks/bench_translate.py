@@ -1,6 +1,6 @@
 """Translate time and peak memory for one 160×192×160 volume: medsynth's batch path vs a plain script.
 
-    python benchmarks/bench_translate.py [--spacing 1.0] [--cases 3]
+    python benchmarks/bench_translate.py [--spacing 1.0] [--cases 3] [--shape 160 192 160]
 
 Both paths use the same default vox2vox generator (random weights: speed does not depend on them).
 The plain reference reads with nibabel, normalises, calls MONAI ``sliding_window_inference`` directly
@@ -30,7 +30,7 @@ from medsynth.modelfile import NetworkSpec, save_model
 from medsynth.nets.registry import build_network
 from medsynth.services.translate import TranslateOptions, translate
 
-SHAPE = (160, 192, 160)
+SHAPE = (160, 192, 160)  # default input size; --shape 64 64 64 is a quick check that the script runs
 
 
 def write_model(path: Path, spacing: float) -> Path:
@@ -46,13 +46,13 @@ def write_model(path: Path, spacing: float) -> Path:
     return save_model(path, "pix2pix", {"G": (NetworkSpec("medsynth.UNetGenerator", kwargs), generator)}, metadata)
 
 
-def write_inputs(folder: Path, cases: int) -> None:
+def write_inputs(folder: Path, cases: int, shape: tuple[int, ...] = SHAPE) -> None:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in SHAPE], indexing="ij"))
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
     head = (np.sum(grid**2 / np.array([0.8, 0.9, 0.8])[:, None, None, None] ** 2, axis=0) < 1).astype(np.float32)
     for i in range(cases):
-        volume = head * 600 + rng.normal(0, 20, SHAPE).astype(np.float32)
+        volume = head * 600 + rng.normal(0, 20, shape).astype(np.float32)
         nib.save(nib.Nifti1Image(volume, np.eye(4)), folder / f"case_{i:03d}.nii.gz")
 
 
@@ -87,8 +87,9 @@ def plain_path(model: Path, inputs: Path, out: Path, overlap: float) -> float:
 def one(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model = write_model(root / "model.safetensors", args.spacing)
-        write_inputs(root / "in", args.cases)
+        # The model in a folder of its own: translate refuses to write inside a model's (run) folder.
+        model = write_model(root / "model" / "model.safetensors", args.spacing)
+        write_inputs(root / "in", args.cases, tuple(args.shape))
         if args.path == "plain":
             seconds = plain_path(model, root / "in", root / "out", args.overlap)
         else:
@@ -100,6 +101,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spacing", type=float, default=1.0, help="model spacing in mm (input is 1 mm)")
     parser.add_argument("--cases", type=int, default=3)
+    parser.add_argument("--shape", type=int, nargs=3, default=list(SHAPE), metavar=("X", "Y", "Z"),
+                        help="input size in voxels (1 mm)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--path", default="medsynth", help=argparse.SUPPRESS)
     parser.add_argument("--overlap", type=float, default=0.25, help=argparse.SUPPRESS)
@@ -107,9 +110,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         return one(args)
-    print_header(f"translate one {SHAPE} volume, model spacing {args.spacing} mm, default vox2vox, 64³ windows")
+    print_header(f"translate one {tuple(args.shape)} volume, model spacing {args.spacing} mm, default vox2vox, "
+                 "64³ windows")
     print("path      overlap  tta   s/case  peak MiB")
-    common = ["--one", "--spacing", str(args.spacing), "--cases", str(args.cases)]
+    common = ["--one", "--spacing", str(args.spacing), "--cases", str(args.cases), "--shape", *map(str, args.shape)]
     for overlap in (0.25, 0.5):
         for path, tta in (("plain", False), ("medsynth", False), ("medsynth", True)):
             extra = ["--path", path, "--overlap", str(overlap)] + (["--tta"] if tta else [])

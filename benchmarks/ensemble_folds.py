@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+import yaml
 from _common import print_header
 
 from medsynth.demo import DEMO_MODEL, DEMO_SHAPE, DEMO_SPACING, DEMO_TRAIN, TEST_SEED
@@ -21,6 +22,15 @@ from medsynth.metrics.evaluate import evaluate_folders
 from medsynth.phantom.kinds import write_phantom
 from medsynth.services.translate import TranslateOptions, translate
 from medsynth.training import train
+
+
+def check_reused(run: Path, steps: int, folds: int) -> None:
+    """Stop when a fold kept from an earlier call was trained with other ``--steps`` or ``--folds``: its
+    figures would be reported as this call's."""
+    trained = yaml.safe_load((run / "config.yaml").read_text())["train"]
+    if (trained["steps"], trained["folds"]) != (steps, folds):
+        raise SystemExit(f"{run}: trained with --steps {trained['steps']} --folds {trained['folds']}, not "
+                         f"{steps} and {folds}; choose another --out (or remove the folds).")
 
 
 def main() -> None:
@@ -39,6 +49,7 @@ def main() -> None:
         run = out / "folds" / f"fold_{k}"
         if not (run / "model.safetensors").is_file():
             train("pix2pix", out / "data", run, {**options, "fold": k}, DEMO_MODEL)
+        check_reused(run, args.steps, args.folds)
     rows = {}
     models = {f"fold {k}": out / "folds" / f"fold_{k}" for k in range(args.folds)}
     models["ensemble"] = out / "folds"

@@ -239,3 +239,19 @@ def test_attribute_mask_sets_the_scaling_region(vagan, tmp_path):
         maps[name] = _values(tmp_path / f"out_{name}" / "a_map.nii.gz")
     np.testing.assert_allclose(maps["everything"], maps["none"], atol=1e-4)  # this model scales on the image
     assert np.abs(maps["box"] - maps["none"]).max() > 1e-3
+
+
+# -- a killed batch's temporaries ------------------------------------------------------------------------
+def test_rerun_removes_its_cases_temporaries_but_not_another_shards(pix2pix, tmp_path):
+    inputs = _mr(tmp_path / "in", {"a": 1, "b": 2})
+    out = tmp_path / "out"
+    out.mkdir()
+    # What SIGKILL during a write leaves: a hidden temporary beside each case's output.
+    left = {case: out / f".{case}.nii.gz.1234abcd.partial.nii.gz" for case in ("a", "b")}
+    for path in left.values():
+        path.write_bytes(b"half")
+    mine = _run("translate", pix2pix, inputs, out, "--shard", "0/2")  # case a; b is the other shard's
+    assert mine.exit_code == 0, mine.output
+    assert not left["a"].exists() and left["b"].exists()  # b's may be a running shard's write in progress
+    assert _run("translate", pix2pix, inputs, out, "--shard", "1/2").exit_code == 0
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []

@@ -10,10 +10,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from medsynth.cli import app
-from medsynth.data.layouts import discover_paired
+from medsynth.data.layouts import discover_domains, discover_paired
 from medsynth.errors import InputError
 from medsynth.io.cases import group_channels
 from medsynth.modelfile import load_model
@@ -121,11 +122,90 @@ def test_channels_off_one_grid_are_named(t1t2, tmp_path):
     assert "case_000_0001.nii.gz" in line
 
 
-def test_cyclegan_refuses_several_contrasts_rather_than_reading_them_as_cases(t1t2, tmp_path):
-    data = tmp_path / "unpaired"
+# -- CycleGAN: C MR channels on the MR side ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def unpaired_t1t2(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("unpaired_t1t2")
+    data = root / "data"
+    assert run("phantom", "unpaired", data, "--cases", "3", "--shape", "24", "28", "24", "--spacing", "6",
+               "--t2").exit_code == 0
+    config = root / "tiny.yaml"
+    config.write_text("train: {batch_size: 1, ckpt_every: 100, preview_every: 100}\n"
+                      "model: {patch_size: [16, 16, 16], channels: [8, 16], seg_channels: [8, 16], "
+                      "disc_channels: 8, disc_layers: 2}\n")
+    result = run("train", "cyclegan", data, "--out", root / "run", "--config", config, *TINY)
+    assert result.exit_code == 0, result.output
+    return {"root": root, "data": data, "run": root / "run", "config": config}
+
+
+def test_cyclegan_groups_contrasts_in_folders_and_datalists_and_keeps_plain_ids(unpaired_t1t2, tmp_path):
+    cases = discover_domains(unpaired_t1t2["data"], ("mr", "ct"))
+    assert [sorted(case) for case in cases["mr"]] == [["mr", "mr_0001", "mr_labels"]] * 3
+    assert cases["mr"][0]["mr_0001"].name == "case_000_0001.nii.gz"
+    assert cases["mr"][0]["mr_labels"].name == "case_000.nii.gz" and len(cases["ct"]) == 3
+    first = cases["mr"][0]
+    document = {"training": [{"mr": [str(first["mr"]), str(first["mr_0001"])]},
+                             {"ct": str(cases["ct"][0]["ct"])}]}
+    (tmp_path / "list.json").write_text(json.dumps(document))
+    listed = discover_domains(tmp_path / "list.json", ("mr", "ct"))
+    assert listed["mr"] == [{"mr": first["mr"], "mr_0001": first["mr_0001"]}] and len(listed["ct"]) == 1
+    # Single-contrast images whose ids end in four digits stay one image each.
+    for folder, names in (("mr", ("scan_0000", "scan_0001", "scan_0002")), ("ct", ("ct_a", "ct_b"))):
+        (tmp_path / "plain" / folder).mkdir(parents=True)
+        for name in names:
+            (tmp_path / "plain" / folder / f"{name}.nii.gz").write_bytes(b"")
+    assert [set(c) for c in discover_domains(tmp_path / "plain", ("mr", "ct"))["mr"]] == [{"mr"}] * 3
+
+
+def test_cyclegan_model_records_channels_and_sizes_every_mr_network(unpaired_t1t2):
+    model = load_model(unpaired_t1t2["run"])
+    assert model.metadata["mr_channels"] == ["0000", "0001"]
+    kwargs = {name: spec.kwargs for name, spec in model.networks.items()}
+    assert (kwargs["G_mr2ct"]["in_channels"], kwargs["G_mr2ct"]["out_channels"]) == (2, 1)
+    assert (kwargs["G_ct2mr"]["in_channels"], kwargs["G_ct2mr"]["out_channels"]) == (1, 2)
+    # The discriminator and segmenter of the MR side (in the checkpoint only) take both contrasts.
+    state = torch.load(unpaired_t1t2["run"] / "checkpoints" / "last.pt", weights_only=False)["networks"]
+    inputs = {name: next(iter(weights.values())).shape[1] for name, weights in state.items()}  # first conv's
+    assert inputs == {"G_mr2ct": 2, "G_ct2mr": 1, "D_mr": 2, "D_ct": 1, "S_mr": 2, "S_ct": 1}
+
+
+def test_cyclegan_translates_both_ways_on_the_input_grid(unpaired_t1t2, tmp_path):
+    data = unpaired_t1t2["data"]
+    done = run("translate", unpaired_t1t2["run"], data / "mr", tmp_path / "sct", "--device", "cpu")
+    assert done.exit_code == 0, done.output
+    assert sorted(p.name for p in (tmp_path / "sct").glob("*.nii.gz")) == [f"case_00{k}.nii.gz" for k in range(3)]
+    reference = nib.load(data / "mr" / "case_001_0000.nii.gz")
+    sct = nib.load(tmp_path / "sct" / "case_001.nii.gz")
+    assert sct.get_data_dtype() == np.int16 and sct.shape == reference.shape
+    assert np.allclose(sct.affine, reference.affine)
+    back = run("translate", unpaired_t1t2["run"], data / "ct", tmp_path / "smr", "--direction", "ct2mr",
+               "--device", "cpu")
+    assert back.exit_code == 0, back.output
+    assert sorted(p.name for p in (tmp_path / "smr").glob("case_003*")) == ["case_003_0000.nii.gz",
+                                                                             "case_003_0001.nii.gz"]
+    ct = nib.load(data / "ct" / "case_003.nii.gz")
+    t1, t2 = (nib.load(tmp_path / "smr" / f"case_003_{c}.nii.gz") for c in ("0000", "0001"))
+    assert t1.shape == t2.shape == ct.shape and np.allclose(t2.affine, ct.affine)
+    assert not np.array_equal(t1.get_fdata(), t2.get_fdata())  # two output channels, not one written twice
+
+
+def test_cyclegan_translate_without_a_channel_is_refused_naming_it(unpaired_t1t2, tmp_path):
+    t1_only = tmp_path / "t1_only"
+    t1_only.mkdir()
+    source = unpaired_t1t2["data"] / "mr" / "case_002_0000.nii.gz"
+    (t1_only / source.name).write_bytes(source.read_bytes())
+    line = one_line(run("translate", unpaired_t1t2["run"], t1_only, tmp_path / "sct", "--device", "cpu"))
+    assert "case_002_0001" in line
+    assert not (tmp_path / "sct").exists() or not any((tmp_path / "sct").glob("*.nii.gz"))
+
+
+def test_cyclegan_training_case_without_a_channel_is_named(unpaired_t1t2, tmp_path):
+    data = tmp_path / "data"
     for folder in ("mr", "ct"):
         (data / folder).mkdir(parents=True)
-        for path in sorted((t1t2["data"] / folder).glob("*.nii.gz")):
+        for path in sorted((unpaired_t1t2["data"] / folder).glob("*.nii.gz")):
             (data / folder / path.name).write_bytes(path.read_bytes())
-    line = one_line(run("train", "cyclegan", data, "--out", tmp_path / "run", *TINY))
-    assert "one MR image per case" in line
+    (data / "mr" / "case_001_0001.nii.gz").unlink()
+    config = unpaired_t1t2["config"]
+    line = one_line(run("train", "cyclegan", data, "--out", tmp_path / "run", "--config", config, *TINY))
+    assert "case_001_0001" in line

@@ -17,7 +17,13 @@ from medsynth.cli import app
 from medsynth.data.intensity import CTIntensity, MRIntensity
 from medsynth.errors import InputError, UsageError
 from medsynth.io.image import ImageMeta, write_image
-from medsynth.io.outputs import atomic_path, check_not_an_input, remove_partials, write_text_atomically
+from medsynth.io.outputs import (
+    atomic_path,
+    check_not_an_input,
+    remove_partials,
+    remove_partials_of,
+    write_text_atomically,
+)
 from medsynth.modelfile import NetworkSpec, save_model
 from medsynth.nets.generators import UNetGenerator
 from medsynth.phantom.anatomy import make_head
@@ -182,3 +188,12 @@ def test_a_folder_is_replaced_only_once_the_new_one_is_complete(tmp_path):
     assert [p.name for p in series.iterdir()] == ["CT0002.dcm"] and len(list(tmp_path.iterdir())) == 1
     (tmp_path / ".other.1234abcd.partial").mkdir()
     assert len(remove_partials(tmp_path)) == 1 and [p.name for p in tmp_path.iterdir()] == ["case"]
+
+
+def test_leftovers_of_named_outputs_only_are_removed(tmp_path):
+    (tmp_path / ".a[1].nii.gz.1234abcd.partial.nii.gz").write_bytes(b"x")
+    (tmp_path / ".b.nii.gz.1234abcd.partial.nii.gz").write_bytes(b"x")  # another writer's, in progress
+    (tmp_path / ".a[1].nii.gz.old").write_bytes(b"x")  # not a temporary of atomic_path
+    removed = remove_partials_of([tmp_path / "a[1].nii.gz", tmp_path / "missing" / "c.nii.gz"])
+    assert [p.name for p in removed] == [".a[1].nii.gz.1234abcd.partial.nii.gz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a[1].nii.gz.old", ".b.nii.gz.1234abcd.partial.nii.gz"]

@@ -30,8 +30,8 @@ def phantom(
     spacing: Annotated[float | None, typer.Option(metavar="MM", help=SPACING_HELP)] = None,
     seed: Annotated[int, typer.Option(help="Data set seed; the same seed writes identical files.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Write into a non-empty folder.")] = False,
-    t2: Annotated[bool, typer.Option("--t2", help="paired: add a T2-like MR; channels mr/<case>_0000 (T1) "
-                                     "and mr/<case>_0001 (T2).")] = False,
+    t2: Annotated[bool, typer.Option("--t2", help="paired, unpaired: add a T2-like MR; channels "
+                                     "mr/<case>_0000 (T1) and mr/<case>_0001 (T2).")] = False,
 ) -> None:
     """Write a deterministic phantom data set: heads with CT, T1-like MR, labels and patient versions."""
     from medsynth.phantom.anatomy import DEFAULT_SHAPE, DEFAULT_SPACING

@@ -90,14 +90,31 @@ def channel_roles(case: Mapping[str, object], role: str = "mr") -> list[str]:
     return roles
 
 
-def _split_channels(folders: dict[str, dict[str, Path]], role: str, problems: Problems) -> None:
+def channel_count(cases: Sequence[Mapping[str, object]], source: Path | None) -> int:
+    """MR contrasts per case, the same in every case (a generator's MR channels); 1 for no cases.
+
+    Raises :class:`UsageError` when the cases of ``source`` have different numbers of contrasts.
+    """
+    counts = {len(channel_roles(case)) for case in cases}
+    if len(counts) > 1:
+        raise UsageError(f"{source}: cases have {' or '.join(map(str, sorted(counts)))} MR channels; "
+                         "every case needs the same contrasts in the same order.")
+    return counts.pop() if counts else 1
+
+
+def _split_channels(folders: dict[str, dict[str, Path]], role: str, problems: Problems, unpaired: bool = False
+                    ) -> None:
     """Turn nnU-Net channel files (``mr/<case>_0000``, ``<case>_0001``, ...) into one role per channel.
 
     Only when ``role``'s ids all carry a channel suffix and none equals another folder's case id, so
     a single-contrast data set whose cases happen to be named ``x_0001`` is read as it always was.
+    ``unpaired`` domains share no case ids, so there the ids must also read as contrasts: at least two
+    cases, each with a ``_0000``, and one with more channels (:func:`_several_contrasts`).
     """
     files, others = folders.get(role), [set(f) for r, f in folders.items() if r != role]
     if not files or not others or set(files) & set.union(*others) or not all(map(channel_of, files)):
+        return
+    if unpaired and not _several_contrasts(files):
         return
     try:
         grouped = group_channels(files)
@@ -245,44 +262,39 @@ def _check_same_grid(volumes: dict[str, Volume], roles: Sequence[str], problems:
 def discover_domains(data: Path, domains: Sequence[str]) -> dict[str, list[Case]]:
     """Per domain, its cases ``{domain: image, "<domain>_labels": label map}`` from the unpaired
     folder layout (``DATA/<domain>/``, ``DATA/<domain>_labels/``) or a datalist JSON; a label map
-    belongs to the image with its case id."""
+    belongs to the image with its case id. Several MR contrasts per case (``mr/<case>_0000``, ``_0001``,
+    or a list per case in the datalist) become the roles ``mr``, ``mr_0001``, ... of one case, its label
+    map named by the case id (``mr_labels/<case>``)."""
     data = Path(data)
     if data.is_file():
         entries = read_datalist(data, (), (*domains, *(f"{d}_labels" for d in domains))).training
-        if any(channel_role("mr", 1) in entry for entry in entries):
-            raise UsageError(f"{data}: lists several MR contrasts per case; CycleGAN takes one MR image per "
-                             "case (several contrasts are for pix2pix). Give one file per case.")
         return {d: [{r: p for r, p in e.items() if r.startswith(d)} for e in entries if d in e] for d in domains}
     synthrad = task_cases(data)
     if synthrad is not None:
         return _synthrad_domains(data, synthrad, domains)
     found = discover_unpaired(data, domains, tuple(f"{d}_labels" for d in domains))
-    _refuse_contrasts(data, found)
     problems = Problems(data)
+    _split_channels(found, "mr", problems, unpaired=True)
+    problems.raise_if_any()
     cases: dict[str, list[Case]] = {}
     for domain in domains:
         images, labels = found[domain], found[f"{domain}_labels"]
         for cid in sorted(set(labels) - set(images)):
             problems.add(f"{domain}_labels/{labels[cid].name} has no image with its case id in {domain}/")
-        cases[domain] = [{domain: images[cid], **({f"{domain}_labels": labels[cid]} if cid in labels else {})}
-                         for cid in sorted(images)]
+        cases[domain] = [{**{role: found[role][cid] for role in channel_roles(found, domain)},
+                          **({f"{domain}_labels": labels[cid]} if cid in labels else {})} for cid in sorted(images)]
     problems.raise_if_any()
     return cases
 
 
-def _refuse_contrasts(data: Path, found: dict[str, dict[str, Path]]) -> None:
-    """Unpaired domains take one image per case: nnU-Net contrast files (``<case>_0000``, ``_0001`` for
-    every case alike) would otherwise be read as unrelated images."""
+def _several_contrasts(ids: dict[str, Path]) -> bool:
+    """Whether ids such as ``a_0000, a_0001, b_0000, b_0001`` name contrasts of several cases rather than
+    single-contrast images that happen to end in four digits (``scan_0000, scan_0001, ...``)."""
     groups: dict[str, set[str]] = {}
-    for cid in found.get("mr", {}):
-        parts = channel_of(cid)
-        if parts is None:
-            return
-        groups.setdefault(parts[0], set()).add(parts[1])
-    suffixes = {frozenset(s) for s in groups.values()}
-    if len(groups) >= 2 and len(suffixes) == 1 and len(next(iter(suffixes))) >= 2:
-        raise UsageError(f"{data / 'mr'}: holds several MR contrasts per case (<case>_0000, _0001, ...); CycleGAN "
-                         "takes one MR image per case (several contrasts are for pix2pix). Keep one contrast.")
+    for cid in ids:
+        base, channel = channel_of(cid)
+        groups.setdefault(base, set()).add(channel)
+    return len(groups) >= 2 and all("0000" in g for g in groups.values()) and any(len(g) >= 2 for g in groups.values())
 
 
 def count_labels(label_maps: Sequence[Volume]) -> int:

@@ -5,7 +5,9 @@ shape-consistency generative adversarial network" (CVPR 2018), built on CycleGAN
 
 Networks, with the paper's names (X = MR, Y = CT): generators G: X → Y (``G_mr2ct``) and F: Y → X
 (``G_ct2mr``), U-Nets with tanh output; discriminators D_Y (``D_ct``) and D_X (``D_mr``), PatchGANs;
-segmenters S_Y (``S_ct``) and S_X (``S_mr``), U-Nets over the K labels of the label maps.
+segmenters S_Y (``S_ct``) and S_X (``S_mr``), U-Nets over the K labels of the label maps. With C MR
+contrasts per case (``mr/<case>_0000``, ``_0001``, ...) the MR side has C channels: G takes C in, F gives C
+out, D_X and S_X take C in; the model file records the channels (``mr_channels``) as pix2pix's does.
 
 Losses, with x an MR, y a CT (different subjects), m_x, m_y their label maps, ℓ least squares
 (LSGAN, default) and P_X, P_Y the 50-image pools:
@@ -36,15 +38,22 @@ from torch import Tensor, nn
 from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid, median_spacing
 from medsynth.data.intensity import CTIntensity, MRIntensity, MRScaling
-from medsynth.data.layouts import count_labels, discover_domains, discover_paired, read_cases
+from medsynth.data.layouts import (
+    channel_count,
+    channel_roles,
+    count_labels,
+    discover_domains,
+    discover_paired,
+    read_cases,
+)
 from medsynth.data.patches import body_anchors, cut_patch, draw_patch
 from medsynth.data.splits import Split, SplitPlan
 from medsynth.engine.context import StepContext
 from medsynth.engine.family import Family, ModelExport
 from medsynth.errors import UsageError
 from medsynth.families.base import spatial_patch, unet_strides
-from medsynth.inference.volume import predict_grid
-from medsynth.io.cases import case_id
+from medsynth.inference.volume import normalise_source, predict_grid
+from medsynth.io.cases import case_id, channel_suffixes
 from medsynth.io.image import Volume
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
 from medsynth.losses.cycle import cycle_consistency_loss, identity_loss, segmentation_loss, shape_consistency_loss
@@ -111,7 +120,7 @@ class CycleGANConfig:
 class DomainCase:
     """One image on the model grid, normalised to [-1, 1], with its body mask and optional labels."""
 
-    image: np.ndarray  # (1, X, Y, Z) float32
+    image: np.ndarray  # (C, X, Y, Z) float32: C MR contrasts, or 1 for CT
     mask: np.ndarray  # (X, Y, Z) bool
     labels: np.ndarray | None  # (1, X, Y, Z) uint8
     anchors: np.ndarray
@@ -127,16 +136,20 @@ class CycleGAN(Family):
         super().__init__()
         self.config = config
         cases = discover_domains(data, DOMAINS)
+        self.mr_channels = channel_count(cases["mr"], Path(data))
+        if self.mr_channels > 1 and config.lambda_identity > 0:
+            raise UsageError(f"lambda_identity feeds CT to the MR→CT generator, which takes {self.mr_channels} MR "
+                             "channels; set lambda_identity: 0 for several MR contrasts.")
         self.case_ids = {d: [case_id(case[d]) for case in cases[d]] for d in DOMAINS}
         self.files = [path for domain in cases.values() for case in domain for path in case.values()]
         ndim = (2, 3) if config.dims == 2 else 3  # a 2D model also trains on 2D images
         volumes = {d: read_cases(cases[d], Path(data), (d, f"{d}_labels"), ndim) for d in DOMAINS}
         self.num_labels = self._count_labels(volumes)
-        images = [case[d] for d in DOMAINS for case in volumes[d]]
+        images = [case[d] for d in DOMAINS for case in volumes[d]]  # first contrast of an MR
         self.grid = ModelGrid(config.spacing or median_spacing([v.meta for v in images]))
         self.ct_intensity = CTIntensity()
         self.mr_intensity = MRIntensity(scaling=config.mr_scaling)
-        self.training = {d: [self._prepare(case[d], d, case.get(f"{d}_labels")) for case in volumes[d]]
+        self.training = {d: [self._prepare(case, d, case.get(f"{d}_labels")) for case in volumes[d]]
                          for d in DOMAINS}
         self.split = self._split(cases, split or SplitPlan(seed=config.seed))
         self.validation = self._validation_cases()
@@ -157,19 +170,23 @@ class CycleGAN(Family):
                              "labels (0 included); name every label or none.")
         return count
 
-    def _prepare(self, image: Volume, domain: str, labels: Volume | None = None,
+    def _prepare(self, case: Mapping[str, Volume], domain: str, labels: Volume | None = None,
                  mask: Volume | None = None) -> DomainCase:
-        on_grid = self.grid.forward(image.array, image.meta).numpy()[0]
-        body = body_mask(on_grid, modality="mr" if domain == "mr" else "ct")
+        """One image of ``domain`` in ``case`` (all its MR contrasts) on the model grid, normalised; its body
+        (for patch anchors) is ``mask``'s, else the first contrast's."""
+        roles = channel_roles(case, domain) if domain == "mr" else [domain]
+        on_grid = [self.grid.forward(case[r].array, case[r].meta).numpy()[0] for r in roles]
+        body = body_mask(on_grid[0], modality="mr" if domain == "mr" else "ct")
         if domain == "mr":
-            normalised = self.mr_intensity.normalise(on_grid, body)
+            # Each contrast is scaled on its own body, exactly as translate scales it.
+            normalised = np.stack([normalise_source(channel, self.mr_intensity) for channel in on_grid])
         else:
-            normalised = self.ct_intensity.normalise(on_grid)
+            normalised = self.ct_intensity.normalise(on_grid[0])[None]
         if mask is not None:
             body = self.grid.forward(mask.array, mask.meta, mode="nearest").numpy()[0] > 0.5
         label_grid = None if labels is None else \
             np.rint(self.grid.forward(labels.array, labels.meta, mode="nearest").numpy()).astype(np.uint8)
-        return DomainCase(normalised[None], body, label_grid, body_anchors(body))
+        return DomainCase(normalised, body, label_grid, body_anchors(body))
 
     def _split(self, cases: dict[str, list[dict[str, Path]]], plan: SplitPlan) -> Split:
         """Labelled cases of each domain may be held out (``mr/<id>``, ``ct/<id>`` in the split file);
@@ -191,9 +208,13 @@ class CycleGAN(Family):
         c = self.config
         if c.val_data:
             datalist = discover_paired(Path(c.val_data), DOMAINS, ("mask", "labels"))
+            found = channel_count(datalist.training, datalist.source)
+            if found != self.mr_channels:
+                raise UsageError(f"{c.val_data}: val_data has {found} MR channels per case, the training data "
+                                 f"{self.mr_channels}; give the same contrasts.")
             cases = read_cases(datalist.training, datalist.source, (*DOMAINS, "mask", "labels"),
                                (2, 3) if c.dims == 2 else 3)
-            return {d: [self._prepare(case[d], d, case.get("labels"), case.get("mask"))
+            return {d: [self._prepare(case, d, case.get("labels"), case.get("mask"))
                         for case in cases] for d in DOMAINS}
         held = {d: [i for i, cid in enumerate(self.case_ids[d]) if f"{d}/{cid}" in self.split.val] for d in DOMAINS}
         validation = {d: [self.training[d][i] for i in held[d]] for d in DOMAINS}
@@ -203,17 +224,18 @@ class CycleGAN(Family):
     # -- networks -------------------------------------------------------------------------------------
     def _build_networks(self) -> None:
         c = self.config
-        for name in ("G_mr2ct", "G_ct2mr"):
-            self.add_network(name, "medsynth.UNetGenerator", spatial_dims=c.dims, in_channels=1, out_channels=1,
-                             channels=list(c.channels), strides=list(c.strides),
-                             num_res_units=c.num_res_units, tanh_output=True)
-        for name in ("D_ct", "D_mr"):
-            self.add_network(name, "monai.PatchDiscriminator", spatial_dims=c.dims, num_layers_d=c.disc_layers,
-                             channels=c.disc_channels, in_channels=1, out_channels=1, norm="INSTANCE",
-                             last_conv_kernel_size=4)
+        width = {"mr": self.mr_channels, "ct": 1}  # image channels of each domain
+        for source, target in (("mr", "ct"), ("ct", "mr")):
+            self.add_network(f"G_{source}2{target}", "medsynth.UNetGenerator", spatial_dims=c.dims,
+                             in_channels=width[source], out_channels=width[target], channels=list(c.channels),
+                             strides=list(c.strides), num_res_units=c.num_res_units, tanh_output=True)
+        for domain in ("ct", "mr"):
+            self.add_network(f"D_{domain}", "monai.PatchDiscriminator", spatial_dims=c.dims,
+                             num_layers_d=c.disc_layers, channels=c.disc_channels, in_channels=width[domain],
+                             out_channels=1, norm="INSTANCE", last_conv_kernel_size=4)
         if self.num_labels:
-            for name in ("S_ct", "S_mr"):
-                self.add_network(name, "monai.UNet", spatial_dims=c.dims, in_channels=1,
+            for domain in ("ct", "mr"):
+                self.add_network(f"S_{domain}", "monai.UNet", spatial_dims=c.dims, in_channels=width[domain],
                                  out_channels=self.num_labels, channels=list(c.seg_channels),
                                  strides=[1] + [2] * (len(c.seg_channels) - 2), num_res_units=c.num_res_units,
                                  norm="instance")
@@ -306,7 +328,7 @@ class CycleGAN(Family):
 
     # -- validation and previews ----------------------------------------------------------------------
     def apply(self, network: nn.Module, image: np.ndarray | Tensor, device: torch.device) -> Tensor:
-        """Whole-volume output (C, X, Y, Z) of ``network`` for a normalised (1, X, Y, Z) image (in the engine's
+        """Whole-volume output (C', X, Y, Z) of ``network`` for a normalised (C, X, Y, Z) image (in the engine's
         evaluation mode)."""
         out = predict_grid(network, torch.as_tensor(image)[None].to(device), self.config.dims,
                            self.config.patch_size, self.config.val_overlap)
@@ -390,6 +412,7 @@ class CycleGAN(Family):
             "patch_size": list(c.patch_size),
             "spacing": list(self.grid.spacing),
             "orientation": "RAS",
+            "mr_channels": channel_suffixes(self.mr_channels),  # file suffixes: G's inputs, F's outputs, in order
             "flip_axes": list(c.flip_axes),
             "directions": {"mr2ct": {"network": "G_mr2ct", "source": mr, "target": ct},
                            "ct2mr": {"network": "G_ct2mr", "source": ct, "target": mr}},

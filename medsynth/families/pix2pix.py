@@ -25,7 +25,7 @@ from medsynth.data.augment import PairedAugment
 from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid, median_spacing
 from medsynth.data.intensity import CTIntensity, MRIntensity, MRScaling
-from medsynth.data.layouts import Datalist, channel_roles, discover_paired, read_cases
+from medsynth.data.layouts import channel_count, channel_roles, discover_paired, read_cases
 from medsynth.data.patches import body_anchors, cut_patch, draw_patch
 from medsynth.data.splits import SplitPlan, split_datalist
 from medsynth.engine.context import StepContext
@@ -97,15 +97,6 @@ class PreparedCase:
     raw_mr: np.ndarray  # (X, Y, Z) first MR contrast as read, on the model grid (the lookup baseline's input)
 
 
-def _channel_count(datalist: Datalist) -> int:
-    """MR contrasts per case, the same in every case (the generator's input channels)."""
-    counts = {len(channel_roles(case)) for case in datalist.training + datalist.validation}
-    if len(counts) > 1:
-        raise UsageError(f"{datalist.source}: cases have {' or '.join(map(str, sorted(counts)))} MR channels; "
-                         "every case needs the same contrasts in the same order.")
-    return counts.pop() if counts else 1
-
-
 class Pix2Pix(Family):
     """The pix2pix/vox2vox family on the shared engine."""
 
@@ -117,7 +108,7 @@ class Pix2Pix(Family):
         self.config = config
         self.datalist, self.split = split_datalist(discover_paired(data, ("mr", "ct"), ("mask",)),
                                                    split or SplitPlan(seed=config.seed), config.val_cases, "mr")
-        self.mr_channels = _channel_count(self.datalist)
+        self.mr_channels = channel_count(self.datalist.training + self.datalist.validation, self.datalist.source)
         ndim = (2, 3) if config.dims == 2 else 3  # a 2D model also trains on 2D images
         training = read_cases(self.datalist.training, self.datalist.source, ("mr", "ct", "mask"), ndim)
         validation = read_cases(self.datalist.validation, self.datalist.source, ("mr", "ct", "mask"), ndim)

@@ -248,7 +248,8 @@ class VolumeTranslator:
     def run(self, prepared: PreparedVolume, overlap: float = 0.25, tta: bool = False, samples: int = 0
             ) -> tuple[np.ndarray, np.ndarray | None]:
         """The output on the input grid (target units: HU for CT) and, with ``samples`` ≥ 2, the
-        voxel-wise standard deviation of every pass.
+        voxel-wise standard deviation of every pass: (X, Y, Z), or (C, X, Y, Z) for a network with C > 1
+        output channels (a CycleGAN's CT→MR generator giving C MR contrasts).
 
         Each member runs its identity pass, its training flips with ``tta``, and — when it has dropout
         layers and ``samples`` ≥ 2 — ``samples`` MC-dropout passes cycling through those flips. All
@@ -262,17 +263,18 @@ class VolumeTranslator:
             stochastic = samples >= 2 and enable_mc_dropout(member.network) > 0
             for flips in flip_passes(member.flip_axes, tta, samples if stochastic else 0):
                 image = (prepared.images or {}).get(_key(member.source or self.source), prepared.image)
-                stats.add(self.model_space(member, image, overlap, flips)[0, 0].float().cpu().numpy())
+                stats.add(self.model_space(member, image, overlap, flips)[0].float().cpu().numpy())
             member.network.eval()
         scale, offset = _linear_inverse(self.target)
         mean = stats.mean
         mean *= scale  # in place: the target's inverse is linear, and a CT-sized output is held once
         mean += offset
-        mean = self.grid.inverse(torch.from_numpy(mean)[None], prepared.on_grid)[0]
+        single = mean.shape[0] == 1  # one output channel: returned without the channel axis, as always
+        mean = self.grid.inverse(torch.from_numpy(mean), prepared.on_grid)
         if samples < 2:
-            return mean, None
-        std = self.grid.inverse(torch.from_numpy(stats.std * scale)[None], prepared.on_grid)[0]
-        return mean, std
+            return (mean[0] if single else mean), None
+        std = self.grid.inverse(torch.from_numpy(stats.std * scale), prepared.on_grid)
+        return (mean[0], std[0]) if single else (mean, std)
 
     def __call__(self, volume: Volume, overlap: float = 0.25, tta: bool = False, samples: int = 0
                  ) -> tuple[np.ndarray, np.ndarray | None]:

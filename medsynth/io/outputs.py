@@ -10,6 +10,7 @@ SIGKILL) never leaves a half-written file under the real name.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import uuid
@@ -134,4 +135,19 @@ def remove_partials(folder: Path) -> list[Path]:
         for leftover in Path(folder).glob(f".*{PARTIAL_MARK}*"):
             _remove(leftover)
             removed.append(leftover)
+    return removed
+
+
+def remove_partials_of(paths: Iterable[Path]) -> list[Path]:
+    """Delete what a killed writer of each of ``paths`` left beside it (its :func:`atomic_path` temporaries).
+
+    For folders that several processes write at once (shards of one batch): each removes only the
+    leftovers of its own outputs, never another process's file in progress.
+    """
+    removed = []
+    for path in map(Path, paths):
+        if path.parent.is_dir():
+            for leftover in path.parent.glob(f".{glob.escape(path.name)}.*{PARTIAL_MARK}*"):
+                _remove(leftover)
+                removed.append(leftover)
     return removed

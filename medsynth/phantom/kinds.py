@@ -74,15 +74,15 @@ def write_phantom(
     ``control/`` subjects, ``patient/`` versions of other subjects and their ``effect/`` maps (MR).
     slices: axial 2D CT slices ``<case>_z###.nii.gz`` of ``cases`` heads. synthrad: the paired
     subjects in SynthRAD 2025's per-case layout, ``<case>/mr.mha``, ``ct.mha``, ``mask.mha``. ``misregistration_mm``
-    moves each paired MR slightly against its CT. ``t2`` adds a T2-like contrast to paired data: the MR
-    channels are then ``mr/<case>_0000`` (T1) and ``mr/<case>_0001`` (T2), as nnU-Net names them.
+    moves each paired MR slightly against its CT. ``t2`` adds a T2-like contrast to paired or unpaired
+    data: the MR channels are then ``mr/<case>_0000`` (T1) and ``mr/<case>_0001`` (T2), as nnU-Net names them.
     The same arguments give identical files.
     """
     kind = _parse_kind(kind)
     shape = _check_geometry(cases, shape, spacing)
     out = _prepare_output(Path(out), overwrite)
-    if t2 and kind is not PhantomKind.PAIRED:
-        raise UsageError("--t2 is available for the paired phantom only.")
+    if t2 and kind not in (PhantomKind.PAIRED, PhantomKind.UNPAIRED):
+        raise UsageError("--t2 is available for the paired and unpaired phantoms only.")
     plan = _Plan(out, cases, shape, float(spacing), seed, progress or _no_progress, misregistration_mm, t2)
     files = _WRITERS[kind](plan)
     subjects = cases if kind in (PhantomKind.PAIRED, PhantomKind.SLICES, PhantomKind.SYNTHRAD) else 2 * cases
@@ -144,14 +144,20 @@ def _meta(head: HeadVolumes) -> ImageMeta:
     return ImageMeta.from_affine(head.affine, head.ct.shape)
 
 
+def _write_mr(plan: _Plan, index: int, head: HeadVolumes) -> int:
+    """The MR of subject ``index``: ``mr/<case>``, or with a T2 ``mr/<case>_0000`` (T1) and ``_0001`` (T2)."""
+    contrasts = [head.mr] if head.t2 is None else [head.mr, head.t2]
+    for channel, mr in enumerate(contrasts):
+        name = case_name(index) if head.t2 is None else f"{case_name(index)}_{channel:04d}"
+        write_image(plan.out / "mr" / f"{name}.nii.gz", mr, _meta(head))
+    return len(contrasts)
+
+
 def _write_paired(plan: _Plan) -> int:
     for index in range(plan.cases):
         head = plan.head(index, plan.misregistration_mm)
         meta = _meta(head)
-        contrasts = [head.mr] if head.t2 is None else [head.mr, head.t2]
-        for channel, mr in enumerate(contrasts):
-            name = case_name(index) if head.t2 is None else f"{case_name(index)}_{channel:04d}"
-            write_image(plan.out / "mr" / f"{name}.nii.gz", mr, meta)
+        _write_mr(plan, index, head)
         write_ct(plan.path("ct", index), head.ct, meta)
         write_labels(plan.path("mask", index), head.mask, meta)
         write_labels(plan.path("labels", index), head.labels, meta)
@@ -172,15 +178,18 @@ def _write_synthrad(plan: _Plan) -> int:
 
 def _write_unpaired(plan: _Plan) -> int:
     # MR subjects are 0..cases-1 and CT subjects cases..2*cases-1: nobody appears in both.
-    total = 2 * plan.cases
+    total, files = 2 * plan.cases, 0
     for index in range(total):
         head = plan.head(index)
         modality = "mr" if index < plan.cases else "ct"
-        write = write_image if modality == "mr" else write_ct
-        write(plan.path(modality, index), getattr(head, modality), _meta(head))
+        if modality == "mr":
+            files += _write_mr(plan, index, head) + 1
+        else:
+            write_ct(plan.path("ct", index), head.ct, _meta(head))
+            files += 2
         write_labels(plan.path(f"{modality}_labels", index), head.labels, _meta(head))
         plan.progress(index + 1, total)
-    return 2 * total
+    return files
 
 
 def _write_attribution(plan: _Plan) -> int:

@@ -4,7 +4,8 @@ A batch never stops at a bad case: whatever goes wrong with one (an unreadable f
 memory, any exception) ends that case as failed with its reason, and the batch goes on; a GPU
 out-of-memory error is first retried with one window at a time and blending on the CPU. Each case
 ends as written, skipped or failed, and the report lists them all. Outputs are written atomically,
-so re-running the same command after an interruption redoes only the unfinished cases.
+so re-running the same command after an interruption redoes only the unfinished cases (and removes
+the temporaries a killed write of theirs left).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from medsynth.inference.volume import reduced_memory
 from medsynth.io.casefolders import case_folder_roles
 from medsynth.io.cases import group_channels, list_images, resolve_inputs
 from medsynth.io.image import read_image
-from medsynth.io.outputs import write_text_atomically
+from medsynth.io.outputs import remove_partials_of, write_text_atomically
 
 
 class CaseStatus(StrEnum):
@@ -189,6 +190,8 @@ def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], p
     report = BatchReport()
     todo = {cid: p for cid, p in cases.items()
             if overwrite or not all(o.exists() for o in outputs_of(cid))}
+    for cid in todo:  # a killed earlier run may have left temporaries of these cases' outputs
+        remove_partials_of(outputs_of(cid))
     for cid in sorted(set(cases) - set(todo)):
         report.results.append(CaseResult(cid, CaseStatus.SKIPPED, outputs=[str(o) for o in outputs_of(cid)],
                                          reason="exists (use --overwrite to redo)"))

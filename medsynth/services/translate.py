@@ -163,7 +163,9 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     """Translate every case of ``input_path`` into ``out_dir/<case>.nii.gz`` (+ ``_std`` maps).
 
     ``model_path``: a run folder, a model file, an exported ``.onnx`` (with ``--engine onnxruntime``)
-    or a folder of them, whose outputs are averaged (an ensemble).
+    or a folder of them, whose outputs are averaged (an ensemble). CT→MR with a model of several MR
+    contrasts writes one file per contrast, ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``, ... (and
+    ``<case>_std_0000.nii.gz``, ...), named as its inputs would be.
     """
     out_dir = Path(out_dir)
     model_paths = resolve_model_paths(Path(model_path))
@@ -171,11 +173,14 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     # A DICOM sCT comes with a NIfTI std map: a float map is no CT series.
     std_format = OutputFormat.NIFTI if options.format is OutputFormat.DICOM else options.format
 
-    def outputs_of(case: str) -> list[Path]:
-        paths = [out_dir / image_name(case, options.format)]
-        return paths + ([out_dir / image_name(f"{case}_std", std_format)] if options.uncertainty else [])
-
     mr2ct = Direction(options.direction) is Direction.MR2CT
+    written_channels = [""] if mr2ct or len(translator.mr_channels) == 1 else [f"_{c}" for c in translator.mr_channels]
+
+    def outputs_of(case: str) -> list[Path]:
+        paths = [out_dir / image_name(case + channel, options.format) for channel in written_channels]
+        return paths + ([out_dir / image_name(f"{case}_std{channel}", std_format) for channel in written_channels]
+                        if options.uncertainty else [])
+
     channels = list(translator.mr_channels) if mr2ct else []
     ranks = process_rank()
     cases = select_cases(Path(input_path), parse_shard(options.shard), ranks, "mr" if mr2ct else "ct", outputs_of,
@@ -197,15 +202,18 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
 
     def process(case: str, prepared: PreparedVolume) -> list[Path]:
         mean, std = translator.run(prepared, options.overlap, options.tta, options.uncertainty)
-        targets = outputs_of(case)
+        targets, count = outputs_of(case), len(written_channels)
+        means, stds = (mean[None], None if std is None else std[None]) if count == 1 else (mean, std)
         volume = prepared.volume
         if options.format is OutputFormat.DICOM:
             written = [_write_dicom(targets[0], mean, volume, translator.label, case, options)]
         else:
-            written = [_write_output(targets[0], mean, volume, is_ct(translator.target))]
-        if std is not None:
-            written.append(write_image(targets[1], std, volume.meta, np.float32))
-            written.append(write_uncertainty_preview(out_dir / f"{case}_std.png", mean, std, volume,
+            written = [_write_output(t, m, volume, is_ct(translator.target))
+                       for t, m in zip(targets[:count], means, strict=True)]
+        if stds is not None:
+            written += [write_image(t, s, volume.meta, np.float32)
+                        for t, s in zip(targets[count:], stds, strict=True)]
+            written.append(write_uncertainty_preview(out_dir / f"{case}_std.png", means[0], stds[0], volume,
                                                      is_ct(translator.target)))
         return written
 
