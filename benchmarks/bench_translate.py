@@ -4,7 +4,7 @@
 
 Both paths use the same default vox2vox generator (random weights: speed does not depend on them).
 The plain reference reads with nibabel, normalises, calls MONAI ``sliding_window_inference`` directly
-and writes with nibabel; the medsynth path is ``medsynth.inference.translate.translate`` on a folder,
+and writes with nibabel; the medsynth path is ``medsynth.services.translate.translate`` on a folder,
 with geometry handling, prefetching and atomic writes. Time per case is the mean over the cases after
 the first (warm-up).
 """
@@ -26,9 +26,9 @@ from monai.inferers import sliding_window_inference
 from medsynth.data.bodymask import body_mask
 from medsynth.data.intensity import CTIntensity, MRIntensity
 from medsynth.families.pix2pix import Pix2PixConfig
-from medsynth.inference.translate import TranslateOptions, translate
 from medsynth.modelfile import NetworkSpec, save_model
 from medsynth.nets.registry import build_network
+from medsynth.services.translate import TranslateOptions, translate
 
 SHAPE = (160, 192, 160)  # default input size; --shape 64 64 64 is a quick check that the script runs
 

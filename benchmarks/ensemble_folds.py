@@ -18,9 +18,9 @@ import yaml
 from _common import print_header
 
 from medsynth.demo import DEMO_MODEL, DEMO_SHAPE, DEMO_SPACING, DEMO_TRAIN, TEST_SEED
-from medsynth.inference.translate import TranslateOptions, translate
 from medsynth.metrics.evaluate import evaluate_folders
 from medsynth.phantom.kinds import write_phantom
+from medsynth.services.translate import TranslateOptions, translate
 from medsynth.training import train
 
 

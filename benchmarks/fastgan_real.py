@@ -130,7 +130,7 @@ def run_timed(command: list[str], threads: int) -> dict[str, float]:
 def comparison_grid(generated: Path, data: Path, model: Path, out: Path, rows: int = 3) -> Path:
     """PNG: ``rows`` rows of generated slices above ``rows`` rows of real ones (every k-th), same window."""
     from medsynth.data.slices import load_slices
-    from medsynth.inference.generate import display_slice
+    from medsynth.inference.generation import display_slice
     from medsynth.modelfile import load_model
     from medsynth.viz import save_grid
 

@@ -35,14 +35,14 @@ from medsynth.data.intensity import CTIntensity, MRIntensity
 from medsynth.data.splits import SplitPlan
 from medsynth.engine.config import TrainConfig
 from medsynth.engine.context import StepContext
+from medsynth.engine.family import Family
 from medsynth.engine.runtime import Runtime
 from medsynth.engine.trainer import Trainer
-from medsynth.families.base import Family
 from medsynth.families.fastgan import FastGAN, FastGANConfig
 from medsynth.families.pix2pix import Pix2Pix, Pix2PixConfig
-from medsynth.inference.translate import TranslateOptions, translate
 from medsynth.modelfile import save_model
 from medsynth.phantom.kinds import write_phantom
+from medsynth.services.translate import TranslateOptions, translate
 
 VARIANTS = ("fp32", "bf16", "bf16+channels_last_3d", "torch.compile")
 FULL = {"patches": (96, 128), "steps": 10, "warmup": 3, "batch": 2, "phantom": (96, 112, 96),

@@ -30,10 +30,10 @@ import torch
 import yaml
 from _common import print_header
 
-from medsynth.inference.translate import TranslateOptions, translate
 from medsynth.metrics.evaluate import evaluate_folders
 from medsynth.modelfile import load_model
 from medsynth.phantom.kinds import write_phantom
+from medsynth.services.translate import TranslateOptions, translate
 
 TINY = {"model": {"channels": [8, 16, 32], "disc_channels": 8, "disc_layers": 2, "val_cases": 1},
         "train": {"batch_size": 1, "ckpt_every": 5, "val_every": 10, "preview_every": 10, "log_every": 1}}

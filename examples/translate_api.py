@@ -6,9 +6,9 @@
 import sys
 from pathlib import Path
 
-from medsynth.inference.translate import TranslateOptions, translate
 from medsynth.metrics.evaluate import evaluate_folders
 from medsynth.phantom.kinds import write_phantom
+from medsynth.services.translate import TranslateOptions, translate
 from medsynth.training import train
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "medsynth-example")

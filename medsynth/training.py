@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import fields, replace
@@ -16,11 +15,11 @@ from medsynth.choices import FamilyName
 from medsynth.data.splits import SPLIT_FILENAME, SplitPlan
 from medsynth.engine.checkpoint import CHECKPOINT_NAME
 from medsynth.engine.config import TrainConfig, build_config, read_yaml, to_plain
+from medsynth.engine.family import Family
 from medsynth.engine.logbook import LOG_FILENAME
-from medsynth.engine.runtime import make_runtime, process_group_closed_at_exit
+from medsynth.engine.runtime import make_runtime, process_group_closed_at_exit, process_rank
 from medsynth.engine.trainer import TrainResult, run_training
 from medsynth.errors import UsageError
-from medsynth.families.base import Family
 from medsynth.io.outputs import (
     check_not_an_input,
     prepare_output_dir,
@@ -190,7 +189,7 @@ def _prepare_run_dir(run_dir: Path, fresh: bool) -> None:
     """Create the run folder (writable, not an input). A fresh run clears what a killed attempt that never
     reached a checkpoint left behind (log, curves, previews); every run removes killed writes' temporaries."""
     prepare_output_dir(run_dir, [])
-    if int(os.environ.get("RANK", "0")) != 0:
+    if process_rank()[0] != 0:
         return  # rank 0 alone owns the folder's files
     for folder in (run_dir, run_dir / "checkpoints"):
         remove_partials(folder)

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from medsynth.errors import MedsynthError
-from medsynth.inference.batch import CaseStatus
-from medsynth.inference.reports import merge_reports
+from medsynth.services.batch import CaseStatus
+from medsynth.services.reports import merge_reports
 
 
 def main() -> int:

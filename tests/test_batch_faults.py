@@ -17,12 +17,12 @@ from typer.testing import CliRunner
 import medsynth.inference.volume as volume_module
 from medsynth.cli import app
 from medsynth.data.intensity import CTIntensity, MRIntensity
-from medsynth.inference.batch import BatchReport, CaseResult, CaseStatus
 from medsynth.inference.volume import VolumeTranslator
 from medsynth.io.image import ImageMeta, read_image, write_image
 from medsynth.modelfile import NetworkSpec, save_model
 from medsynth.nets.generators import UNetGenerator
 from medsynth.phantom.anatomy import make_head
+from medsynth.services.batch import BatchReport, CaseResult, CaseStatus
 
 SPACING = 6.0
 SHAPE = (16, 16, 16)  # on the model grid already (6 mm, RAS): the grid steps are the identity

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import medsynth.cli.translate  # noqa: F401  (registers the command)
 from medsynth.cli.app import app
+from medsynth.engine.trainer import validation_metrics
 from medsynth.errors import InputError, UsageError
 from medsynth.families.cyclegan import CycleGAN, CycleGANConfig
 from medsynth.io.image import read_image, write_image
@@ -187,7 +188,7 @@ def trained(tmp_path_factory, unpaired, paired) -> tuple[Path, dict[str, float]]
     """A tiny 2D run with paired validation data, and the validation metrics before training."""
     torch.manual_seed(0)
     untrained = CycleGAN(CycleGANConfig(**TINY, val_data=str(paired)), unpaired)
-    before = untrained.validate(untrained.networks, torch.device("cpu"))
+    before = validation_metrics(untrained, untrained.networks, torch.device("cpu"))
     run = tmp_path_factory.mktemp("cyclegan") / "run"
     train("cyclegan", unpaired, run, {**QUIET, "steps": 100, "val_every": 100},
           {**TINY, "val_data": str(paired), "seg_pretrain_steps": 20})

@@ -17,7 +17,7 @@ from torch import nn
 
 from medsynth.engine.config import TrainConfig
 from medsynth.engine.runtime import make_runtime
-from medsynth.engine.trainer import Trainer, linear_decay
+from medsynth.engine.trainer import Trainer, linear_decay, validation_metrics
 from medsynth.errors import TrainingDiverged, UsageError
 from medsynth.families.pix2pix import Pix2Pix, Pix2PixConfig
 from medsynth.modelfile import load_model
@@ -56,12 +56,12 @@ def test_tiny_vox2vox_learns(paired: Path, tmp_path: Path) -> None:
     """Validation MAE after 40 steps is well below the untrained generator's."""
     torch.manual_seed(0)  # the untrained generator's MAE depends on its initialisation, not on earlier tests
     family = Pix2Pix(Pix2PixConfig(**TINY_MODEL, val_cases=1), paired)
-    untrained = family.validate(family.networks, torch.device("cpu"))["mae"]
+    untrained = validation_metrics(family, family.networks, torch.device("cpu"))["mae"]
     config = TrainConfig(**{**tiny_train(steps=40), "device": "cpu"})
     trainer = Trainer(family, config, tmp_path / "run", make_runtime("cpu", False))
     result = trainer.fit()
-    trained = result.validation["mae"] if result.validation else family.validate(
-        trainer.export_networks(), torch.device("cpu"))["mae"]
+    trained = result.validation["mae"] if result.validation else validation_metrics(
+        family, trainer.export_networks(), torch.device("cpu"))["mae"]
     assert trained < 0.6 * untrained, (untrained, trained)
     assert (tmp_path / "run" / "model.safetensors").is_file()
 

@@ -29,7 +29,7 @@ from medsynth.families.fastgan import (
     reconstruction_loss,
     reconstruction_targets,
 )
-from medsynth.inference.generate import latent, synthesise
+from medsynth.inference.generation import latent, synthesise
 from medsynth.io.image import ImageMeta, write_ct
 from medsynth.metrics.anatomy import STATISTICS, anatomy_values
 from medsynth.metrics.generation import (

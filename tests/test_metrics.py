@@ -23,7 +23,7 @@ from medsynth.metrics import (
     tissue_metrics,
 )
 from medsynth.metrics.synthrad import _pool_like_official
-from medsynth.metrics.tissue import tissue_classes
+from medsynth.metrics.tissue import tissue_classes, validation_scores
 
 C1_2023 = (0.01 * 4024) ** 2
 C1_2025 = (0.01 * 4095) ** 2
@@ -253,6 +253,18 @@ def test_bone_dice_on_a_hand_built_case():
     assert math.isnan(bone_dice(np.zeros_like(ref), np.zeros_like(ref), np.ones(ref.shape)))
     assert set(tissue_metrics(pred, ref, mask)) == {"mae_air", "mae_soft", "mae_bone", "bone_dice"}
 
+
+
+def test_validation_scores_average_cases_and_skip_a_case_without_bone():
+    ref, mask = _head((24, 24, 24), 6)
+    ref = np.clip(ref, -1000.0, 150.0)  # no bone in the reference ...
+    no_bone = (ref + 20.0, ref, mask)  # ... nor in this prediction: its bone Dice is undefined
+    offset = (np.where(mask, ref + 100.0, ref), np.where(mask, ref + 100.0, ref), mask)
+    scores = validation_scores(iter([no_bone, offset]))
+    assert scores["mae"] == pytest.approx(10.0)  # 20 HU and 0 HU inside the mask
+    assert scores["psnr"] == math.inf  # the mean of a finite and an infinite PSNR
+    assert math.isnan(bone_dice(*no_bone)) and scores["bone_dice"] == bone_dice(*offset)
+    assert set(scores) == {"mae", "psnr", "ssim", "bone_dice"}
 
 # --- NCC and Dice per label --------------------------------------------------------------------------
 

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from medsynth.cli import app
 from medsynth.errors import InputError
-from medsynth.inference.batch import BatchReport, CaseResult, CaseStatus
-from medsynth.inference.reports import merge_reports
 from medsynth.modelfile import load_model
 from medsynth.phantom.anatomy import make_head
+from medsynth.services.batch import BatchReport, CaseResult, CaseStatus
+from medsynth.services.reports import merge_reports
 from medsynth.training import train
 
 ROOT = Path(__file__).resolve().parents[1]

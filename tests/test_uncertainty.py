@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from medsynth.inference.translate import TranslateOptions, translate
 from medsynth.io.image import read_image
 from medsynth.phantom.anatomy import LABEL_NAMES
 from medsynth.phantom.kinds import write_phantom
+from medsynth.services.translate import TranslateOptions, translate
 from medsynth.training import train
 
 

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 import medsynth.cli.attribute  # noqa: F401  (registers the command)
 from medsynth.cli.app import app
+from medsynth.engine.trainer import validation_metrics
 from medsynth.families.saliency_baseline import GradientSaliency
 from medsynth.families.vagan import (
     VAGAN,
@@ -217,7 +218,7 @@ def trained(toy) -> tuple[Path, float]:
     """A VA-GAN trained for 200 steps on the toy, and the validation NCC of the untrained map."""
     torch.manual_seed(0)
     untrained = VAGAN(_config(), toy)
-    before = untrained.validate(untrained.networks, torch.device("cpu"))["ncc"]
+    before = validation_metrics(untrained, untrained.networks, torch.device("cpu"))["ncc"]
     run = toy.parent / "run"
     train("vagan", toy, run, TRAIN, MODEL)
     return run, before
@@ -276,7 +277,7 @@ def test_a_tiny_2d_run_learns_the_map(trained):
     run, before = trained
     family = VAGAN(_config(), run.parent / "data")
     family.networks["M"].load_state_dict(load_model(run).weights["M"])
-    after = family.validate(family.networks, torch.device("cpu"))["ncc"]
+    after = validation_metrics(family, family.networks, torch.device("cpu"))["ncc"]
     assert abs(before) < 0.1
     assert after > 0.5, (before, after)
 

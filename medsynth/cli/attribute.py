@@ -32,8 +32,8 @@ def attribute(
         "--series", help="Series Instance UID to read from a DICOM folder holding several (repeatable).")] = None,
 ) -> None:
     """Abnormality maps: map = M(x), the change that makes the image look healthy (so map ~ -effect)."""
-    from medsynth.inference.attribute import AttributeOptions
-    from medsynth.inference.attribute import attribute as attribute_cases
+    from medsynth.services.attribute import AttributeOptions
+    from medsynth.services.attribute import attribute as attribute_cases
 
     options = AttributeOptions(overlap=overlap, overwrite=overwrite, device=device, amp=amp, effect=effect,
                                mask=mask, format=output_format, series=tuple(series or ()))

@@ -36,8 +36,8 @@ def generate(
     output_format: Annotated[OutputFormat, typer.Option("--format", help="nifti or mha.")] = OutputFormat.NIFTI,
 ) -> None:
     """Generate CT slices (2D NIfTI, int16 HU, the training pixel spacing) from a FastGAN model."""
-    from medsynth.inference.generate import GenerateOptions
-    from medsynth.inference.generate import generate as generate_slices
+    from medsynth.services.generate import GenerateOptions
+    from medsynth.services.generate import generate as generate_slices
 
     options = GenerateOptions(count=count, seed=seed, truncation=truncation, device=device, overwrite=overwrite,
                               eval_data=eval_data, features=features, copy_ssim=copy_ssim, format=output_format)

@@ -44,8 +44,8 @@ def translate(
     workers: Annotated[int, typer.Option(help="Cases read and preprocessed ahead in parallel.")] = 1,
 ) -> None:
     """Translate MR into synthetic CT (int16 HU) on each input's own grid."""
-    from medsynth.inference.translate import TranslateOptions
-    from medsynth.inference.translate import translate as translate_cases
+    from medsynth.services.translate import TranslateOptions
+    from medsynth.services.translate import translate as translate_cases
 
     options = TranslateOptions(direction=direction, overlap=overlap, tta=tta, uncertainty=uncertainty,
                                shard=shard, overwrite=overwrite, device=device, amp=amp, mask=mask,

@@ -62,10 +62,17 @@ def pick_amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def process_rank() -> tuple[int, int]:
+    """(rank, world size) of this process: ``torchrun``'s RANK and WORLD_SIZE, (0, 1) in a plain process.
+
+    The one place that reads them: training's runtime and the inference batches' share of the cases.
+    """
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def make_runtime(device: DeviceChoice | str, amp: bool) -> Runtime:
     """Build the runtime; under ``torchrun`` also join the process group (nccl on GPU, gloo on CPU)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank, world_size = process_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     chosen = pick_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():

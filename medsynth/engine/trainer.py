@@ -10,11 +10,12 @@ from __future__ import annotations
 import signal
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -25,10 +26,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from medsynth.engine.checkpoint import CHECKPOINT_NAME, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from medsynth.engine.config import TrainConfig
 from medsynth.engine.context import StepContext
+from medsynth.engine.family import Family
 from medsynth.engine.logbook import Logbook
+from medsynth.engine.modes import evaluating
 from medsynth.engine.runtime import Runtime, barrier
 from medsynth.errors import TrainingDiverged, UsageError
-from medsynth.families.base import Family
 from medsynth.modelfile import MODEL_FILENAME, save_model
 
 BEST_MODEL_FILENAME = "best.safetensors"
@@ -105,6 +107,20 @@ def _memory_format(config: TrainConfig, runtime: Runtime, networks: nn.Module) -
         return None
     volumetric = any(isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) for m in networks.modules())
     return torch.channels_last_3d if volumetric else torch.channels_last
+
+
+def validation_metrics(family: Family, networks: Mapping[str, nn.Module], device: torch.device) -> dict[str, float]:
+    """``family.validate`` as the engine runs it: every network in evaluation mode under inference mode, each
+    module's mode restored afterwards (also for callers outside a run, e.g. an untrained family's score)."""
+    with evaluating(networks.values()):
+        return family.validate(networks, device)
+
+
+def preview_panels(family: Family, batch: dict[str, Tensor], networks: Mapping[str, nn.Module]
+                   ) -> list[list[np.ndarray]]:
+    """``family.preview`` as the engine runs it (see :func:`validation_metrics`)."""
+    with evaluating(networks.values()):
+        return family.preview(batch, networks)
 
 
 class _StopRequest:
@@ -277,7 +293,7 @@ class Trainer:
     def _cadenced(self, batch: dict[str, Tensor], logbook: Logbook, result: TrainResult) -> None:
         last = self.step == self.config.steps
         if self.runtime.is_main and (self.step % self.config.preview_every == 0 or last):
-            logbook.preview(self.step, self.family.preview(batch, self.export_networks()))
+            logbook.preview(self.step, preview_panels(self.family, batch, self.export_networks()))
         if self.config.val_every and (self.step % self.config.val_every == 0 or last):
             result.validation = self._validate(logbook)
         if self.step % self.config.ckpt_every == 0 and not last:
@@ -286,7 +302,7 @@ class Trainer:
     def _validate(self, logbook: Logbook) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if self.runtime.is_main:
-            metrics = self.family.validate(self.export_networks(), self.runtime.device)
+            metrics = validation_metrics(self.family, self.export_networks(), self.runtime.device)
             logbook.validation(self.step, metrics)
             self._keep_best(metrics)
         barrier(self.runtime)

@@ -49,8 +49,9 @@ from medsynth.data.layouts import (
 from medsynth.data.patches import body_anchors, cut_patch, draw_patch
 from medsynth.data.splits import Split, SplitPlan
 from medsynth.engine.context import StepContext
+from medsynth.engine.family import Family, ModelExport
 from medsynth.errors import UsageError
-from medsynth.families.base import Family, ModelExport, spatial_patch, unet_strides
+from medsynth.families.base import spatial_patch, unet_strides
 from medsynth.inference.volume import normalise_source, predict_grid
 from medsynth.io.cases import case_id, channel_suffixes
 from medsynth.io.image import Volume
@@ -58,8 +59,7 @@ from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_l
 from medsynth.losses.cycle import cycle_consistency_loss, identity_loss, segmentation_loss, shape_consistency_loss
 from medsynth.losses.image_pool import PAPER_POOL_SIZE, ImagePool
 from medsynth.metrics.similarity import dice_per_label
-from medsynth.metrics.synthrad import synthrad2023
-from medsynth.metrics.tissue import bone_dice
+from medsynth.metrics.tissue import validation_scores
 from medsynth.modelfile import data_fingerprint
 from medsynth.viz import mid_slices, overlay_labels, window
 
@@ -328,13 +328,10 @@ class CycleGAN(Family):
 
     # -- validation and previews ----------------------------------------------------------------------
     def apply(self, network: nn.Module, image: np.ndarray | Tensor, device: torch.device) -> Tensor:
-        """Whole-volume output (C', X, Y, Z) of ``network`` for a normalised (C, X, Y, Z) image."""
-        training = network.training
-        network.eval()
-        with torch.no_grad():
-            out = predict_grid(network, torch.as_tensor(image)[None].to(device), self.config.dims,
-                               self.config.patch_size, self.config.val_overlap)
-        network.train(training)
+        """Whole-volume output (C', X, Y, Z) of ``network`` for a normalised (C, X, Y, Z) image (in the engine's
+        evaluation mode)."""
+        out = predict_grid(network, torch.as_tensor(image)[None].to(device), self.config.dims,
+                           self.config.patch_size, self.config.val_overlap)
         return out[0]
 
     def label_name(self, label: int) -> str:
@@ -370,12 +367,10 @@ class CycleGAN(Family):
                 **{f"{prefix}_{self.label_name(k)}": v for k, v in per_label.items()}}
 
     def _synthrad(self, generator: nn.Module, device: torch.device) -> dict[str, float]:
-        rows = []
-        for mr, ct in zip(self.validation["mr"], self.validation["ct"], strict=True):
-            pred = self.ct_intensity.denormalise(self.apply(generator, mr.image, device)[0].cpu().numpy())
-            ref = self.ct_intensity.denormalise(ct.image[0])
-            rows.append({**synthrad2023(pred, ref, ct.mask), "bone_dice": bone_dice(pred, ref, ct.mask)})
-        return {key: float(np.nanmean([row[key] for row in rows])) for key in rows[0]}
+        hu = self.ct_intensity.denormalise
+        return validation_scores((hu(self.apply(generator, mr_case.image, device)[0].cpu().numpy()),
+                                  hu(ct_case.image[0]), ct_case.mask)
+                                 for mr_case, ct_case in zip(self.validation["mr"], self.validation["ct"], strict=True))
 
     def preview(self, batch: dict[str, Tensor], networks: Mapping[str, nn.Module]) -> list[list[np.ndarray]]:
         """Per direction: source, translation, cycle reconstruction, S_target(translation), true labels."""

@@ -32,9 +32,9 @@ from medsynth.data.intensity import CT_WINDOW, CTIntensity
 from medsynth.data.slices import BODY_THRESHOLD_HU, load_slices, slice_body_mask
 from medsynth.data.splits import SplitPlan
 from medsynth.engine.context import StepContext
+from medsynth.engine.family import Family, ModelExport
 from medsynth.errors import UsageError
-from medsynth.families.base import Family, ModelExport
-from medsynth.inference.generate import display_slice, synthesise
+from medsynth.inference.generation import display_slice, synthesise
 from medsynth.io.cases import case_id
 from medsynth.metrics.anatomy import anatomy_values
 from medsynth.metrics.generation import body_hu_histogram, histogram_wasserstein

@@ -29,13 +29,13 @@ from medsynth.data.layouts import channel_count, channel_roles, discover_paired,
 from medsynth.data.patches import body_anchors, cut_patch, cut_slab, draw_patch
 from medsynth.data.splits import SplitPlan, split_datalist
 from medsynth.engine.context import StepContext
+from medsynth.engine.family import Family, ModelExport
 from medsynth.errors import UsageError
-from medsynth.families.base import Family, ModelExport, spatial_patch, unet_strides
+from medsynth.families.base import spatial_patch, unet_strides
 from medsynth.inference.volume import normalise_source, predict_grid
 from medsynth.io.cases import channel_suffixes
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
-from medsynth.metrics.synthrad import synthrad2023
-from medsynth.metrics.tissue import bone_dice
+from medsynth.metrics.tissue import validation_scores
 from medsynth.modelfile import data_fingerprint
 from medsynth.nets.generators import GeneratorNorm, head_width
 
@@ -200,12 +200,10 @@ class Pix2Pix(Family):
         return {"D": loss_d, "G_adv": loss_adv, "G_L1": loss_l1}
 
     def translate_grid(self, generator: nn.Module, mr: np.ndarray, device: torch.device) -> np.ndarray:
-        """Synthetic CT in HU for a normalised MR (1, X, Y, Z) on the model grid."""
-        generator.eval()
-        with torch.no_grad():
-            out = predict_grid(generator, torch.from_numpy(mr)[None].to(device), self.config.dims,
-                               self.config.patch_size, self.config.val_overlap,
-                               window_divisor=self.window_divisor, context_slices=self.config.context_slices)
+        """Synthetic CT in HU for a normalised MR (1, X, Y, Z) on the model grid (in the engine's evaluation mode)."""
+        out = predict_grid(generator, torch.from_numpy(mr)[None].to(device), self.config.dims,
+                           self.config.patch_size, self.config.val_overlap, window_divisor=self.window_divisor,
+                           context_slices=self.config.context_slices)
         return self.ct_intensity.denormalise(out[0, 0].cpu().numpy())
 
     def validate(self, networks: Mapping[str, nn.Module], device: torch.device) -> dict[str, float]:
@@ -216,7 +214,6 @@ class Pix2Pix(Family):
             return {}
         scores = _scores(self.validation, lambda case: self.translate_grid(networks["G"], case.mr, device),
                          self.ct_intensity)
-        networks["G"].train()
         if self._lookup_scores is None:
             lookup = _scores(self.validation, lambda case: self.lookup.predict(case.raw_mr, case.mask),
                              self.ct_intensity)
@@ -239,7 +236,6 @@ class Pix2Pix(Family):
         case = (self.validation or self.training)[0]
         device = next(networks["G"].parameters()).device
         pred = self.translate_grid(networks["G"], case.mr, device)
-        networks["G"].train()
         ref = self.ct_intensity.denormalise(case.ct[0])
         panels = [window(case.mr[0], -1, 1), window(pred, -1000, 1500), window(ref, -1000, 1500),
                   window(np.abs(pred - ref) * case.mask, 0, 500)]
@@ -267,8 +263,4 @@ class Pix2Pix(Family):
 
 def _scores(cases: list[PreparedCase], predict, ct_intensity: CTIntensity) -> dict[str, float]:
     """Mean SynthRAD2023 metrics and bone Dice of ``predict(case)`` (HU) over ``cases``, in each case's mask."""
-    rows = []
-    for case in cases:
-        pred, ref = predict(case), ct_intensity.denormalise(case.ct[0])
-        rows.append({**synthrad2023(pred, ref, case.mask), "bone_dice": bone_dice(pred, ref, case.mask)})
-    return {key: float(np.nanmean([row[key] for row in rows])) for key in rows[0]}
+    return validation_scores((predict(case), ct_intensity.denormalise(case.ct[0]), case.mask) for case in cases)

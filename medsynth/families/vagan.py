@@ -33,8 +33,8 @@ from medsynth.data.layouts import Case, Datalist, discover_unpaired, read_cases
 from medsynth.data.patches import PatchDraw, cut_patch
 from medsynth.data.splits import SplitPlan
 from medsynth.engine.context import StepContext
+from medsynth.engine.family import Family, ModelExport
 from medsynth.errors import UsageError
-from medsynth.families.base import Family, ModelExport
 from medsynth.inference.volume import predict_grid
 from medsynth.io.cases import case_id
 from medsynth.io.image import Volume
@@ -298,11 +298,10 @@ class VAGAN(Family):
         return {"M_adv": adversarial, "M_l1": sparsity}
 
     def map_grid(self, generator: nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
-        """M(x) (X, Y, Z) for a normalised (1, X, Y, Z) image on the model grid, slice-wise for 2D."""
-        generator.eval()
-        with torch.no_grad():
-            out = predict_grid(generator, torch.from_numpy(image)[None].to(device), self.config.dims,
-                               self.patch_size, self.config.val_overlap)
+        """M(x) (X, Y, Z) for a normalised (1, X, Y, Z) image on the model grid, slice-wise for 2D (in the
+        engine's evaluation mode)."""
+        out = predict_grid(generator, torch.from_numpy(image)[None].to(device), self.config.dims,
+                           self.patch_size, self.config.val_overlap)
         return out[0, 0].cpu().numpy()
 
     def validate(self, networks: Mapping[str, nn.Module], device: torch.device) -> dict[str, float]:
@@ -310,7 +309,6 @@ class VAGAN(Family):
         if not self.data.validation:
             return {}
         scores = list(self.data.ncc_scores(lambda image: self.map_grid(networks["M"], image, device)).values())
-        networks["M"].train()
         return {"ncc": float(np.nanmean(scores)), "ncc_sd": float(np.nanstd(scores))}
 
     def preview(self, batch: dict[str, Tensor], networks: Mapping[str, nn.Module]) -> list[list[np.ndarray]]:
@@ -319,7 +317,6 @@ class VAGAN(Family):
 
         case = (self.data.validation or self.data.patients)[0]
         change = self.map_grid(networks["M"], case.image, next(networks["M"].parameters()).device)
-        networks["M"].train()
         volumes = [case.image[0], case.image[0] + change, change]
         volumes += [] if case.effect is None else [-case.effect]
         rows = []

@@ -1,1 +1,2 @@
-"""Inference, separate from the models: volume translation, batches over folders, attribution, generation."""
+"""The inference core, below the engine and the families: model grid, normalisation, sliding windows,
+blending, TTA and MC passes, ensembles, engines (torch, onnxruntime) and the generation core."""

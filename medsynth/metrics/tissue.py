@@ -11,9 +11,12 @@ out of the cohort means.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from medsynth.errors import InputError
+from medsynth.metrics.synthrad import synthrad2023
 
 AIR_MAX_HU = -200.0
 BONE_MIN_HU = 200.0
@@ -53,6 +56,16 @@ def bone_dice(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> float:
 def tissue_metrics(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     """``mae_air``, ``mae_soft``, ``mae_bone`` and ``bone_dice`` of one case."""
     return {**tissue_mae(pred, ref, mask), "bone_dice": bone_dice(pred, ref, mask)}
+
+
+def validation_scores(cases: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Means over ``cases`` of (prediction HU, reference HU, body mask) of the SynthRAD2023 MAE, PSNR and SSIM
+    and the bone Dice (NaN-aware: a case without bone does not void the mean), as the families validate.
+
+    ``cases`` is consumed one at a time, so a generator holds one prediction at once.
+    """
+    rows = [{**synthrad2023(pred, ref, mask), "bone_dice": bone_dice(pred, ref, mask)} for pred, ref, mask in cases]
+    return {key: float(np.nanmean([row[key] for row in rows])) for key in rows[0]}
 
 
 def _mean_or_nan(values: np.ndarray) -> float:

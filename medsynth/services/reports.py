@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medsynth.errors import InputError
-from medsynth.inference.batch import BatchReport, CaseResult, CaseStatus
+from medsynth.services.batch import BatchReport, CaseResult, CaseStatus
 
 _SHARD = re.compile(r"(?P<command>\w+)_report_(?P<index>\d+)of(?P<count>\d+)\.json")
 # When two reports hold one case (a shard redone with other settings), the most complete outcome wins.

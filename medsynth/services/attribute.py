@@ -24,10 +24,18 @@ from torch import nn
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import MRIntensity, MRScaling, intensity_from_json
 from medsynth.engine.config import DeviceChoice
-from medsynth.engine.runtime import pick_amp_dtype, pick_device
+from medsynth.engine.runtime import pick_amp_dtype, pick_device, process_rank
 from medsynth.errors import InputError, ModelError, UsageError
 from medsynth.families.vagan import IntensityRegion, normalisation_region
-from medsynth.inference.batch import (
+from medsynth.inference.volume import mask_on_grid, predict_grid, read_mask
+from medsynth.io.cases import list_images
+from medsynth.io.formats import OutputFormat, image_name
+from medsynth.io.image import Volume, read_image, write_image
+from medsynth.io.outputs import prepare_output_dir, write_text_atomically
+from medsynth.metrics.report import MetricSummary, summarise
+from medsynth.metrics.similarity import ncc
+from medsynth.modelfile import ModelFile, load_model
+from medsynth.services.batch import (
     BatchReport,
     CaseStatus,
     case_masks,
@@ -37,14 +45,6 @@ from medsynth.inference.batch import (
     run_batch,
     select_cases,
 )
-from medsynth.inference.volume import mask_on_grid, predict_grid, read_mask
-from medsynth.io.cases import list_images
-from medsynth.io.formats import OutputFormat, image_name
-from medsynth.io.image import Volume, read_image, write_image
-from medsynth.io.outputs import prepare_output_dir, write_text_atomically
-from medsynth.metrics.report import MetricSummary, summarise
-from medsynth.metrics.similarity import ncc
-from medsynth.modelfile import ModelFile, load_model
 from medsynth.viz import auto_window, mid_slices, overlay_signed_map, save_grid
 
 _OVERLAY_PIXELS = 256  # overlays are enlarged to about this many pixels across
@@ -180,7 +180,8 @@ def attribute(model_path: Path, input_path: Path, out_dir: Path, options: Attrib
         return [out_dir / image_name(f"{case}_map", options.format),
                 out_dir / image_name(f"{case}_healthy", options.format), out_dir / f"{case}_overlay.png"]
 
-    cases = select_cases(Path(input_path), (0, 1), outputs_of=outputs_of)
+    ranks = process_rank()
+    cases = select_cases(Path(input_path), (0, 1), ranks, outputs_of=outputs_of)
     masks = case_masks(options.mask)
     prepare_output_dir(out_dir, [input_path, model.path, model.path.parent, options.mask, options.effect],
                        cases.values())
@@ -199,7 +200,7 @@ def attribute(model_path: Path, input_path: Path, out_dir: Path, options: Attrib
                                          single=is_single_input(input_path, cases)).results)
     if options.effect is not None:
         score_against_effects(report, Path(options.effect), lambda case: outputs_of(case)[0])
-    report.write_json(out_dir / report_name("attribute", None))
+    report.write_json(out_dir / report_name("attribute", None, ranks))
     return report
 
 

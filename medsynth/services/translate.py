@@ -14,18 +14,8 @@ from medsynth.choices import Direction
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import intensity_from_json
 from medsynth.engine.config import DeviceChoice
-from medsynth.engine.runtime import pick_amp_dtype, pick_device
+from medsynth.engine.runtime import pick_amp_dtype, pick_device, process_rank
 from medsynth.errors import ModelError, UsageError
-from medsynth.inference.batch import (
-    BatchReport,
-    case_masks,
-    is_single_input,
-    mask_of,
-    parse_shard,
-    report_name,
-    run_batch,
-    select_cases,
-)
 from medsynth.inference.engines import (
     Engine,
     OnnxNetwork,
@@ -39,6 +29,16 @@ from medsynth.io.formats import OutputFormat, image_name
 from medsynth.io.image import Volume, read_image, write_ct, write_image
 from medsynth.io.outputs import prepare_output_dir
 from medsynth.modelfile import load_model, resolve_model_paths
+from medsynth.services.batch import (
+    BatchReport,
+    case_masks,
+    is_single_input,
+    mask_of,
+    parse_shard,
+    report_name,
+    run_batch,
+    select_cases,
+)
 
 TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")
 
@@ -183,7 +183,9 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
                         if options.uncertainty else [])
 
     channels = list(translator.mr_channels) if mr2ct else []
-    cases = select_cases(Path(input_path), parse_shard(options.shard), "mr" if mr2ct else "ct", outputs_of, channels)
+    ranks = process_rank()
+    cases = select_cases(Path(input_path), parse_shard(options.shard), ranks, "mr" if mr2ct else "ct", outputs_of,
+                         channels)
     masks = case_masks(options.mask)
     files = [f for item in cases.values() for f in (item if isinstance(item, tuple) else (item,))]
     run_folders = [p.parent for p in model_paths if p.suffix != ".onnx"]  # an exported graph is one file
@@ -218,7 +220,7 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
 
     report = run_batch(cases, outputs_of, process, options.overwrite, "translate", load=load,
                        single=is_single_input(input_path, cases), workers=options.workers)
-    report.write_json(out_dir / report_name("translate", options.shard))
+    report.write_json(out_dir / report_name("translate", options.shard, ranks))
     return report
 
 

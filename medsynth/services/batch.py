@@ -11,7 +11,6 @@ the temporaries a killed write of theirs left).
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -93,19 +92,21 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return index, count
 
 
-def report_name(command: str, shard: str | None) -> str:
-    """``translate_report.json``, or one per shard and rank so parallel writers never collide."""
+def report_name(command: str, shard: str | None, ranks: tuple[int, int]) -> str:
+    """``translate_report.json``, or one per shard and rank so parallel writers never collide; ``ranks``:
+    this process's (rank, world size) (``engine.runtime.process_rank``)."""
     index, count = parse_shard(shard)
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world = ranks
     if count * world == 1:
         return f"{command}_report.json"
     return f"{command}_report_{index * world + rank}of{count * world}.json"
 
 
-def select_cases(input_path: Path, shard: tuple[int, int], role: str = "mr",
+def select_cases(input_path: Path, shard: tuple[int, int], ranks: tuple[int, int], role: str = "mr",
                  outputs_of: Callable[[str], list[Path]] | None = None, channels: Sequence[str] = ()
                  ) -> dict[str, Any]:
-    """The cases of INPUT this process handles: shard i of N, then this rank's share under torchrun.
+    """The cases of INPUT this process handles: shard i of N, then this rank's share of it under torchrun
+    (``ranks``: the (rank, world size) of ``engine.runtime.process_rank``).
 
     ``role``: the image taken from each SynthRAD case folder. With ``outputs_of``, two cases (of any
     shard) that would write one output path are an error before anything is written. With two or
@@ -117,7 +118,7 @@ def select_cases(input_path: Path, shard: tuple[int, int], role: str = "mr",
         cases = group_channels(cases, channels)
     if outputs_of is not None:
         check_distinct_outputs(cases, outputs_of)
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world = ranks
     index, count = shard[0] * world + rank, shard[1] * world
     return {cid: path for i, (cid, path) in enumerate(sorted(cases.items())) if i % count == index}
 
