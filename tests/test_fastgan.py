@@ -52,15 +52,6 @@ TINY_TRAIN = {"batch_size": 8, "device": "cpu", "val_every": 0, "preview_every":
               "log_every": 10**6, "ema_decay": 0.5, "decay_start": 1.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many tiny convolutions: on a shared 2-core machine one intra-op thread is much faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def slices_dir(tmp_path_factory) -> Path:
     """Phantom axial CT slices of three heads, 32 x 40 pixels of 5 mm (square field 200 mm)."""

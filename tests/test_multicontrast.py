@@ -34,18 +34,23 @@ def one_line(result) -> str:
     return line
 
 
-@pytest.fixture(scope="module")
-def t1t2(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("t1t2")
+def _trained_t1t2(root: Path, kind: str, family: str, model: str) -> dict[str, Path]:
+    """A T1 + T2 phantom of ``kind`` (paired/unpaired) in ``root/data`` and a ``family`` model trained a few
+    steps on it with the tiny ``model`` settings (YAML flow mapping)."""
     data = root / "data"
-    assert run("phantom", "paired", data, "--cases", "3", "--shape", "24", "28", "24", "--spacing", "6",
+    assert run("phantom", kind, data, "--cases", "3", "--shape", "24", "28", "24", "--spacing", "6",
                "--t2").exit_code == 0
     config = root / "tiny.yaml"
-    config.write_text("train: {batch_size: 1, ckpt_every: 100, preview_every: 100}\n"
-                      "model: {patch_size: [16, 16, 16], channels: [8, 16], disc_channels: 8, disc_layers: 2}\n")
-    result = run("train", "pix2pix", data, "--out", root / "run", "--config", config, *TINY)
+    config.write_text(f"train: {{batch_size: 1, ckpt_every: 100, preview_every: 100}}\nmodel: {model}\n")
+    result = run("train", family, data, "--out", root / "run", "--config", config, *TINY)
     assert result.exit_code == 0, result.output
     return {"root": root, "data": data, "run": root / "run", "config": config}
+
+
+@pytest.fixture(scope="module")
+def t1t2(tmp_path_factory) -> dict[str, Path]:
+    return _trained_t1t2(tmp_path_factory.mktemp("t1t2"), "paired", "pix2pix",
+                         "{patch_size: [16, 16, 16], channels: [8, 16], disc_channels: 8, disc_layers: 2}")
 
 
 def test_phantom_t2_has_bright_fluid_intermediate_fat_and_dark_bone_and_air():
@@ -125,17 +130,9 @@ def test_channels_off_one_grid_are_named(t1t2, tmp_path):
 # -- CycleGAN: C MR channels on the MR side ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def unpaired_t1t2(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("unpaired_t1t2")
-    data = root / "data"
-    assert run("phantom", "unpaired", data, "--cases", "3", "--shape", "24", "28", "24", "--spacing", "6",
-               "--t2").exit_code == 0
-    config = root / "tiny.yaml"
-    config.write_text("train: {batch_size: 1, ckpt_every: 100, preview_every: 100}\n"
-                      "model: {patch_size: [16, 16, 16], channels: [8, 16], seg_channels: [8, 16], "
-                      "disc_channels: 8, disc_layers: 2}\n")
-    result = run("train", "cyclegan", data, "--out", root / "run", "--config", config, *TINY)
-    assert result.exit_code == 0, result.output
-    return {"root": root, "data": data, "run": root / "run", "config": config}
+    return _trained_t1t2(tmp_path_factory.mktemp("unpaired_t1t2"), "unpaired", "cyclegan",
+                         "{patch_size: [16, 16, 16], channels: [8, 16], seg_channels: [8, 16], "
+                         "disc_channels: 8, disc_layers: 2}")
 
 
 def test_cyclegan_groups_contrasts_in_folders_and_datalists_and_keeps_plain_ids(unpaired_t1t2, tmp_path):

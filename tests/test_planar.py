@@ -24,14 +24,6 @@ VAGAN_MODEL = {"dims": 2, "channels": [8, 16, 32], "critic_channels": [8, 16, 32
 FORMS = ((SIDE, SIDE), (SIDE, SIDE, 1), (SIDE, SIDE, 1, 1))  # the shapes a 2D image is stored in
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _save(path: Path, image: np.ndarray, form: tuple[int, ...]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(image.reshape(form).astype(np.float32), np.diag([SPACING, SPACING, 5.0, 1.0])), path)

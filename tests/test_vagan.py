@@ -49,15 +49,6 @@ MODEL = {"dims": 2, "channels": [8, 16, 32], "critic_channels": [8, 16, 32], "cr
          "lambda_map": 30.0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from intra-op threads, and lose much when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Linear(nn.Module):
     """C(x) = Σ w·x: its input gradient is w for every sample."""
 
