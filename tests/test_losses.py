@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss
-from medsynth.losses.synthesis import bone_weighted_l1
 
 REAL = torch.tensor([2.0, 0.5])
 FAKE = torch.tensor([-1.0, 0.5])
@@ -41,30 +40,3 @@ def test_vanilla_losses_by_hand() -> None:
 def test_generator_loss_by_hand(kind: GanLoss, expected: float) -> None:
     assert generator_loss(FAKE, kind).item() == pytest.approx(expected, abs=1e-6)
 
-
-
-def test_bone_weighted_l1_by_hand() -> None:
-    target = torch.tensor([0.5, -0.2, 0.9])  # bone above 0.0: the first and the last voxel
-    fake = torch.tensor([0.0, 0.0, 1.0])
-    # errors 0.5, 0.2, 0.1; weights 3, 1, 3: (1.5 + 0.2 + 0.3) / 3
-    assert bone_weighted_l1(fake, target, 0.0, 3.0).item() == pytest.approx(2.0 / 3.0, abs=1e-6)
-    assert bone_weighted_l1(fake, target, 0.0, 1.0).item() == pytest.approx(0.8 / 3.0, abs=1e-6)
-
-
-def test_bone_weight_moves_the_optimum_to_the_weighted_median() -> None:
-    # A voxel that is bone (1.0) in one case of four and soft tissue (0.0) in three: plain L1 is minimised
-    # by soft tissue (the median); a weight above 3 makes bone the optimum (probability 1/4 > 1/(1 + w)).
-    target = torch.tensor([1.0, 0.0, 0.0, 0.0])
-    def best(weight: float) -> float:
-        candidates = torch.linspace(0.0, 1.0, 11)
-        losses = [bone_weighted_l1(c.expand(4), target, 0.5, weight).item() for c in candidates]
-        return candidates[int(torch.tensor(losses).argmin())].item()
-    assert best(1.0) == 0.0
-    assert best(4.0) == 1.0
-
-
-def test_bone_weight_below_one_is_refused() -> None:
-    from medsynth.errors import UsageError
-    from medsynth.families.pix2pix import Pix2PixConfig
-    with pytest.raises(UsageError, match="bone_weight"):
-        Pix2PixConfig(bone_weight=0.5)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medsynth.baselines import IntensityLookup
@@ -34,8 +35,7 @@ from medsynth.families.base import spatial_patch, unet_strides
 from medsynth.inference.volume import normalise_source, predict_grid
 from medsynth.io.cases import channel_suffixes
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
-from medsynth.losses.synthesis import bone_weighted_l1
-from medsynth.metrics.tissue import BONE_MIN_HU, validation_scores
+from medsynth.metrics.tissue import validation_scores
 from medsynth.modelfile import data_fingerprint
 from medsynth.nets.generators import GeneratorNorm, head_width
 
@@ -60,7 +60,6 @@ class Pix2PixConfig:
     disc_layers: int = 3
     gan_loss: GanLoss = GanLoss.LSGAN
     lambda_l1: float = 100.0
-    bone_weight: float = 1.0  # L1 weight of reference bone voxels (> 200 HU); > 1 against losing thin bone
     lr: float = 2e-4
     lr_d: float | None = None  # D's learning rate; None: lr
     betas: tuple[float, ...] = (0.5, 0.999)
@@ -85,8 +84,6 @@ class Pix2PixConfig:
         if self.context_slices < 0 or (self.context_slices and self.dims != 2):
             raise UsageError(f"context_slices ({self.context_slices}) is for 2D models (2.5D input): dims 2 "
                              "and k >= 0 neighbouring slices on either side.")
-        if self.bone_weight < 1.0:
-            raise UsageError(f"bone_weight is at least 1 (1: plain L1), not {self.bone_weight}.")
         if not 0.0 <= self.augment <= 1.0:
             raise UsageError(f"augment is a probability in [0, 1], not {self.augment}.")
         self.norm = GeneratorNorm(self.norm)
@@ -123,7 +120,6 @@ class Pix2Pix(Family):
                                           for s in median_spacing([case["ct"].meta for case in training]))
         self.grid = ModelGrid(spacing)
         self.ct_intensity = CTIntensity()
-        self.bone_min = float(self.ct_intensity.normalise(np.float32(BONE_MIN_HU)))
         on_grid = [self._on_grid(case) for case in training]
         self.mr_intensity = MRIntensity(scaling=config.mr_scaling).fit_landmarks(
             channel[body_mask(channel, dilation=0, modality="mr")] for _, mr, _, _ in on_grid for channel in mr)
@@ -198,7 +194,7 @@ class Pix2Pix(Family):
         ctx.optimize("D", loss_d)
         with ctx.frozen("D") as discriminator, ctx.autocast():
             loss_adv = generator_loss(patch_prediction(discriminator(torch.cat([mr, fake], 1))), self.config.gan_loss)
-            loss_l1 = bone_weighted_l1(fake, ct, self.bone_min, self.config.bone_weight)
+            loss_l1 = F.l1_loss(fake.float(), ct.float())
             loss_g = loss_adv + self.config.lambda_l1 * loss_l1
         ctx.optimize("G", loss_g)
         return {"D": loss_d, "G_adv": loss_adv, "G_L1": loss_l1}
