@@ -1,0 +1,153 @@
+"""Before/after check of a refactoring: tiny runs of every volumetric family, and their outputs, bit for bit.
+
+``run OUT`` trains, with fixed seeds on the phantom, a 3D pix2pix (vox2vox), a 2.5D two-contrast pix2pix,
+a 2D CycleGAN with labels and a 2D VA-GAN (a few steps each, validating, so the validation path runs too),
+then translates (mr2ct with TTA, ct2mr) and attributes phantom cases. ``compare A B`` asserts that the
+two output folders hold identical model tensors (every network of model and best files), identical
+model metadata (less version and commit), identical validation metrics and losses in the logs, and
+byte-identical translated/attributed images (``np.array_equal`` on the arrays, geometry included) and
+preview PNGs (the validation path's whole-volume predictions).
+
+    OMP_NUM_THREADS=1 python benchmarks/bit_identity.py run /tmp/ref        # on the old code
+    OMP_NUM_THREADS=1 python benchmarks/bit_identity.py run /tmp/new        # on the new code
+    python benchmarks/bit_identity.py compare /tmp/ref /tmp/new
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+QUIET = {"device": "cpu", "batch_size": 2, "preview_every": 10_000, "ckpt_every": 10_000, "log_every": 1,
+         "amp": False}
+RUNS = {
+    "vox2vox": ("pix2pix", "paired", {"steps": 3, "val_every": 3},
+                {"dims": 3, "patch_size": [16, 16, 16], "channels": [8, 16, 32], "disc_channels": 8,
+                 "disc_layers": 2, "num_res_units": 1, "val_cases": 1, "augment": 0.5}),
+    "pix2pix25d": ("pix2pix", "paired_t2", {"steps": 3, "val_every": 3},
+                   {"dims": 2, "context_slices": 1, "patch_size": [16, 16], "channels": [8, 16, 32],
+                    "disc_channels": 8, "disc_layers": 2, "val_cases": 1, "norm": "instance"}),
+    "cyclegan": ("cyclegan", "unpaired", {"steps": 3, "val_every": 3},
+                 {"dims": 2, "patch_size": [16, 16], "channels": [8, 16, 32], "strides": [1, 2],
+                  "seg_channels": [8, 16, 32], "num_res_units": 0, "disc_channels": 8, "disc_layers": 2,
+                  "val_cases": 1, "seg_pretrain_steps": 1, "pool_size": 2}),
+    "vagan": ("vagan", "attribution", {"steps": 3, "val_every": 3, "batch_size": 4},
+              {"dims": 2, "channels": [8, 16, 32], "critic_channels": [8, 16, 32], "critic_steps": 2,
+               "critic_steps_boost": 3, "boost_first": 1, "boost_every": 0, "val_cases": 1}),
+}
+
+
+def make_data(out: Path) -> dict[str, Path]:
+    from medsynth.phantom.kinds import write_phantom
+
+    shape, spacing = (24, 28, 24), 6.0
+    data = {"paired": out / "data" / "paired", "paired_t2": out / "data" / "paired_t2",
+            "unpaired": out / "data" / "unpaired", "attribution": out / "data" / "attribution"}
+    write_phantom("paired", data["paired"], cases=4, shape=shape, spacing=spacing, seed=1)
+    write_phantom("paired", data["paired_t2"], cases=4, shape=shape, spacing=spacing, seed=2, t2=True)
+    write_phantom("unpaired", data["unpaired"], cases=4, shape=shape, spacing=spacing, seed=3)
+    write_phantom("attribution", data["attribution"], cases=4, shape=shape, spacing=spacing, seed=4)
+    return data
+
+
+def run(out: Path) -> None:
+    from medsynth.choices import Direction
+    from medsynth.services.attribute import AttributeOptions, attribute
+    from medsynth.services.translate import TranslateOptions, translate
+    from medsynth.training import train
+
+    data = make_data(out)
+    for name, (family, dataset, train_options, model_options) in RUNS.items():
+        torch.manual_seed(0)
+        train(family, data[dataset], out / "runs" / name, {**QUIET, **train_options}, model_options)
+    results = out / "results"
+    translate(out / "runs" / "vox2vox", data["paired"] / "mr", results / "vox2vox",
+              TranslateOptions(device="cpu", tta=True, amp=False))
+    translate(out / "runs" / "pix2pix25d", data["paired_t2"] / "mr", results / "pix2pix25d",
+              TranslateOptions(device="cpu", amp=False))
+    translate(out / "runs" / "cyclegan", data["unpaired"] / "mr", results / "cyclegan_mr2ct",
+              TranslateOptions(device="cpu", amp=False))
+    translate(out / "runs" / "cyclegan", data["unpaired"] / "ct", results / "cyclegan_ct2mr",
+              TranslateOptions(direction=Direction.CT2MR, device="cpu", amp=False))
+    attribute(out / "runs" / "vagan", data["attribution"] / "patient", results / "vagan",
+              AttributeOptions(device="cpu", amp=False, effect=data["attribution"] / "effect"))
+    print(f"wrote {out}")
+
+
+def _model_files(root: Path) -> list[Path]:
+    return sorted(p.relative_to(root) for p in (root / "runs").rglob("*.safetensors") if "checkpoints" not in p.parts)
+
+
+def _metadata(path: Path) -> dict:
+    with open(path, "rb") as handle:
+        header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+    document = json.loads(header["__metadata__"]["medsynth"])
+    for volatile in ("medsynth_version", "git_commit"):
+        document.pop(volatile, None)
+    return document
+
+
+def _log(path: Path) -> list[dict]:
+    """Losses and validation metrics of each log entry (times left out)."""
+    keep = ("step", "losses", "metrics", "validation")
+    return [{k: v for k, v in json.loads(line).items() if k in keep} for line in path.read_text().splitlines()]
+
+
+def compare(a: Path, b: Path) -> int:
+    failures, checked = [], 0
+    models = _model_files(a)
+    if models != _model_files(b):
+        failures.append(f"model files differ: {models} vs {_model_files(b)}")
+    for rel in models:
+        ta, tb = load_file(str(a / rel)), load_file(str(b / rel))
+        if ta.keys() != tb.keys():
+            failures.append(f"{rel}: tensor names differ")
+        for key in ta.keys() & tb.keys():
+            checked += 1
+            if not torch.equal(ta[key], tb[key]):
+                failures.append(f"{rel}: tensor {key} differs")
+        if _metadata(a / rel) != _metadata(b / rel):
+            failures.append(f"{rel}: metadata differs")
+    for log in sorted((a / "runs").rglob("log.jsonl")):
+        rel = log.relative_to(a)
+        if _log(log) != _log(b / rel):
+            failures.append(f"{rel}: losses or validation metrics differ")
+    images = sorted(p.relative_to(a) for p in (a / "results").rglob("*.nii.gz"))
+    if not images or images != sorted(p.relative_to(b) for p in (b / "results").rglob("*.nii.gz")):
+        failures.append("the translated/attributed images differ in their names")
+    for rel in images:
+        ia, ib = nib.load(a / rel), nib.load(b / rel)
+        checked += 1
+        if not (np.array_equal(np.asanyarray(ia.dataobj), np.asanyarray(ib.dataobj))
+                and np.array_equal(ia.affine, ib.affine) and ia.get_data_dtype() == ib.get_data_dtype()):
+            failures.append(f"{rel}: image differs")
+    for preview in sorted((a / "runs").rglob("previews/*.png")):
+        rel = preview.relative_to(a)
+        checked += 1
+        if not (b / rel).is_file() or preview.read_bytes() != (b / rel).read_bytes():
+            failures.append(f"{rel}: preview differs")
+    for report in sorted((a / "results").rglob("*.json")):
+        rel = report.relative_to(a)
+        ncc_a, ncc_b = json.loads(report.read_text()).get("ncc"), json.loads((b / rel).read_text()).get("ncc")
+        if ncc_a != ncc_b:
+            failures.append(f"{rel}: NCC differs")
+    for line in failures:
+        print("DIFFERS:", line)
+    print(f"{len(models)} model files, {checked} tensors, images and previews compared: "
+          + ("identical" if not failures else f"{len(failures)} differences"))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "run":
+        run(Path(sys.argv[2]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "compare":
+        sys.exit(compare(Path(sys.argv[2]), Path(sys.argv[3])))
+    else:
+        sys.exit(__doc__)
