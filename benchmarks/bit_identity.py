@@ -11,6 +11,9 @@ preview PNGs (the validation path's whole-volume predictions).
     OMP_NUM_THREADS=1 python benchmarks/bit_identity.py run /tmp/ref        # on the old code
     OMP_NUM_THREADS=1 python benchmarks/bit_identity.py run /tmp/new        # on the new code
     python benchmarks/bit_identity.py compare /tmp/ref /tmp/new
+
+``infer REF OUT`` runs only the inference, with REF's (older) model files, into OUT/results: the new code
+reads old model files; ``compare REF OUT`` then compares those outputs (OUT holds no runs).
 """
 
 from __future__ import annotations
@@ -57,16 +60,22 @@ def make_data(out: Path) -> dict[str, Path]:
 
 
 def run(out: Path) -> None:
-    from medsynth.choices import Direction
-    from medsynth.services.attribute import AttributeOptions, attribute
-    from medsynth.services.translate import TranslateOptions, translate
     from medsynth.training import train
 
     data = make_data(out)
     for name, (family, dataset, train_options, model_options) in RUNS.items():
         torch.manual_seed(0)
         train(family, data[dataset], out / "runs" / name, {**QUIET, **train_options}, model_options)
-    results = out / "results"
+    infer(out, out / "results")
+
+
+def infer(out: Path, results: Path) -> None:
+    """Translate and attribute the phantom cases of ``out/data`` with the models of ``out/runs``."""
+    from medsynth.choices import Direction
+    from medsynth.services.attribute import AttributeOptions, attribute
+    from medsynth.services.translate import TranslateOptions, translate
+
+    data = {name: out / "data" / name for name in ("paired", "paired_t2", "unpaired", "attribution")}
     translate(out / "runs" / "vox2vox", data["paired"] / "mr", results / "vox2vox",
               TranslateOptions(device="cpu", tta=True, amp=False))
     translate(out / "runs" / "pix2pix25d", data["paired_t2"] / "mr", results / "pix2pix25d",
@@ -77,7 +86,12 @@ def run(out: Path) -> None:
               TranslateOptions(direction=Direction.CT2MR, device="cpu", amp=False))
     attribute(out / "runs" / "vagan", data["attribution"] / "patient", results / "vagan",
               AttributeOptions(device="cpu", amp=False, effect=data["attribution"] / "effect"))
-    print(f"wrote {out}")
+    print(f"wrote {results}")
+
+
+# Keys a translation model file may gain, each with the value inference assumed when it was absent (the
+# typed metadata writes every field; a CycleGAN file of before wrote neither).
+ADDED_DEFAULTS = {"window_divisor": None, "context_slices": 0}
 
 
 def _model_files(root: Path) -> list[Path]:
@@ -101,8 +115,8 @@ def _log(path: Path) -> list[dict]:
 
 def compare(a: Path, b: Path) -> int:
     failures, checked = [], 0
-    models = _model_files(a)
-    if models != _model_files(b):
+    models = _model_files(a) if (b / "runs").is_dir() else []
+    if models != (_model_files(b) if (b / "runs").is_dir() else []):
         failures.append(f"model files differ: {models} vs {_model_files(b)}")
     for rel in models:
         ta, tb = load_file(str(a / rel)), load_file(str(b / rel))
@@ -112,9 +126,13 @@ def compare(a: Path, b: Path) -> int:
             checked += 1
             if not torch.equal(ta[key], tb[key]):
                 failures.append(f"{rel}: tensor {key} differs")
-        if _metadata(a / rel) != _metadata(b / rel):
+        old, new = _metadata(a / rel), _metadata(b / rel)
+        added = {k: new[k] for k in new.keys() - old.keys() if k in ADDED_DEFAULTS and new[k] == ADDED_DEFAULTS[k]}
+        if added:
+            print(f"note: {rel} gained {added}, the values inference assumed for their absence")
+        if old != {k: v for k, v in new.items() if k not in added}:
             failures.append(f"{rel}: metadata differs")
-    for log in sorted((a / "runs").rglob("log.jsonl")):
+    for log in sorted((a / "runs").rglob("log.jsonl")) if models else []:
         rel = log.relative_to(a)
         if _log(log) != _log(b / rel):
             failures.append(f"{rel}: losses or validation metrics differ")
@@ -127,7 +145,7 @@ def compare(a: Path, b: Path) -> int:
         if not (np.array_equal(np.asanyarray(ia.dataobj), np.asanyarray(ib.dataobj))
                 and np.array_equal(ia.affine, ib.affine) and ia.get_data_dtype() == ib.get_data_dtype()):
             failures.append(f"{rel}: image differs")
-    for preview in sorted((a / "runs").rglob("previews/*.png")):
+    for preview in sorted((a / "runs").rglob("previews/*.png")) if models else []:
         rel = preview.relative_to(a)
         checked += 1
         if not (b / rel).is_file() or preview.read_bytes() != (b / rel).read_bytes():
@@ -147,6 +165,8 @@ def compare(a: Path, b: Path) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "run":
         run(Path(sys.argv[2]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "infer":
+        infer(Path(sys.argv[2]), Path(sys.argv[3]) / "results")
     elif len(sys.argv) == 4 and sys.argv[1] == "compare":
         sys.exit(compare(Path(sys.argv[2]), Path(sys.argv[3])))
     else:

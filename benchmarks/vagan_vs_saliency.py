@@ -20,13 +20,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
 from medsynth.data.intensity import MRScaling
 from medsynth.families.saliency_baseline import train_saliency_baseline
 from medsynth.families.vagan import AttributionData, IntensityRegion
-from medsynth.inference.volume import predict_grid
+from medsynth.inference.predictor import GridPredictor
 from medsynth.metrics.report import summarise
 from medsynth.modelfile import ModelFile, load_model
 
@@ -41,13 +40,8 @@ def held_out_data(data: Path, run: Path, model: ModelFile) -> AttributionData:
 def vagan_scores(attribution: AttributionData, model: ModelFile) -> dict[str, float]:
     """NCC(M(x), −effect) on the model grid for the run's held-out patients."""
     generator = model.build(model.metadata["map_network"])
-    dims, patch_size = int(model.metadata["spatial_dims"]), model.metadata["patch_size"]
-
-    @torch.no_grad()
-    def map_of(image: np.ndarray) -> np.ndarray:
-        return predict_grid(generator, torch.from_numpy(image)[None], dims, patch_size)[0, 0].numpy()
-
-    return attribution.ncc_scores(map_of)
+    predictor = GridPredictor(int(model.metadata["spatial_dims"]), tuple(model.metadata["patch_size"]))
+    return attribution.ncc_scores(lambda image: predictor.volume(generator, image)[0].numpy())
 
 
 def mean_effect_scores(attribution: AttributionData) -> dict[str, float]:
