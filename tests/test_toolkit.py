@@ -12,7 +12,14 @@ from torch import nn
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import CTIntensity, MRIntensity, MRScaling
 from medsynth.data.patches import PatchDraw, PatchSampler, body_anchors
-from medsynth.data.volumes import labels_on_grid, mask_on_grid, normalise_channels, normalise_source, on_grid
+from medsynth.data.volumes import (
+    labels_on_grid,
+    mask_on_grid,
+    normalise_channels,
+    normalise_source,
+    on_grid,
+    to_grid,
+)
 from medsynth.engine.modes import eval_mode
 from medsynth.errors import ModelError
 from medsynth.inference.predictor import GridPredictor
@@ -119,6 +126,20 @@ def test_preparation_on_the_image_grid_keeps_images_masks_and_labels():
     labels = (head > 100).astype(np.float32) + (head > 420)
     assert labels_on_grid(grid, _volume(labels)).dtype == np.uint8
     np.testing.assert_array_equal(labels_on_grid(grid, _volume(labels))[0], labels)
+
+
+def test_the_way_back_needs_only_the_geometry_and_lands_on_the_input_grid(oblique_affine):
+    head = _head((16, 18, 14))
+    volume = Volume(head.astype(np.float32), ImageMeta.from_affine(oblique_affine((1.0, 1.2, 2.0)), head.shape))
+    grid = ModelGrid((1.0, 1.0, 1.0))
+    moved = to_grid(grid, volume, release=True)
+    assert volume.array.size == 0  # the input's voxels are released once on the model grid
+    assert moved.geometry.numel() == 1  # the geometry holds no voxels
+    back = grid.inverse(torch.from_numpy(moved.values[None]), moved.geometry)[0]
+    assert back.shape == head.shape
+    inside = np.zeros(head.shape, bool)
+    inside[3:-3, 3:-3, 3:-3] = True  # away from the border, where resampling pads
+    assert np.corrcoef(back[inside], head[inside])[0, 1] > 0.95
 
 
 def test_a_coarser_grid_resamples_masks_by_nearest_neighbour():

@@ -3,8 +3,9 @@
 Training (every volumetric family's cases) and inference (``translate``, ``attribute``) call the same
 functions, so a network sees at inference exactly the preparation it was trained on:
 
-- :func:`on_grid` resamples images (bilinear) and :func:`mask_on_grid` / :func:`labels_on_grid` masks and
-  label maps (nearest neighbour) onto the :class:`~medsynth.data.geometry.ModelGrid`;
+- :func:`to_grid` resamples an image (bilinear) onto the :class:`~medsynth.data.geometry.ModelGrid` and keeps
+  the geometry its way back needs (``ModelGrid.inverse``, exact); :func:`on_grid` is its values alone,
+  :func:`mask_on_grid` / :func:`labels_on_grid` move masks and label maps (nearest neighbour);
 - :func:`normalise_channels` scales each MR contrast on its own foreground (by default its body mask) and
   windows a CT; :func:`normalisation_region` is the region VA-GAN's scale comes from.
 """
@@ -12,9 +13,12 @@ functions, so a network sees at inference exactly the preparation it was trained
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
+import torch
+from monai.data import MetaTensor
 
 from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid
@@ -22,9 +26,27 @@ from medsynth.data.intensity import Intensity, MRIntensity, normalise_mr_body
 from medsynth.io.image import ImageMeta, Volume
 
 
+@dataclass
+class GridImage:
+    """An image on the model grid, and the geometry (no voxels) that takes an output back to the input's grid."""
+
+    values: np.ndarray  # (X, Y, Z) float32; Z = 1 for a 2D image
+    geometry: MetaTensor  # the model grid's meta and the operations to invert: ``grid.inverse(output, geometry)``
+
+
+def to_grid(grid: ModelGrid, volume: Volume, release: bool = False) -> GridImage:
+    """``volume`` resampled onto the model grid; with ``release`` its array is emptied as soon as it has
+    been resampled (a CT-sized input is then held once, not twice)."""
+    moved = grid.forward(volume.array, volume.meta)
+    if release:
+        volume.array = np.empty((0,) * volume.array.ndim, np.float32)
+    return GridImage(moved.as_tensor().numpy()[0],
+                     MetaTensor(torch.zeros(1), meta=moved.meta, applied_operations=moved.applied_operations))
+
+
 def on_grid(grid: ModelGrid, volume: Volume) -> np.ndarray:
     """The image of ``volume`` on the model grid, (X, Y, Z) float32 (Z = 1 for a 2D image)."""
-    return grid.forward(volume.array, volume.meta).numpy()[0]
+    return to_grid(grid, volume).values
 
 
 def channels_on_grid(grid: ModelGrid, case: Mapping[str, Volume], roles: Sequence[str]) -> np.ndarray:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import CTIntensity, Intensity
-from medsynth.data.volumes import mask_on_grid, normalise_source
+from medsynth.data.volumes import mask_on_grid, normalise_source, to_grid
 from medsynth.errors import InputError
 from medsynth.inference.predictor import GridPredictor
 from medsynth.io.image import Volume, read_image
@@ -108,13 +108,12 @@ class VolumeTranslator:
         channels: dict[str, list[np.ndarray]] = {key: [] for key in sources}
         geometry = None
         for v in volumes:
-            on_grid = self.grid.forward(v.array, v.meta)
-            v.array = np.empty((0,) * v.array.ndim, np.float32)  # released before the body mask's peak
+            moved = to_grid(self.grid, v, release=True)  # released before the body mask's peak
             for key, source in sources.items():
-                channels[key].append(normalise_source(on_grid.as_tensor().numpy()[0], source, foreground))
+                channels[key].append(normalise_source(moved.values, source, foreground))
             if geometry is None:
-                geometry = MetaTensor(torch.zeros(1), meta=on_grid.meta, applied_operations=on_grid.applied_operations)
-            del on_grid
+                geometry = moved.geometry
+            del moved
         images = {key: torch.from_numpy(c[0][None] if len(c) == 1 else np.stack(c))[None]
                   for key, c in channels.items()}
         image = images[_key(self.source)] if _key(self.source) in images else next(iter(images.values()))

@@ -22,7 +22,7 @@ from torch import nn
 
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import MRIntensity, MRScaling
-from medsynth.data.volumes import IntensityRegion, mask_on_grid, normalisation_region
+from medsynth.data.volumes import IntensityRegion, mask_on_grid, normalisation_region, to_grid
 from medsynth.engine.config import DeviceChoice
 from medsynth.engine.runtime import pick_amp_dtype, pick_device, process_rank
 from medsynth.errors import InputError, ModelError, UsageError
@@ -125,13 +125,12 @@ class MapGenerator:
 
         ``mask`` (boolean, the input's grid) replaces the model's own region for the intensity scale.
         """
-        grid_image = self.grid.forward(volume.array, volume.meta)
-        image = grid_image.as_tensor().numpy()[0]
-        region = normalisation_region(image, self.region) if mask is None else \
+        moved = to_grid(self.grid, volume)
+        region = normalisation_region(moved.values, self.region) if mask is None else \
             mask_on_grid(self.grid, mask, volume.meta)
-        change = self.predictor.volume(self.network, self.intensity.normalise(image, region)[None])
-        unit = normalised_unit(image[region] if region.any() else image.ravel(), self.intensity)
-        change = self.grid.inverse(change.cpu() * unit, grid_image)[0]
+        change = self.predictor.volume(self.network, self.intensity.normalise(moved.values, region)[None])
+        unit = normalised_unit(moved.values[region] if region.any() else moved.values.ravel(), self.intensity)
+        change = self.grid.inverse(change.cpu() * unit, moved.geometry)[0]
         return change, volume.array + change
 
 
