@@ -30,7 +30,7 @@ from scipy import ndimage as ndi
 from medsynth.baselines import lookup_baseline
 from medsynth.data.bodymask import body_mask
 from medsynth.io import read_image, resolve_inputs, write_ct, write_image
-from medsynth.metrics.evaluate import evaluate_folders
+from medsynth.services.evaluate import evaluate_folders
 from medsynth.services.translate import TranslateOptions, translate
 from medsynth.training import train
 
