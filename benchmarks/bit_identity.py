@@ -2,14 +2,16 @@
 
 ``run OUT`` trains, with fixed seeds on the phantom, a 3D pix2pix (vox2vox), a 2.5D two-contrast pix2pix,
 a 2D CycleGAN with labels and a 2D VA-GAN (a few steps each, validating, so the validation path runs too),
-then translates (mr2ct with TTA, ct2mr) and attributes phantom cases. ``compare A B`` asserts that the
+then translates (mr2ct with TTA, ct2mr) and attributes phantom cases, and trains the saliency baseline, all
+on one CPU thread (sums in another order round differently). ``compare A B`` asserts that the
 two output folders hold identical model tensors (every network of model and best files), identical
 model metadata (less version and commit), identical validation metrics and losses in the logs, and
+the saliency baseline's NCC and loss,
 byte-identical translated/attributed images (``np.array_equal`` on the arrays, geometry included) and
 preview PNGs (the validation path's whole-volume predictions).
 
-    OMP_NUM_THREADS=1 python benchmarks/bit_identity.py run /tmp/ref        # on the old code
-    OMP_NUM_THREADS=1 python benchmarks/bit_identity.py run /tmp/new        # on the new code
+    python benchmarks/bit_identity.py run /tmp/ref        # on the old code
+    python benchmarks/bit_identity.py run /tmp/new        # on the new code
     python benchmarks/bit_identity.py compare /tmp/ref /tmp/new
 
 ``infer REF OUT`` runs only the inference, with REF's (older) model files, into OUT/results: the new code
@@ -62,6 +64,8 @@ def make_data(out: Path) -> dict[str, Path]:
 def run(out: Path) -> None:
     from medsynth.training import train
 
+    torch.set_num_threads(1)
+
     data = make_data(out)
     for name, (family, dataset, train_options, model_options) in RUNS.items():
         torch.manual_seed(0)
@@ -72,6 +76,8 @@ def run(out: Path) -> None:
 def infer(out: Path, results: Path) -> None:
     """Translate and attribute the phantom cases of ``out/data`` with the models of ``out/runs``."""
     from medsynth.choices import Direction
+    from medsynth.data.splits import SplitPlan
+    from medsynth.families.saliency_baseline import train_saliency_baseline
     from medsynth.services.attribute import AttributeOptions, attribute
     from medsynth.services.translate import TranslateOptions, translate
 
@@ -86,6 +92,10 @@ def infer(out: Path, results: Path) -> None:
               TranslateOptions(direction=Direction.CT2MR, device="cpu", amp=False))
     attribute(out / "runs" / "vagan", data["attribution"] / "patient", results / "vagan",
               AttributeOptions(device="cpu", amp=False, effect=data["attribution"] / "effect"))
+    saliency = train_saliency_baseline(data["attribution"], steps=3, batch_size=4, channels=(8, 16, 32), val_cases=1,
+                                       split=SplitPlan(seed=0, write=False))
+    (results / "saliency").mkdir(parents=True, exist_ok=True)
+    (results / "saliency" / "saliency.json").write_text(json.dumps({"ncc": saliency.ncc, "loss": saliency.loss}))
     print(f"wrote {results}")
 
 
@@ -152,9 +162,10 @@ def compare(a: Path, b: Path) -> int:
             failures.append(f"{rel}: preview differs")
     for report in sorted((a / "results").rglob("*.json")):
         rel = report.relative_to(a)
-        ncc_a, ncc_b = json.loads(report.read_text()).get("ncc"), json.loads((b / rel).read_text()).get("ncc")
-        if ncc_a != ncc_b:
-            failures.append(f"{rel}: NCC differs")
+        keys = ("ncc", "loss")
+        found_a, found_b = ({k: json.loads(r.read_text()).get(k) for k in keys} for r in (report, b / rel))
+        if found_a != found_b:
+            failures.append(f"{rel}: NCC or loss differs")
     for line in failures:
         print("DIFFERS:", line)
     print(f"{len(models)} model files, {checked} tensors, images and previews compared: "
@@ -166,6 +177,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "run":
         run(Path(sys.argv[2]))
     elif len(sys.argv) == 4 and sys.argv[1] == "infer":
+        torch.set_num_threads(1)
         infer(Path(sys.argv[2]), Path(sys.argv[3]) / "results")
     elif len(sys.argv) == 4 and sys.argv[1] == "compare":
         sys.exit(compare(Path(sys.argv[2]), Path(sys.argv[3])))

@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from medsynth.data.attribution import AttributionData
 from medsynth.data.intensity import MRScaling
+from medsynth.data.volumes import IntensityRegion
 from medsynth.families.saliency_baseline import train_saliency_baseline
-from medsynth.families.vagan import AttributionData, IntensityRegion
+from medsynth.families.vagan import held_out_ncc
 from medsynth.inference.predictor import GridPredictor
 from medsynth.metrics.report import summarise
 from medsynth.modelfile import ModelFile, load_model
@@ -41,7 +43,7 @@ def vagan_scores(attribution: AttributionData, model: ModelFile) -> dict[str, fl
     """NCC(M(x), −effect) on the model grid for the run's held-out patients."""
     generator = model.build(model.metadata["map_network"])
     predictor = GridPredictor(int(model.metadata["spatial_dims"]), tuple(model.metadata["patch_size"]))
-    return attribution.ncc_scores(lambda image: predictor.volume(generator, image)[0].numpy())
+    return held_out_ncc(attribution, lambda image: predictor.volume(generator, image)[0].numpy())
 
 
 def mean_effect_scores(attribution: AttributionData) -> dict[str, float]:
@@ -50,7 +52,7 @@ def mean_effect_scores(attribution: AttributionData) -> dict[str, float]:
     if not effects or len({e.shape for e in effects + [c.effect for c in attribution.validation]}) > 1:
         return {}
     mean_effect = np.mean(effects, axis=0)
-    return attribution.ncc_scores(lambda image: -mean_effect)
+    return held_out_ncc(attribution, lambda image: -mean_effect)
 
 
 def _row(name: str, scores: dict[str, float], seconds: float | None = None) -> str:

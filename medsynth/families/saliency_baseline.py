@@ -18,10 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medsynth.data.attribution import AttributionData
 from medsynth.data.patches import PatchSampler
 from medsynth.data.splits import SplitPlan
+from medsynth.data.volumes import IntensityRegion
 from medsynth.engine.modes import eval_mode
-from medsynth.families.vagan import AttributionData, IntensityRegion, VAGANConfig, draw_image
+from medsynth.families.vagan import VAGANConfig, draw_image, held_out_ncc
 from medsynth.inference.predictor import GridPredictor
 from medsynth.nets.critic import Classifier
 
@@ -87,5 +89,5 @@ def train_saliency_baseline(data: Path, steps: int = 500, dims: int = 2, batch_s
     accuracy = float(((logits > 0).float() == labels).float().mean())
     saliency, predictor = GradientSaliency(classifier), GridPredictor(dims, patch_size)
     with eval_mode([classifier]):
-        scores = attribution.ncc_scores(lambda image: predictor.volume(saliency, image)[0].cpu().numpy())
+        scores = held_out_ncc(attribution, lambda image: predictor.volume(saliency, image)[0].cpu().numpy())
     return SaliencyResult(scores, float(loss.detach()), accuracy)

@@ -25,19 +25,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from medsynth.data.bodymask import body_mask
-from medsynth.data.geometry import ModelGrid, median_spacing
-from medsynth.data.intensity import MRIntensity, MRScaling
-from medsynth.data.layouts import Case, Datalist, discover_unpaired, read_cases
+from medsynth.data.attribution import AttributionData, PreparedImage
+from medsynth.data.intensity import MRScaling
 from medsynth.data.patches import PatchSampler
 from medsynth.data.splits import SplitPlan
-from medsynth.data.volumes import IntensityRegion, normalisation_region, on_grid
+from medsynth.data.volumes import IntensityRegion
 from medsynth.engine.context import StepContext
 from medsynth.engine.family import Family, ModelExport
 from medsynth.errors import UsageError
 from medsynth.inference.predictor import GridPredictor
-from medsynth.io.cases import case_id
-from medsynth.io.image import Volume
 from medsynth.losses.adversarial import gradient_penalty
 from medsynth.metrics.similarity import ncc
 from medsynth.modelfile import AttributionMetadata, data_fingerprint
@@ -49,7 +45,6 @@ OFFICIAL_LAMBDA_MAP = 100.0
 OFFICIAL_IMAGE_SIZE = (112, 112)  # the official code's synthetic images, where λ_map = 100 was set
 OUTPUT_INIT_SCALE = 0.01  # M starts close to "no change" (y ≈ x) instead of adding noise as large as the image
 _PREVIEW_PIXELS = 160
-_HEAD_FRACTION = 0.1  # an axial slice takes part in 2D training when the head covers this share of it
 
 
 @dataclass
@@ -120,74 +115,10 @@ def critic_iterations(step: int, config: VAGANConfig) -> int:
     return config.critic_steps_boost if boosted else config.critic_steps
 
 
-@dataclass
-class PreparedImage:
-    """One image on the model grid, normalised, with what training and evaluation need of it."""
-
-    name: str
-    image: np.ndarray  # (1, X, Y, Z) in [-1, 1]
-    slices: np.ndarray  # axial indices drawn in 2D training
-    effect: np.ndarray | None = None  # (X, Y, Z) ground truth on the model grid, input units
-
-
-class AttributionData:
-    """Controls, training patients and held-out patients with effect maps (SPEC §2 attribution layout).
-
-    Held-out patients are the last ``val_cases`` (by case id) of those with an ``effect/`` map; effect
-    maps are never used for training.
-    """
-
-    def __init__(self, root: Path, spacing: Sequence[float] | None = None,
-                 scaling: MRScaling = MRScaling.PERCENTILE, region: IntensityRegion = IntensityRegion.IMAGE,
-                 val_cases: int = -1, slab: float = 1.0, dims: int = 3, split: SplitPlan | None = None) -> None:
-        folders = discover_unpaired(Path(root), ("control", "patient"), ("effect",))
-        controls: list[Case] = [{"control": path} for path in folders["control"].values()]
-        patients: list[Case] = [{"patient": path, **({"effect": folders["effect"][cid]} if cid in folders["effect"]
-                                                     else {})} for cid, path in folders["patient"].items()]
-        # Only patients with an effect map can validate; controls and the other patients always train.
-        self.split = (split or SplitPlan()).split(
-            [f"patient/{case_id(c['patient'])}" for c in patients if "effect" in c], val_cases,
-            always_train=[f"control/{case_id(c['control'])}" for c in controls]
-            + [f"patient/{case_id(c['patient'])}" for c in patients if "effect" not in c])
-        held = [c for c in patients if f"patient/{case_id(c['patient'])}" in self.split.val]
-        training = [c for c in patients if c not in held]
-        self.datalist = Datalist(controls + training, held, Path(root))
-        # A 2D model also trains on 2D images, (H, W) or (H, W, 1).
-        volumes = read_cases(controls + training + held, Path(root), ("patient", "effect"), (2, 3) if dims == 2 else 3)
-        self.grid = ModelGrid(spacing or median_spacing([next(iter(v.values())).meta for v in volumes]))
-        self.intensity = MRIntensity(scaling=scaling)
-        self.region = IntensityRegion(region)
-        prepared = [self._prepare(v.get("control") or v["patient"], v.get("effect"), slab) for v in volumes]
-        self.controls = prepared[:len(controls)]
-        self.patients = prepared[len(controls):len(controls) + len(training)]
-        self.validation = prepared[len(controls) + len(training):]
-
-    def _prepare(self, volume: Volume, effect: Volume | None, slab: float) -> PreparedImage:
-        image = on_grid(self.grid, volume)
-        normalised = self.intensity.normalise(image, normalisation_region(image, self.region))
-        effect_grid = None if effect is None else on_grid(self.grid, effect)
-        body = body_mask(image, modality="mr")
-        return PreparedImage(case_id(volume.path), normalised[None], _central_slices(body, slab), effect_grid)
-
-    def whole_size(self, dims: int, divisor: int) -> tuple[int, ...]:
-        """The smallest patch holding every training image (or axial slice), in multiples of ``divisor``."""
-        largest = np.max([p.image.shape[1:dims + 1] for p in self.controls + self.patients], axis=0)
-        return tuple(int(-(-s // divisor) * divisor) for s in largest)
-
-    def ncc_scores(self, map_of: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
-        """NCC(map, −effect) over the whole model grid for each held-out patient; ``map_of`` maps a
-        normalised (1, X, Y, Z) image to its (X, Y, Z) map."""
-        return {case.name: ncc(map_of(case.image), -case.effect) for case in self.validation}
-
-
-def _central_slices(foreground: np.ndarray, slab: float) -> np.ndarray:
-    """Axial slices the head covers by at least 10 %, cut down to their central ``slab`` fraction."""
-    covered = np.flatnonzero(foreground.mean(axis=(0, 1)) >= _HEAD_FRACTION)
-    if covered.size == 0:
-        covered = np.arange(foreground.shape[2])
-    keep = max(1, round(covered.size * slab))
-    first = (covered.size - keep) // 2
-    return covered[first:first + keep]
+def held_out_ncc(data: AttributionData, map_of: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
+    """NCC(map, −effect) over the whole model grid for each held-out patient of ``data``; ``map_of`` maps a
+    normalised (1, X, Y, Z) image to its (X, Y, Z) map."""
+    return {case.name: ncc(map_of(case.image), -case.effect) for case in data.validation}
 
 
 def _shrink_last_layer(network: nn.Module, factor: float) -> None:
@@ -280,8 +211,8 @@ class VAGAN(Family):
         """NCC(M(x), −effect) of the held-out patients: mean (the best-model metric) and sd."""
         if not self.data.validation:
             return {}
-        scores = list(self.data.ncc_scores(lambda image: self.predictor.volume(networks["M"], image)[0].cpu().numpy())
-                      .values())
+        predict = self.predictor.volume
+        scores = list(held_out_ncc(self.data, lambda image: predict(networks["M"], image)[0].cpu().numpy()).values())
         return {"ncc": float(np.nanmean(scores)), "ncc_sd": float(np.nanstd(scores))}
 
     def preview(self, batch: dict[str, Tensor], networks: Mapping[str, nn.Module]) -> list[list[np.ndarray]]:
