@@ -16,7 +16,7 @@ from medsynth.data.layouts import Case, Datalist, discover_unpaired, read_cases
 from medsynth.data.splits import SplitPlan
 from medsynth.data.volumes import IntensityRegion, normalisation_region, on_grid
 from medsynth.io.cases import case_id
-from medsynth.io.image import Volume
+from medsynth.io.image import Volume, model_ndim
 
 _HEAD_FRACTION = 0.1  # an axial slice takes part in 2D training when the head covers this share of it
 
@@ -54,7 +54,7 @@ class AttributionData:
         training = [c for c in patients if c not in held]
         self.datalist = Datalist(controls + training, held, Path(root))
         # A 2D model also trains on 2D images, (H, W) or (H, W, 1).
-        volumes = read_cases(controls + training + held, Path(root), ("patient", "effect"), (2, 3) if dims == 2 else 3)
+        volumes = read_cases(controls + training + held, Path(root), ("patient", "effect"), model_ndim(dims))
         self.grid = ModelGrid(spacing or median_spacing([next(iter(v.values())).meta for v in volumes]))
         self.intensity = MRIntensity(scaling=scaling)
         self.region = IntensityRegion(region)

@@ -55,7 +55,7 @@ from medsynth.errors import UsageError
 from medsynth.families.base import spatial_patch, unet_strides
 from medsynth.inference.predictor import GridPredictor
 from medsynth.io.cases import case_id, channel_suffixes
-from medsynth.io.image import Volume
+from medsynth.io.image import Volume, model_ndim
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
 from medsynth.losses.cycle import cycle_consistency_loss, identity_loss, segmentation_loss, shape_consistency_loss
 from medsynth.losses.image_pool import PAPER_POOL_SIZE, ImagePool
@@ -143,8 +143,7 @@ class CycleGAN(Family):
                              "channels; set lambda_identity: 0 for several MR contrasts.")
         self.case_ids = {d: [case_id(case[d]) for case in cases[d]] for d in DOMAINS}
         self.files = [path for domain in cases.values() for case in domain for path in case.values()]
-        ndim = (2, 3) if config.dims == 2 else 3  # a 2D model also trains on 2D images
-        volumes = {d: read_cases(cases[d], Path(data), (d, f"{d}_labels"), ndim) for d in DOMAINS}
+        volumes = {d: read_cases(cases[d], Path(data), (d, f"{d}_labels"), model_ndim(config.dims)) for d in DOMAINS}
         self.num_labels = self._count_labels(volumes)
         images = [case[d] for d in DOMAINS for case in volumes[d]]  # first contrast of an MR
         self.grid = ModelGrid(config.spacing or median_spacing([v.meta for v in images]))
@@ -206,8 +205,7 @@ class CycleGAN(Family):
             if found != self.mr_channels:
                 raise UsageError(f"{c.val_data}: val_data has {found} MR channels per case, the training data "
                                  f"{self.mr_channels}; give the same contrasts.")
-            cases = read_cases(datalist.training, datalist.source, (*DOMAINS, "mask", "labels"),
-                               (2, 3) if c.dims == 2 else 3)
+            cases = read_cases(datalist.training, datalist.source, (*DOMAINS, "mask", "labels"), model_ndim(c.dims))
             return {d: [self._prepare(case, d, case.get("labels"), case.get("mask"))
                         for case in cases] for d in DOMAINS}
         held = {d: [i for i, cid in enumerate(self.case_ids[d]) if f"{d}/{cid}" in self.split.val] for d in DOMAINS}

@@ -35,6 +35,7 @@ from medsynth.errors import UsageError
 from medsynth.families.base import spatial_patch, unet_strides
 from medsynth.inference.predictor import GridPredictor
 from medsynth.io.cases import channel_suffixes
+from medsynth.io.image import model_ndim
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
 from medsynth.metrics.tissue import validation_scores
 from medsynth.modelfile import DirectionSpec, TranslationMetadata, data_fingerprint
@@ -114,7 +115,7 @@ class Pix2Pix(Family):
         self.datalist, self.split = split_datalist(discover_paired(data, ("mr", "ct"), ("mask",)),
                                                    split or SplitPlan(seed=config.seed), config.val_cases, "mr")
         self.mr_channels = channel_count(self.datalist.training + self.datalist.validation, self.datalist.source)
-        ndim = (2, 3) if config.dims == 2 else 3  # a 2D model also trains on 2D images
+        ndim = model_ndim(config.dims)  # a 2D model also trains on 2D images
         training = read_cases(self.datalist.training, self.datalist.source, ("mr", "ct", "mask"), ndim)
         validation = read_cases(self.datalist.validation, self.datalist.source, ("mr", "ct", "mask"), ndim)
         spacing = config.spacing or tuple(max(s, config.min_spacing)

@@ -30,7 +30,7 @@ from medsynth.inference.predictor import GridPredictor
 from medsynth.inference.volume import read_mask
 from medsynth.io.cases import list_images
 from medsynth.io.formats import OutputFormat, image_name
-from medsynth.io.image import Volume, read_image, write_image
+from medsynth.io.image import Volume, model_ndim, read_image, write_image
 from medsynth.io.outputs import prepare_output_dir, write_text_atomically
 from medsynth.metrics.report import MetricSummary, summarise
 from medsynth.metrics.similarity import ncc
@@ -185,7 +185,7 @@ def attribute(model_path: Path, input_path: Path, out_dir: Path, options: Attrib
                 write_image(healthy_path, healthy, volume.meta, np.float32),
                 write_overlay(overlay_path, volume, change)]
 
-    ndim = (2, 3) if generator.predictor.dims == 2 else 3  # a 2D model also reads 2D images
+    ndim = model_ndim(generator.predictor.dims)
     report = AttributionReport(run_batch(cases, outputs_of, process, options.overwrite, "attribute",
                                          load=lambda path: read_image(path, ndim, series=options.series),
                                          single=is_single_input(input_path, cases)).results)

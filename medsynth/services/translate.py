@@ -25,7 +25,7 @@ from medsynth.inference.engines import (
 )
 from medsynth.inference.volume import Member, PreparedVolume, VolumeTranslator, is_ct, read_mask
 from medsynth.io.formats import OutputFormat, image_name
-from medsynth.io.image import Volume, read_image, write_ct, write_image
+from medsynth.io.image import Volume, model_ndim, read_image, write_ct, write_image
 from medsynth.io.outputs import prepare_output_dir
 from medsynth.modelfile import TranslationMetadata, load_model, resolve_model_paths
 from medsynth.services.batch import (
@@ -190,7 +190,7 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     ensemble = [Path(model_path)] if Path(model_path).is_dir() else []
     prepare_output_dir(out_dir, [input_path, *ensemble, *model_paths, *run_folders, options.mask], files)
     case_of = {item: case for case, item in cases.items()}
-    ndim = (2, 3) if translator.dims == 2 else 3  # a 2D model also translates 2D images
+    ndim = model_ndim(translator.dims)
 
     def load(item: Path | tuple[Path, ...]) -> PreparedVolume:
         """One image, or the contrasts of a multi-contrast case in the model's channel order."""
