@@ -29,20 +29,22 @@ from medsynth.families.saliency_baseline import train_saliency_baseline
 from medsynth.families.vagan import held_out_ncc
 from medsynth.inference.predictor import GridPredictor
 from medsynth.metrics.report import summarise
-from medsynth.modelfile import ModelFile, load_model
+from medsynth.modelfile import AttributionMetadata, ModelFile, load_model
 
 
 def held_out_data(data: Path, run: Path, model: ModelFile) -> AttributionData:
     """The data set as the run saw it: its grid, normalisation and held-out patients."""
     settings = yaml.safe_load((run / "config.yaml").read_text())["model"]
-    return AttributionData(data, model.metadata["spacing"], MRScaling(settings["mr_scaling"]),
+    spacing = AttributionMetadata.from_json(model.metadata, model.path).spacing
+    return AttributionData(data, spacing, MRScaling(settings["mr_scaling"]),
                            IntensityRegion(settings["intensity_region"]), settings["val_cases"], settings["slab"])
 
 
 def vagan_scores(attribution: AttributionData, model: ModelFile) -> dict[str, float]:
     """NCC(M(x), −effect) on the model grid for the run's held-out patients."""
-    generator = model.build(model.metadata["map_network"])
-    predictor = GridPredictor(int(model.metadata["spatial_dims"]), tuple(model.metadata["patch_size"]))
+    metadata = AttributionMetadata.from_json(model.metadata, model.path)
+    generator = model.build(metadata.map_network)
+    predictor = GridPredictor(metadata.spatial_dims, metadata.patch_size)
     return held_out_ncc(attribution, lambda image: predictor.volume(generator, image)[0].numpy())
 
 
