@@ -2,9 +2,9 @@
 
 As MONAI separates its inferers from the model, :class:`GridPredictor` holds how a network is applied
 (window size and overlap, 2D slice-wise or 2.5D slabs, flips, mixed precision) and nothing of the network
-or of the data: validation in the families and ``translate``/``attribute`` use the same predictor, and what
-comes before (model grid, normalisation: :mod:`medsynth.data.volumes`) and after (denormalisation, inverse
-grid) stays with the caller.
+or of the data: validation in the families and ``translate``/``attribute`` use the same predictor. The pre
+steps (model grid, normalisation) are :mod:`medsynth.data.volumes`; the post steps are :meth:`GridPredictor.to_units`
+(denormalisation) and ``ModelGrid.inverse`` with the geometry the pre step kept.
 
 A network whose output does not depend on window statistics (batch norm in evaluation mode, no
 instance norm) is run on the whole volume when it fits ``MAX_WINDOW_VOXELS``, else on windows as large
