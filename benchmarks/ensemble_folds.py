@@ -18,8 +18,8 @@ import yaml
 from _common import print_header
 
 from medsynth.demo import DEMO_MODEL, DEMO_SHAPE, DEMO_SPACING, DEMO_TRAIN, TEST_SEED
-from medsynth.metrics.evaluate import evaluate_folders
 from medsynth.phantom.kinds import write_phantom
+from medsynth.services.evaluate import evaluate_folders
 from medsynth.services.translate import TranslateOptions, translate
 from medsynth.training import train
 

@@ -30,9 +30,9 @@ import torch
 import yaml
 from _common import print_header
 
-from medsynth.metrics.evaluate import evaluate_folders
 from medsynth.modelfile import load_model
 from medsynth.phantom.kinds import write_phantom
+from medsynth.services.evaluate import evaluate_folders
 from medsynth.services.translate import TranslateOptions, translate
 
 TINY = {"model": {"channels": [8, 16, 32], "disc_channels": 8, "disc_layers": 2, "val_cases": 1},

@@ -31,8 +31,8 @@ from medsynth.baselines import lookup_baseline
 from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid
 from medsynth.io import read_image, resolve_inputs, write_ct, write_image
-from medsynth.metrics.evaluate import evaluate_folders
-from medsynth.modelfile import load_model, resolve_model_path
+from medsynth.modelfile import TranslationMetadata, load_model, resolve_model_path
+from medsynth.services.evaluate import evaluate_folders
 from medsynth.services.translate import TranslateOptions, translate
 from medsynth.training import train
 
@@ -83,7 +83,8 @@ def best_constant(data: Path, test: Path, out: Path) -> Path:
 def grid_ceiling(model_run: Path, test: Path, out: Path) -> Path:
     """The reference CT resampled onto the model's grid and back, for every test case: the best any model
     on that grid can score, since its output is resampled the same way (thin cortical bone is lost first)."""
-    grid = ModelGrid(load_model(resolve_model_path(model_run)).metadata["spacing"])
+    path = resolve_model_path(model_run)
+    grid = ModelGrid(TranslationMetadata.from_json(load_model(path).metadata, path).spacing)
     for ct_path in sorted((test / "ct").glob("*.nii.gz")):
         volume = read_image(ct_path)
         on_grid = grid.forward(volume.array, volume.meta)

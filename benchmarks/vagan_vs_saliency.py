@@ -20,34 +20,32 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
+from medsynth.data.attribution import AttributionData
 from medsynth.data.intensity import MRScaling
+from medsynth.data.volumes import IntensityRegion
 from medsynth.families.saliency_baseline import train_saliency_baseline
-from medsynth.families.vagan import AttributionData, IntensityRegion
-from medsynth.inference.volume import predict_grid
+from medsynth.families.vagan import held_out_ncc
+from medsynth.inference.predictor import GridPredictor
 from medsynth.metrics.report import summarise
-from medsynth.modelfile import ModelFile, load_model
+from medsynth.modelfile import AttributionMetadata, ModelFile, load_model
 
 
 def held_out_data(data: Path, run: Path, model: ModelFile) -> AttributionData:
     """The data set as the run saw it: its grid, normalisation and held-out patients."""
     settings = yaml.safe_load((run / "config.yaml").read_text())["model"]
-    return AttributionData(data, model.metadata["spacing"], MRScaling(settings["mr_scaling"]),
+    spacing = AttributionMetadata.from_json(model.metadata, model.path).spacing
+    return AttributionData(data, spacing, MRScaling(settings["mr_scaling"]),
                            IntensityRegion(settings["intensity_region"]), settings["val_cases"], settings["slab"])
 
 
 def vagan_scores(attribution: AttributionData, model: ModelFile) -> dict[str, float]:
     """NCC(M(x), −effect) on the model grid for the run's held-out patients."""
-    generator = model.build(model.metadata["map_network"])
-    dims, patch_size = int(model.metadata["spatial_dims"]), model.metadata["patch_size"]
-
-    @torch.no_grad()
-    def map_of(image: np.ndarray) -> np.ndarray:
-        return predict_grid(generator, torch.from_numpy(image)[None], dims, patch_size)[0, 0].numpy()
-
-    return attribution.ncc_scores(map_of)
+    metadata = AttributionMetadata.from_json(model.metadata, model.path)
+    generator = model.build(metadata.map_network)
+    predictor = GridPredictor(metadata.spatial_dims, metadata.patch_size)
+    return held_out_ncc(attribution, lambda image: predictor.volume(generator, image)[0].numpy())
 
 
 def mean_effect_scores(attribution: AttributionData) -> dict[str, float]:
@@ -56,7 +54,7 @@ def mean_effect_scores(attribution: AttributionData) -> dict[str, float]:
     if not effects or len({e.shape for e in effects + [c.effect for c in attribution.validation]}) > 1:
         return {}
     mean_effect = np.mean(effects, axis=0)
-    return attribution.ncc_scores(lambda image: -mean_effect)
+    return held_out_ncc(attribution, lambda image: -mean_effect)
 
 
 def _row(name: str, scores: dict[str, float], seconds: float | None = None) -> str:

@@ -6,8 +6,8 @@
 import sys
 from pathlib import Path
 
-from medsynth.metrics.evaluate import evaluate_folders
 from medsynth.phantom.kinds import write_phantom
+from medsynth.services.evaluate import evaluate_folders
 from medsynth.services.translate import TranslateOptions, translate
 from medsynth.training import train
 

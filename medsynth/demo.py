@@ -14,10 +14,10 @@ import numpy as np
 
 from medsynth.baselines import lookup_baseline
 from medsynth.io.image import read_image, write_ct
-from medsynth.metrics.evaluate import evaluate_folders
 from medsynth.metrics.report import EvaluationReport
 from medsynth.phantom import oracle_ct
 from medsynth.phantom.kinds import case_name, write_phantom
+from medsynth.services.evaluate import evaluate_folders
 from medsynth.services.translate import TranslateOptions, translate
 from medsynth.training import train
 from medsynth.viz import mid_slices, save_grid, window

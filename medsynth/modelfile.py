@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 from safetensors import SafetensorError
@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medsynth import __version__
+from medsynth.data.intensity import Intensity, intensity_from_json
 from medsynth.errors import ModelError
 from medsynth.io.outputs import atomic_path
 from medsynth.nets.registry import build_network
@@ -36,6 +37,105 @@ class NetworkSpec:
 
     builder: str
     kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DirectionSpec:
+    """One translation direction of a model: its network and the normalisation of its input and output."""
+
+    network: str
+    source: Intensity
+    target: Intensity
+
+    def to_json(self) -> dict[str, Any]:
+        return {"network": self.network, "source": self.source.to_json(), "target": self.target.to_json()}
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> DirectionSpec:
+        return cls(document["network"], intensity_from_json(document["source"]),
+                   intensity_from_json(document["target"]))
+
+
+@dataclass(kw_only=True)
+class VolumeMetadata:
+    """What a volumetric family's export writes into the model file and inference reads back.
+
+    The JSON keys are the field names (the on-disk format of every model file so far); keys inference does
+    not read (training settings, versions, the ONNX export's own) travel in ``provenance``, unchanged.
+    """
+
+    spatial_dims: int
+    patch_size: tuple[int, ...]  # voxels; the sliding window of networks that normalise per window
+    spacing: tuple[float, ...]  # mm of the model grid
+    orientation: str = "RAS"
+    flip_axes: tuple[int, ...] = ()  # training flips, used by test-time augmentation
+    data_fingerprint: str | None = None
+    training_cases: int | dict[str, int] | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document (tuples as lists, intensities and directions as their JSON)."""
+        document: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name == "provenance":
+                document.update(value)
+            elif isinstance(value, tuple):
+                document[item.name] = list(value)
+            elif isinstance(value, dict) and item.name == "directions":
+                document[item.name] = {name: spec.to_json() for name, spec in value.items()}
+            else:
+                document[item.name] = value.to_json() if hasattr(value, "to_json") else value
+        return document
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any], source: Path | str | None = None) -> Self:
+        """Read a model file's (or exported graph's) document; keys absent from older files take their
+        defaults. Raises :class:`ModelError` naming ``source`` when a key inference needs is missing."""
+        names = {item.name for item in fields(cls)} - {"provenance"}
+        required = {item.name for item in fields(cls)
+                    if item.default is MISSING and item.default_factory is MISSING}
+        missing = sorted(required - set(document))
+        if missing:
+            raise ModelError(f"{source}: the model's metadata lacks {', '.join(missing)}; it is no "
+                             f"{cls.__name__.removesuffix('Metadata').lower()} model file of medsynth.")
+        values = {name: cls._parse(name, document[name]) for name in names if name in document}
+        return cls(**values, provenance={k: v for k, v in document.items() if k not in names})
+
+    @staticmethod
+    def _parse(name: str, value: Any) -> Any:
+        if name == "directions":
+            return {direction: DirectionSpec.from_json(spec) for direction, spec in value.items()}
+        if name == "intensity":
+            return intensity_from_json(value)
+        if name in ("patch_size", "flip_axes"):
+            return tuple(int(v) for v in value)
+        if name == "spacing":
+            return tuple(float(v) for v in value)
+        if name == "mr_channels":
+            return tuple(str(v) for v in value)
+        return value
+
+
+@dataclass(kw_only=True)
+class TranslationMetadata(VolumeMetadata):
+    """A translation model (pix2pix, CycleGAN): its directions, MR channels and window rule."""
+
+    directions: dict[str, DirectionSpec]
+    mr_channels: tuple[str, ...] = ("0000",)  # file suffixes of the MR contrasts, in channel order
+    mc_dropout: bool = False
+    window_divisor: int | None = None  # set for networks free of window statistics (whole-volume windows)
+    context_slices: int = 0  # 2.5D: neighbouring slices on either side as input channels (2D models)
+
+
+@dataclass(kw_only=True)
+class AttributionMetadata(VolumeMetadata):
+    """An attribution model (VA-GAN): its map network and the input's normalisation."""
+
+    map_network: str
+    intensity: Intensity
+    intensity_region: str = "image"
+    map_sign: str = ""
 
 
 @dataclass

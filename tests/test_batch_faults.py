@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import medsynth.inference.volume as volume_module
+import medsynth.inference.predictor as predictor_module
 from medsynth.cli import app
 from medsynth.data.intensity import CTIntensity, MRIntensity
 from medsynth.inference.volume import VolumeTranslator
@@ -118,7 +118,7 @@ def test_any_exception_fails_only_its_case_with_the_reason(pix2pix, tmp_path, mo
 def test_gpu_out_of_memory_is_retried_with_one_window_at_a_time_and_cpu_blending(pix2pix, tmp_path, monkeypatch):
     inputs = _mr(tmp_path / "in", {"a": 1, "b": 2})
     assert _run("translate", pix2pix, inputs, tmp_path / "plain").exit_code == 0
-    real = volume_module.sliding_window_inference
+    real = predictor_module.sliding_window_inference
     calls: list[tuple[int, str]] = []
 
     def short_of_memory(*args, **kwargs):
@@ -127,7 +127,7 @@ def test_gpu_out_of_memory_is_retried_with_one_window_at_a_time_and_cpu_blending
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(volume_module, "sliding_window_inference", short_of_memory)
+    monkeypatch.setattr(predictor_module, "sliding_window_inference", short_of_memory)
     result = _run("translate", pix2pix, inputs, tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert calls == [(4, "cpu"), (1, "cpu")] * 2  # each case: the failed try, then the reduced retry

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from medsynth.cli import app
 from medsynth.io.image import ImageMeta, write_ct, write_image
-from medsynth.metrics.evaluate import not_ct_warning
 from medsynth.phantom.anatomy import make_head
+from medsynth.services.evaluate import not_ct_warning
 
 SHAPE = (20, 20, 20)
 META = ImageMeta.from_affine(np.diag([10.0, 10.0, 10.0, 1.0]), SHAPE)

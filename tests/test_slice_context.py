@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from medsynth.cli import app
 from medsynth.data.patches import PatchDraw, cut_patch, cut_slab
 from medsynth.families.pix2pix import Pix2PixConfig
-from medsynth.inference.volume import slice_context
+from medsynth.inference.predictor import slice_context
 from medsynth.modelfile import load_model
 
 

@@ -42,7 +42,7 @@ def evaluate(
 
     With --dose, also by dose: gamma pass rates, dose differences, target DVH points, proton range shifts.
     """
-    from medsynth.metrics.evaluate import evaluate_folders
+    from medsynth.services.evaluate import evaluate_folders
 
     if not dose and (target is not None or figures is not None):
         raise UsageError("--target and --figures belong to the dose evaluation; add --dose.")

@@ -19,8 +19,8 @@ from medsynth.dose import require_dose_extra
 from medsynth.dose.protocol import DoseSettings, Modality, PatientFrame, default_target
 from medsynth.errors import InputError
 from medsynth.io.outputs import check_not_an_input
-from medsynth.metrics.evaluate import body_masks, load_case, mask_for, match_cases, read_mask, resolve_masks
 from medsynth.metrics.report import CaseFailure, CaseResult, EvaluationReport
+from medsynth.services.evaluate import body_masks, load_case, mask_for, match_cases, read_mask, resolve_masks
 
 if TYPE_CHECKING:  # pyRadPlan is imported only once the extra is known to be there
     from medsynth.dose.planning import Doses, TreatmentPlan
@@ -77,7 +77,7 @@ def evaluate_dose(pred: Path, ref: Path, mask: Path | None = None, target: Path 
     """Dose metrics of every synthetic CT in ``pred`` against the CT of the same case in ``ref``.
 
     Cases are matched, body masks found and DICOM ``series`` picked as by
-    :func:`medsynth.metrics.evaluate.evaluate_folders`; ``mask`` gives the body (default: SynthRAD
+    :func:`medsynth.services.evaluate.evaluate_folders`; ``mask`` gives the body (default: SynthRAD
     ``<case>/mask.*`` files, else the reference's body mask), ``target`` the target masks (a folder or one file;
     default: the sphere of :func:`medsynth.dose.protocol.default_target`). With ``figures``, a PNG
     per case (``<case>_dose.png``) is written there (a :class:`medsynth.errors.UsageError` if that is

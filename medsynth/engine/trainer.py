@@ -323,7 +323,7 @@ class Trainer:
             return None
         export = self.family.export()
         networks = self.export_networks()
-        metadata = {**export.metadata, "training_steps": self.step}
+        metadata = {**export.document(), "training_steps": self.step}
         return save_model(path, self.family.name,
                           {n: (self.family.specs[n], networks[n]) for n in export.networks}, metadata)
 

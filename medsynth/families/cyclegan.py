@@ -46,21 +46,22 @@ from medsynth.data.layouts import (
     discover_paired,
     read_cases,
 )
-from medsynth.data.patches import body_anchors, cut_patch, draw_patch
+from medsynth.data.patches import PatchSampler, body_anchors
 from medsynth.data.splits import Split, SplitPlan
+from medsynth.data.volumes import channels_on_grid, labels_on_grid, mask_on_grid, normalise_channels
 from medsynth.engine.context import StepContext
 from medsynth.engine.family import Family, ModelExport
 from medsynth.errors import UsageError
 from medsynth.families.base import spatial_patch, unet_strides
-from medsynth.inference.volume import normalise_source, predict_grid
+from medsynth.inference.predictor import GridPredictor
 from medsynth.io.cases import case_id, channel_suffixes
-from medsynth.io.image import Volume
+from medsynth.io.image import Volume, model_ndim
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
 from medsynth.losses.cycle import cycle_consistency_loss, identity_loss, segmentation_loss, shape_consistency_loss
 from medsynth.losses.image_pool import PAPER_POOL_SIZE, ImagePool
 from medsynth.metrics.similarity import dice_per_label
 from medsynth.metrics.tissue import validation_scores
-from medsynth.modelfile import data_fingerprint
+from medsynth.modelfile import DirectionSpec, TranslationMetadata, data_fingerprint
 from medsynth.viz import mid_slices, overlay_labels, window
 
 DOMAINS = ("mr", "ct")
@@ -142,8 +143,7 @@ class CycleGAN(Family):
                              "channels; set lambda_identity: 0 for several MR contrasts.")
         self.case_ids = {d: [case_id(case[d]) for case in cases[d]] for d in DOMAINS}
         self.files = [path for domain in cases.values() for case in domain for path in case.values()]
-        ndim = (2, 3) if config.dims == 2 else 3  # a 2D model also trains on 2D images
-        volumes = {d: read_cases(cases[d], Path(data), (d, f"{d}_labels"), ndim) for d in DOMAINS}
+        volumes = {d: read_cases(cases[d], Path(data), (d, f"{d}_labels"), model_ndim(config.dims)) for d in DOMAINS}
         self.num_labels = self._count_labels(volumes)
         images = [case[d] for d in DOMAINS for case in volumes[d]]  # first contrast of an MR
         self.grid = ModelGrid(config.spacing or median_spacing([v.meta for v in images]))
@@ -153,6 +153,7 @@ class CycleGAN(Family):
                          for d in DOMAINS}
         self.split = self._split(cases, split or SplitPlan(seed=config.seed))
         self.validation = self._validation_cases()
+        self.sampler = PatchSampler(config.patch_size, config.seed, config.body_fraction, config.flip_axes)
         self.pools = {d: ImagePool(config.pool_size, seed=2 * config.seed + i) for i, d in enumerate(DOMAINS)}
         self._build_networks()
 
@@ -174,18 +175,10 @@ class CycleGAN(Family):
                  mask: Volume | None = None) -> DomainCase:
         """One image of ``domain`` in ``case`` (all its MR contrasts) on the model grid, normalised; its body
         (for patch anchors) is ``mask``'s, else the first contrast's."""
-        roles = channel_roles(case, domain) if domain == "mr" else [domain]
-        on_grid = [self.grid.forward(case[r].array, case[r].meta).numpy()[0] for r in roles]
-        body = body_mask(on_grid[0], modality="mr" if domain == "mr" else "ct")
-        if domain == "mr":
-            # Each contrast is scaled on its own body, exactly as translate scales it.
-            normalised = np.stack([normalise_source(channel, self.mr_intensity) for channel in on_grid])
-        else:
-            normalised = self.ct_intensity.normalise(on_grid[0])[None]
-        if mask is not None:
-            body = self.grid.forward(mask.array, mask.meta, mode="nearest").numpy()[0] > 0.5
-        label_grid = None if labels is None else \
-            np.rint(self.grid.forward(labels.array, labels.meta, mode="nearest").numpy()).astype(np.uint8)
+        image = channels_on_grid(self.grid, case, channel_roles(case, domain) if domain == "mr" else [domain])
+        normalised = normalise_channels(image, self.mr_intensity if domain == "mr" else self.ct_intensity)
+        body = body_mask(image[0], modality=domain) if mask is None else mask_on_grid(self.grid, mask.array, mask.meta)
+        label_grid = None if labels is None else labels_on_grid(self.grid, labels)
         return DomainCase(normalised, body, label_grid, body_anchors(body))
 
     def _split(self, cases: dict[str, list[dict[str, Path]]], plan: SplitPlan) -> Split:
@@ -212,8 +205,7 @@ class CycleGAN(Family):
             if found != self.mr_channels:
                 raise UsageError(f"{c.val_data}: val_data has {found} MR channels per case, the training data "
                                  f"{self.mr_channels}; give the same contrasts.")
-            cases = read_cases(datalist.training, datalist.source, (*DOMAINS, "mask", "labels"),
-                               (2, 3) if c.dims == 2 else 3)
+            cases = read_cases(datalist.training, datalist.source, (*DOMAINS, "mask", "labels"), model_ndim(c.dims))
             return {d: [self._prepare(case, d, case.get("labels"), case.get("mask"))
                         for case in cases] for d in DOMAINS}
         held = {d: [i for i, cid in enumerate(self.case_ids[d]) if f"{d}/{cid}" in self.split.val] for d in DOMAINS}
@@ -253,19 +245,16 @@ class CycleGAN(Family):
     # -- training -------------------------------------------------------------------------------------
     def sample(self, index: int) -> dict[str, Tensor]:
         """An MR patch and a CT patch from independently drawn cases (the domains share no subjects)."""
-        rng = np.random.default_rng([self.config.seed, index])
+        rng = self.sampler.rng(index)
         return {key: value for domain in DOMAINS for key, value in self._domain_patch(rng, domain).items()}
 
     def _domain_patch(self, rng: np.random.Generator, domain: str) -> dict[str, Tensor]:
-        c = self.config
-        cases = self.training[domain]
-        case = cases[int(rng.integers(len(cases)))]
-        draw = draw_patch(rng, case.mask.shape, c.patch_size, case.anchors, c.body_fraction, c.flip_axes)
-        patch = {domain: torch.from_numpy(cut_patch(case.image, draw, c.patch_size, -1.0))}
+        case, draw = self.sampler.body(rng, self.training[domain])
+        patch = {domain: torch.from_numpy(self.sampler.cut(case.image, draw))}
         if self.num_labels:
             # an unlabelled case gets an all-background map that its false flag keeps out of every loss
-            labels = np.zeros((1, *c.patch_size), np.uint8) if case.labels is None \
-                else cut_patch(case.labels, draw, c.patch_size, 0)
+            labels = np.zeros((1, *self.config.patch_size), np.uint8) if case.labels is None \
+                else self.sampler.cut(case.labels, draw, pad_value=0)
             patch[f"{domain}_labels"] = torch.from_numpy(labels.astype(np.int64))
             patch[f"{domain}_labelled"] = torch.tensor(case.labels is not None)
         return patch
@@ -327,12 +316,10 @@ class CycleGAN(Family):
         return losses
 
     # -- validation and previews ----------------------------------------------------------------------
-    def apply(self, network: nn.Module, image: np.ndarray | Tensor, device: torch.device) -> Tensor:
-        """Whole-volume output (C', X, Y, Z) of ``network`` for a normalised (C, X, Y, Z) image (in the engine's
-        evaluation mode)."""
-        out = predict_grid(network, torch.as_tensor(image)[None].to(device), self.config.dims,
-                           self.config.patch_size, self.config.val_overlap)
-        return out[0]
+    @property
+    def predictor(self) -> GridPredictor:
+        """Whole-volume outputs (C', X, Y, Z) of any network for normalised (C, X, Y, Z) images."""
+        return GridPredictor(self.config.dims, self.config.patch_size, self.config.val_overlap)
 
     def label_name(self, label: int) -> str:
         return self.config.label_names[label] if self.config.label_names else str(label)
@@ -345,20 +332,19 @@ class CycleGAN(Family):
             for source, target in (("mr", "ct"), ("ct", "mr")):
                 generator = networks[f"G_{source}2{target}"]
                 segmenter = networks[f"S_{target}"]
-                metrics.update(self._dice(f"dice_{source}2{target}", segmenter, self.validation[source],
-                                          device, generator))
-                metrics.update(self._dice(f"dice_real_{target}", segmenter, self.validation[target], device))
+                metrics.update(self._dice(f"dice_{source}2{target}", segmenter, self.validation[source], generator))
+                metrics.update(self._dice(f"dice_real_{target}", segmenter, self.validation[target]))
         if self.config.val_data:
-            metrics.update(self._synthrad(networks["G_mr2ct"], device))
+            metrics.update(self._synthrad(networks["G_mr2ct"]))
         return metrics
 
-    def _dice(self, prefix: str, segmenter: nn.Module, cases: list[DomainCase], device: torch.device,
+    def _dice(self, prefix: str, segmenter: nn.Module, cases: list[DomainCase],
               generator: nn.Module | None = None) -> dict[str, float]:
         """Mean foreground Dice and Dice per label of ``segmenter`` on the (translated) labelled cases."""
         scores = []
         for case in (c for c in cases if c.labels is not None):
-            image = self.apply(generator, case.image, device) if generator is not None else case.image
-            predicted = self.apply(segmenter, image, device).argmax(0).cpu().numpy()
+            image = self.predictor.volume(generator, case.image) if generator is not None else case.image
+            predicted = self.predictor.volume(segmenter, image).argmax(0).cpu().numpy()
             scores.append(dice_per_label(predicted, case.labels[0], range(1, self.num_labels)))
         if not scores:
             return {}
@@ -366,9 +352,9 @@ class CycleGAN(Family):
         return {prefix: float(np.nanmean(list(per_label.values()))),
                 **{f"{prefix}_{self.label_name(k)}": v for k, v in per_label.items()}}
 
-    def _synthrad(self, generator: nn.Module, device: torch.device) -> dict[str, float]:
+    def _synthrad(self, generator: nn.Module) -> dict[str, float]:
         hu = self.ct_intensity.denormalise
-        return validation_scores((hu(self.apply(generator, mr_case.image, device)[0].cpu().numpy()),
+        return validation_scores((self.predictor.to_units(generator, mr_case.image, self.ct_intensity)[0],
                                   hu(ct_case.image[0]), ct_case.mask)
                                  for mr_case, ct_case in zip(self.validation["mr"], self.validation["ct"], strict=True))
 
@@ -379,13 +365,12 @@ class CycleGAN(Family):
     def _preview_row(self, networks: Mapping[str, nn.Module], source: str) -> list[np.ndarray]:
         target = _OTHER[source]
         case = (self.validation[source] or self.training[source])[0]
-        device = next(networks[f"G_{source}2{target}"].parameters()).device
-        translated = self.apply(networks[f"G_{source}2{target}"], case.image, device)
-        reconstructed = self.apply(networks[f"G_{target}2{source}"], translated, device)
+        translated = self.predictor.volume(networks[f"G_{source}2{target}"], case.image)
+        reconstructed = self.predictor.volume(networks[f"G_{target}2{source}"], translated)
         panels = [self._grey(case.image[0], source), self._grey(translated[0].cpu().numpy(), target),
                   self._grey(reconstructed[0].cpu().numpy(), source)]
         if self.num_labels:
-            found = self.apply(networks[f"S_{target}"], translated, device).argmax(0).cpu().numpy()
+            found = self.predictor.volume(networks[f"S_{target}"], translated).argmax(0).cpu().numpy()
             panels.append(overlay_labels(panels[1], found))
             if case.labels is not None:
                 panels.append(overlay_labels(panels[0], case.labels[0]))
@@ -406,19 +391,11 @@ class CycleGAN(Family):
 
     def export(self) -> ModelExport:
         c = self.config
-        mr, ct = self.mr_intensity.to_json(), self.ct_intensity.to_json()
-        return ModelExport(networks=("G_mr2ct", "G_ct2mr"), metadata={
-            "spatial_dims": c.dims,
-            "patch_size": list(c.patch_size),
-            "spacing": list(self.grid.spacing),
-            "orientation": "RAS",
-            "mr_channels": channel_suffixes(self.mr_channels),  # file suffixes: G's inputs, F's outputs, in order
-            "flip_axes": list(c.flip_axes),
-            "directions": {"mr2ct": {"network": "G_mr2ct", "source": mr, "target": ct},
-                           "ct2mr": {"network": "G_ct2mr", "source": ct, "target": mr}},
-            "mc_dropout": False,
-            "shape_weight": c.shape_weight,
-            "labels": self.num_labels,
-            "data_fingerprint": data_fingerprint(self.files),
-            "training_cases": {d: len(self.training[d]) for d in DOMAINS},
-        })
+        mr, ct = self.mr_intensity, self.ct_intensity
+        return ModelExport(networks=("G_mr2ct", "G_ct2mr"), metadata=TranslationMetadata(
+            spatial_dims=c.dims, patch_size=c.patch_size, spacing=self.grid.spacing, flip_axes=c.flip_axes,
+            mr_channels=tuple(channel_suffixes(self.mr_channels)),  # file suffixes: G's inputs, F's outputs
+            directions={"mr2ct": DirectionSpec("G_mr2ct", mr, ct), "ct2mr": DirectionSpec("G_ct2mr", ct, mr)},
+            data_fingerprint=data_fingerprint(self.files),
+            training_cases={d: len(self.training[d]) for d in DOMAINS},
+            provenance={"shape_weight": c.shape_weight, "labels": self.num_labels}))

@@ -26,17 +26,19 @@ from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid, median_spacing
 from medsynth.data.intensity import CTIntensity, MRIntensity, MRScaling
 from medsynth.data.layouts import channel_count, channel_roles, discover_paired, read_cases
-from medsynth.data.patches import body_anchors, cut_patch, cut_slab, draw_patch
+from medsynth.data.patches import PatchSampler, body_anchors
 from medsynth.data.splits import SplitPlan, split_datalist
+from medsynth.data.volumes import channels_on_grid, mask_on_grid, normalise_channels, on_grid
 from medsynth.engine.context import StepContext
 from medsynth.engine.family import Family, ModelExport
 from medsynth.errors import UsageError
 from medsynth.families.base import spatial_patch, unet_strides
-from medsynth.inference.volume import normalise_source, predict_grid
+from medsynth.inference.predictor import GridPredictor
 from medsynth.io.cases import channel_suffixes
+from medsynth.io.image import model_ndim
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
 from medsynth.metrics.tissue import validation_scores
-from medsynth.modelfile import data_fingerprint
+from medsynth.modelfile import DirectionSpec, TranslationMetadata, data_fingerprint
 from medsynth.nets.generators import GeneratorNorm, head_width
 
 
@@ -113,7 +115,7 @@ class Pix2Pix(Family):
         self.datalist, self.split = split_datalist(discover_paired(data, ("mr", "ct"), ("mask",)),
                                                    split or SplitPlan(seed=config.seed), config.val_cases, "mr")
         self.mr_channels = channel_count(self.datalist.training + self.datalist.validation, self.datalist.source)
-        ndim = (2, 3) if config.dims == 2 else 3  # a 2D model also trains on 2D images
+        ndim = model_ndim(config.dims)  # a 2D model also trains on 2D images
         training = read_cases(self.datalist.training, self.datalist.source, ("mr", "ct", "mask"), ndim)
         validation = read_cases(self.datalist.validation, self.datalist.source, ("mr", "ct", "mask"), ndim)
         spacing = config.spacing or tuple(max(s, config.min_spacing)
@@ -126,6 +128,7 @@ class Pix2Pix(Family):
         self.training = [self._prepare(*case) for case in on_grid]
         self.validation = [self._prepare(*self._on_grid(case)) for case in validation]
         self.augment = PairedAugment(config.dims, config.augment)
+        self.sampler = PatchSampler(config.patch_size, config.seed, config.body_fraction, config.flip_axes)
         self.lookup = IntensityLookup.fit((c.raw_mr, self.ct_intensity.denormalise(c.ct[0]), c.mask)
                                           for c in self.training)
         self._lookup_scores: dict[str, float] | None = None
@@ -134,18 +137,13 @@ class Pix2Pix(Family):
     def _on_grid(self, case: dict) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
         """Name, MR (C, X, Y, Z) and CT (X, Y, Z) on the model grid, and the reference body mask (the data's,
         else the CT's)."""
-        mr = np.stack([self.grid.forward(case[r].array, case[r].meta).numpy()[0] for r in channel_roles(case)])
-        ct = self.grid.forward(case["ct"].array, case["ct"].meta).numpy()[0]
-        if "mask" in case:
-            mask = self.grid.forward(case["mask"].array, case["mask"].meta, mode="nearest").numpy()[0] > 0.5
-        else:
-            mask = body_mask(ct)
-        return case["mr"].path.name, mr, ct, mask
+        ct = on_grid(self.grid, case["ct"])
+        mask = mask_on_grid(self.grid, case["mask"].array, case["mask"].meta) if "mask" in case else body_mask(ct)
+        return case["mr"].path.name, channels_on_grid(self.grid, case, channel_roles(case)), ct, mask
 
     def _prepare(self, name: str, mr: np.ndarray, ct: np.ndarray, mask: np.ndarray) -> PreparedCase:
-        # Each contrast is scaled on its own body, exactly as translate scales it.
-        mr_norm = np.stack([normalise_source(channel, self.mr_intensity) for channel in mr])
-        return PreparedCase(name, mr_norm, self.ct_intensity.normalise(ct[None]), mask, body_anchors(mask), mr[0])
+        return PreparedCase(name, normalise_channels(mr, self.mr_intensity), self.ct_intensity.normalise(ct[None]),
+                            mask, body_anchors(mask), mr[0])
 
     def _build_networks(self) -> None:
         c = self.config
@@ -176,12 +174,10 @@ class Pix2Pix(Family):
                 **self.adam_per_network(("D",), c.lr if c.lr_d is None else c.lr_d, c.betas)}
 
     def sample(self, index: int) -> dict[str, Tensor]:
-        rng = np.random.default_rng([self.config.seed, index])
-        case = self.training[int(rng.integers(len(self.training)))]
-        draw = draw_patch(rng, case.mask.shape, self.config.patch_size, case.anchors,
-                          self.config.body_fraction, self.config.flip_axes)
-        mr, ct = self.augment(cut_slab(case.mr, draw, self.config.patch_size, -1.0, self.config.context_slices),
-                              cut_patch(case.ct, draw, self.config.patch_size, -1.0), int(rng.integers(2**31)))
+        rng = self.sampler.rng(index)
+        case, draw = self.sampler.body(rng, self.training)
+        mr, ct = self.augment(self.sampler.cut(case.mr, draw, context_slices=self.config.context_slices),
+                              self.sampler.cut(case.ct, draw), int(rng.integers(2**31)))
         return {"mr": torch.from_numpy(np.ascontiguousarray(mr)), "ct": torch.from_numpy(np.ascontiguousarray(ct))}
 
     def train_step(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
@@ -199,12 +195,12 @@ class Pix2Pix(Family):
         ctx.optimize("G", loss_g)
         return {"D": loss_d, "G_adv": loss_adv, "G_L1": loss_l1}
 
-    def translate_grid(self, generator: nn.Module, mr: np.ndarray, device: torch.device) -> np.ndarray:
-        """Synthetic CT in HU for a normalised MR (1, X, Y, Z) on the model grid (in the engine's evaluation mode)."""
-        out = predict_grid(generator, torch.from_numpy(mr)[None].to(device), self.config.dims,
-                           self.config.patch_size, self.config.val_overlap, window_divisor=self.window_divisor,
-                           context_slices=self.config.context_slices)
-        return self.ct_intensity.denormalise(out[0, 0].cpu().numpy())
+    @property
+    def predictor(self) -> GridPredictor:
+        """Validation and previews run G as translate does (window rule, 2.5D slabs)."""
+        c = self.config
+        return GridPredictor(c.dims, c.patch_size, c.val_overlap, window_divisor=self.window_divisor,
+                             context_slices=c.context_slices)
 
     def validate(self, networks: Mapping[str, nn.Module], device: torch.device) -> dict[str, float]:
         """SynthRAD2023 MAE/PSNR/SSIM and bone Dice on the held-out cases, inside the body mask, and beside
@@ -212,7 +208,8 @@ class Pix2Pix(Family):
         ``lookup_bone_dice``)."""
         if not self.validation:
             return {}
-        scores = _scores(self.validation, lambda case: self.translate_grid(networks["G"], case.mr, device),
+        scores = _scores(self.validation, lambda case: self.predictor.to_units(networks["G"], case.mr,
+                                                                               self.ct_intensity)[0],
                          self.ct_intensity)
         if self._lookup_scores is None:
             lookup = _scores(self.validation, lambda case: self.lookup.predict(case.raw_mr, case.mask),
@@ -234,8 +231,7 @@ class Pix2Pix(Family):
         from medsynth.viz import mid_slices, window
 
         case = (self.validation or self.training)[0]
-        device = next(networks["G"].parameters()).device
-        pred = self.translate_grid(networks["G"], case.mr, device)
+        pred = self.predictor.to_units(networks["G"], case.mr, self.ct_intensity)[0]
         ref = self.ct_intensity.denormalise(case.ct[0])
         panels = [window(case.mr[0], -1, 1), window(pred, -1000, 1500), window(ref, -1000, 1500),
                   window(np.abs(pred - ref) * case.mask, 0, 500)]
@@ -243,22 +239,13 @@ class Pix2Pix(Family):
 
     def export(self) -> ModelExport:
         c = self.config
-        return ModelExport(networks=("G",), metadata={
-            "spatial_dims": c.dims,
-            "context_slices": c.context_slices,
-            "patch_size": list(c.patch_size),
-            "spacing": list(self.grid.spacing),
-            "generator_norm": str(c.norm),
-            "window_divisor": self.window_divisor,
-            "orientation": "RAS",
-            "mr_channels": channel_suffixes(self.mr_channels),  # file suffixes, in input-channel order
-            "flip_axes": list(c.flip_axes),
-            "directions": {"mr2ct": {"network": "G", "source": self.mr_intensity.to_json(),
-                                     "target": self.ct_intensity.to_json()}},
-            "mc_dropout": c.dropout > 0,
-            "data_fingerprint": data_fingerprint(self.datalist.files()),
-            "training_cases": len(self.training),
-        })
+        return ModelExport(networks=("G",), metadata=TranslationMetadata(
+            spatial_dims=c.dims, context_slices=c.context_slices, patch_size=c.patch_size, spacing=self.grid.spacing,
+            window_divisor=self.window_divisor, flip_axes=c.flip_axes,
+            mr_channels=tuple(channel_suffixes(self.mr_channels)),  # file suffixes, in input-channel order
+            directions={"mr2ct": DirectionSpec("G", self.mr_intensity, self.ct_intensity)}, mc_dropout=c.dropout > 0,
+            data_fingerprint=data_fingerprint(self.datalist.files()), training_cases=len(self.training),
+            provenance={"generator_norm": str(c.norm)}))
 
 
 def _scores(cases: list[PreparedCase], predict, ct_intensity: CTIntensity) -> dict[str, float]:

@@ -18,14 +18,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medsynth.data.attribution import AttributionData
+from medsynth.data.patches import PatchSampler
 from medsynth.data.splits import SplitPlan
-from medsynth.families.vagan import AttributionData, IntensityRegion, VAGANConfig, draw_image
-from medsynth.inference.volume import predict_grid
+from medsynth.data.volumes import IntensityRegion
+from medsynth.engine.modes import eval_mode
+from medsynth.families.vagan import VAGANConfig, draw_image, held_out_ncc
+from medsynth.inference.predictor import GridPredictor
 from medsynth.nets.critic import Classifier
 
 
 class GradientSaliency(nn.Module):
-    """−∂f/∂x of a classifier's patient logit, image by image, wrapped as a network for ``predict_grid``."""
+    """−∂f/∂x of a classifier's patient logit, image by image, wrapped as a network for the grid predictor."""
 
     def __init__(self, classifier: nn.Module) -> None:
         super().__init__()
@@ -52,7 +56,8 @@ def _batch(rng: np.random.Generator, data: AttributionData, patch_size: Sequence
            flip_axes: Sequence[int]) -> tuple[Tensor, Tensor]:
     """Half controls (label 0), half patients (label 1)."""
     labels = np.arange(size) % 2
-    images = [draw_image(rng, data.patients if label else data.controls, patch_size, flip_axes) for label in labels]
+    sampler = PatchSampler(tuple(patch_size), flip_axes=tuple(flip_axes))
+    images = [draw_image(rng, data.patients if label else data.controls, sampler) for label in labels]
     return torch.from_numpy(np.stack(images)), torch.from_numpy(labels.astype(np.float32))
 
 
@@ -82,10 +87,7 @@ def train_saliency_baseline(data: Path, steps: int = 500, dims: int = 2, batch_s
         loss.backward()
         optimizer.step()
     accuracy = float(((logits > 0).float() == labels).float().mean())
-    saliency = GradientSaliency(classifier.eval())
-
-    def map_of(image: np.ndarray) -> np.ndarray:
-        volume = torch.from_numpy(image)[None].to(device)
-        return predict_grid(saliency, volume, dims, patch_size)[0, 0].detach().cpu().numpy()
-
-    return SaliencyResult(attribution.ncc_scores(map_of), float(loss.detach()), accuracy)
+    saliency, predictor = GradientSaliency(classifier), GridPredictor(dims, patch_size)
+    with eval_mode([classifier]):
+        scores = held_out_ncc(attribution, lambda image: predictor.volume(saliency, image)[0].cpu().numpy())
+    return SaliencyResult(scores, float(loss.detach()), accuracy)

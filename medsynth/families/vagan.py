@@ -19,28 +19,24 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from medsynth.data.bodymask import body_mask
-from medsynth.data.geometry import ModelGrid, median_spacing
-from medsynth.data.intensity import MRIntensity, MRScaling
-from medsynth.data.layouts import Case, Datalist, discover_unpaired, read_cases
-from medsynth.data.patches import PatchDraw, cut_patch
+from medsynth.data.attribution import AttributionData, PreparedImage
+from medsynth.data.intensity import MRScaling
+from medsynth.data.patches import PatchSampler
 from medsynth.data.splits import SplitPlan
+from medsynth.data.volumes import IntensityRegion
 from medsynth.engine.context import StepContext
 from medsynth.engine.family import Family, ModelExport
 from medsynth.errors import UsageError
-from medsynth.inference.volume import predict_grid
-from medsynth.io.cases import case_id
-from medsynth.io.image import Volume
+from medsynth.inference.predictor import GridPredictor
 from medsynth.losses.adversarial import gradient_penalty
 from medsynth.metrics.similarity import ncc
-from medsynth.modelfile import data_fingerprint
+from medsynth.modelfile import AttributionMetadata, data_fingerprint
 from medsynth.nets.generators import head_width
 
 MAP_SIGN = ("map = M(x), the intensity change that makes the image look healthy (healthy = image + map); "
@@ -49,27 +45,6 @@ OFFICIAL_LAMBDA_MAP = 100.0
 OFFICIAL_IMAGE_SIZE = (112, 112)  # the official code's synthetic images, where λ_map = 100 was set
 OUTPUT_INIT_SCALE = 0.01  # M starts close to "no change" (y ≈ x) instead of adding noise as large as the image
 _PREVIEW_PIXELS = 160
-_HEAD_FRACTION = 0.1  # an axial slice takes part in 2D training when the head covers this share of it
-
-
-class IntensityRegion(StrEnum):
-    """Voxels whose percentiles (or mean and sd) scale each image to [-1, 1].
-
-    ``image`` (default): all voxels, so the scale comes from background and the brightest tissue and
-    a disease inside the brain cannot move it; ``body``: the body mask, as the translation families do.
-    On T1 MR the body mask can shrink to the brain, whose intensities the disease changes, and the
-    critic then learns the shifted scale instead of the anatomy.
-    """
-
-    IMAGE = "image"
-    BODY = "body"
-
-
-def normalisation_region(image: np.ndarray, region: IntensityRegion) -> np.ndarray:
-    """Boolean mask of the voxels that set the intensity scale of ``image``."""
-    if IntensityRegion(region) is IntensityRegion.BODY:
-        return body_mask(image, modality="mr")
-    return np.ones(image.shape, dtype=bool)
 
 
 @dataclass
@@ -140,74 +115,10 @@ def critic_iterations(step: int, config: VAGANConfig) -> int:
     return config.critic_steps_boost if boosted else config.critic_steps
 
 
-@dataclass
-class PreparedImage:
-    """One image on the model grid, normalised, with what training and evaluation need of it."""
-
-    name: str
-    image: np.ndarray  # (1, X, Y, Z) in [-1, 1]
-    slices: np.ndarray  # axial indices drawn in 2D training
-    effect: np.ndarray | None = None  # (X, Y, Z) ground truth on the model grid, input units
-
-
-class AttributionData:
-    """Controls, training patients and held-out patients with effect maps (SPEC §2 attribution layout).
-
-    Held-out patients are the last ``val_cases`` (by case id) of those with an ``effect/`` map; effect
-    maps are never used for training.
-    """
-
-    def __init__(self, root: Path, spacing: Sequence[float] | None = None,
-                 scaling: MRScaling = MRScaling.PERCENTILE, region: IntensityRegion = IntensityRegion.IMAGE,
-                 val_cases: int = -1, slab: float = 1.0, dims: int = 3, split: SplitPlan | None = None) -> None:
-        folders = discover_unpaired(Path(root), ("control", "patient"), ("effect",))
-        controls: list[Case] = [{"control": path} for path in folders["control"].values()]
-        patients: list[Case] = [{"patient": path, **({"effect": folders["effect"][cid]} if cid in folders["effect"]
-                                                     else {})} for cid, path in folders["patient"].items()]
-        # Only patients with an effect map can validate; controls and the other patients always train.
-        self.split = (split or SplitPlan()).split(
-            [f"patient/{case_id(c['patient'])}" for c in patients if "effect" in c], val_cases,
-            always_train=[f"control/{case_id(c['control'])}" for c in controls]
-            + [f"patient/{case_id(c['patient'])}" for c in patients if "effect" not in c])
-        held = [c for c in patients if f"patient/{case_id(c['patient'])}" in self.split.val]
-        training = [c for c in patients if c not in held]
-        self.datalist = Datalist(controls + training, held, Path(root))
-        # A 2D model also trains on 2D images, (H, W) or (H, W, 1).
-        volumes = read_cases(controls + training + held, Path(root), ("patient", "effect"), (2, 3) if dims == 2 else 3)
-        self.grid = ModelGrid(spacing or median_spacing([next(iter(v.values())).meta for v in volumes]))
-        self.intensity = MRIntensity(scaling=scaling)
-        self.region = IntensityRegion(region)
-        prepared = [self._prepare(v.get("control") or v["patient"], v.get("effect"), slab) for v in volumes]
-        self.controls = prepared[:len(controls)]
-        self.patients = prepared[len(controls):len(controls) + len(training)]
-        self.validation = prepared[len(controls) + len(training):]
-
-    def _prepare(self, volume: Volume, effect: Volume | None, slab: float) -> PreparedImage:
-        on_grid = self.grid.forward(volume.array, volume.meta).numpy()[0]
-        normalised = self.intensity.normalise(on_grid, normalisation_region(on_grid, self.region))
-        effect_grid = None if effect is None else self.grid.forward(effect.array, effect.meta).numpy()[0]
-        body = body_mask(on_grid, modality="mr")
-        return PreparedImage(case_id(volume.path), normalised[None], _central_slices(body, slab), effect_grid)
-
-    def whole_size(self, dims: int, divisor: int) -> tuple[int, ...]:
-        """The smallest patch holding every training image (or axial slice), in multiples of ``divisor``."""
-        largest = np.max([p.image.shape[1:dims + 1] for p in self.controls + self.patients], axis=0)
-        return tuple(int(-(-s // divisor) * divisor) for s in largest)
-
-    def ncc_scores(self, map_of: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
-        """NCC(map, −effect) over the whole model grid for each held-out patient; ``map_of`` maps a
-        normalised (1, X, Y, Z) image to its (X, Y, Z) map."""
-        return {case.name: ncc(map_of(case.image), -case.effect) for case in self.validation}
-
-
-def _central_slices(foreground: np.ndarray, slab: float) -> np.ndarray:
-    """Axial slices the head covers by at least 10 %, cut down to their central ``slab`` fraction."""
-    covered = np.flatnonzero(foreground.mean(axis=(0, 1)) >= _HEAD_FRACTION)
-    if covered.size == 0:
-        covered = np.arange(foreground.shape[2])
-    keep = max(1, round(covered.size * slab))
-    first = (covered.size - keep) // 2
-    return covered[first:first + keep]
+def held_out_ncc(data: AttributionData, map_of: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
+    """NCC(map, −effect) over the whole model grid for each held-out patient of ``data``; ``map_of`` maps a
+    normalised (1, X, Y, Z) image to its (X, Y, Z) map."""
+    return {case.name: ncc(map_of(case.image), -case.effect) for case in data.validation}
 
 
 def _shrink_last_layer(network: nn.Module, factor: float) -> None:
@@ -219,18 +130,11 @@ def _shrink_last_layer(network: nn.Module, factor: float) -> None:
             parameter.mul_(factor)
 
 
-def draw_image(rng: np.random.Generator, group: Sequence[PreparedImage], patch_size: Sequence[int],
-               flip_axes: Sequence[int]) -> np.ndarray:
-    """A random image of ``group`` cut to ``patch_size``: a whole axial slice (2D) or a patch (3D),
+def draw_image(rng: np.random.Generator, group: Sequence[PreparedImage], sampler: PatchSampler) -> np.ndarray:
+    """A random image of ``group`` cut to the sampler's patch: a whole axial slice (2D) or a patch (3D),
     centred and padded with the background where the patch is larger than the image."""
-    case = group[int(rng.integers(len(group)))]
-    shape = case.image.shape[1:]
-    start = [-((size - extent) // 2) if size >= extent else int(rng.integers(extent - size + 1))
-             for extent, size in zip(shape, patch_size, strict=False)]
-    if len(patch_size) < len(shape):
-        start.append(int(rng.choice(case.slices)))
-    flips = tuple(int(a) for a in flip_axes if rng.random() < 0.5)
-    return cut_patch(case.image, PatchDraw(tuple(start), flips), patch_size, -1.0)
+    case, draw = sampler.whole(rng, group)
+    return sampler.cut(case.image, draw)
 
 
 class VAGAN(Family):
@@ -247,6 +151,7 @@ class VAGAN(Family):
         self.split = self.data.split
         self.patch_size = tuple(config.patch_size or self.data.whole_size(config.dims, config.divisor))
         self.lambda_map = map_weight(config.lambda_map, self.patch_size)
+        self.sampler = PatchSampler(self.patch_size, config.seed, flip_axes=config.flip_axes)
         self._build_networks()
 
     def _build_networks(self) -> None:
@@ -266,8 +171,8 @@ class VAGAN(Family):
 
     def sample(self, index: int) -> dict[str, Tensor]:
         """A control image (the critic's "real") and a patient image, drawn independently."""
-        rng = np.random.default_rng([self.config.seed, index])
-        return {group: torch.from_numpy(draw_image(rng, images, self.patch_size, self.config.flip_axes))
+        rng = self.sampler.rng(index)
+        return {group: torch.from_numpy(draw_image(rng, images, self.sampler))
                 for group, images in (("control", self.data.controls), ("patient", self.data.patients))}
 
     def train_step(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
@@ -297,18 +202,17 @@ class VAGAN(Family):
         ctx.optimize("M", adversarial + self.lambda_map * sparsity)
         return {"M_adv": adversarial, "M_l1": sparsity}
 
-    def map_grid(self, generator: nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
-        """M(x) (X, Y, Z) for a normalised (1, X, Y, Z) image on the model grid, slice-wise for 2D (in the
-        engine's evaluation mode)."""
-        out = predict_grid(generator, torch.from_numpy(image)[None].to(device), self.config.dims,
-                           self.patch_size, self.config.val_overlap)
-        return out[0, 0].cpu().numpy()
+    @property
+    def predictor(self) -> GridPredictor:
+        """M on whole normalised images (slice-wise for 2D), as ``attribute`` runs it."""
+        return GridPredictor(self.config.dims, self.patch_size, self.config.val_overlap)
 
     def validate(self, networks: Mapping[str, nn.Module], device: torch.device) -> dict[str, float]:
         """NCC(M(x), −effect) of the held-out patients: mean (the best-model metric) and sd."""
         if not self.data.validation:
             return {}
-        scores = list(self.data.ncc_scores(lambda image: self.map_grid(networks["M"], image, device)).values())
+        predict = self.predictor.volume
+        scores = list(held_out_ncc(self.data, lambda image: predict(networks["M"], image)[0].cpu().numpy()).values())
         return {"ncc": float(np.nanmean(scores)), "ncc_sd": float(np.nanstd(scores))}
 
     def preview(self, batch: dict[str, Tensor], networks: Mapping[str, nn.Module]) -> list[list[np.ndarray]]:
@@ -316,7 +220,7 @@ class VAGAN(Family):
         from medsynth.viz import mid_slices, overlay_signed_map, window
 
         case = (self.data.validation or self.data.patients)[0]
-        change = self.map_grid(networks["M"], case.image, next(networks["M"].parameters()).device)
+        change = self.predictor.volume(networks["M"], case.image)[0].cpu().numpy()
         volumes = [case.image[0], case.image[0] + change, change]
         volumes += [] if case.effect is None else [-case.effect]
         rows = []
@@ -330,17 +234,9 @@ class VAGAN(Family):
 
     def export(self) -> ModelExport:
         c = self.config
-        return ModelExport(networks=("M",), metadata={
-            "spatial_dims": c.dims,
-            "patch_size": list(self.patch_size),
-            "spacing": list(self.data.grid.spacing),
-            "orientation": "RAS",
-            "flip_axes": list(c.flip_axes),
-            "map_network": "M",
-            "intensity": self.data.intensity.to_json(),
-            "intensity_region": self.data.region.value,
-            "map_sign": MAP_SIGN,
-            "data_fingerprint": data_fingerprint(self.data.datalist.files()),
-            "training_cases": len(self.data.controls) + len(self.data.patients),
-            "lambda_map": self.lambda_map,
-        })
+        return ModelExport(networks=("M",), metadata=AttributionMetadata(
+            spatial_dims=c.dims, patch_size=self.patch_size, spacing=self.data.grid.spacing, flip_axes=c.flip_axes,
+            map_network="M", intensity=self.data.intensity, intensity_region=self.data.region.value,
+            map_sign=MAP_SIGN, data_fingerprint=data_fingerprint(self.data.datalist.files()),
+            training_cases=len(self.data.controls) + len(self.data.patients),
+            provenance={"lambda_map": self.lambda_map}))

@@ -22,7 +22,7 @@ from torch.nn.utils import parametrize
 
 from medsynth.choices import Engine
 from medsynth.errors import ModelError, UsageError
-from medsynth.modelfile import ModelFile
+from medsynth.modelfile import AttributionMetadata, ModelFile, TranslationMetadata, VolumeMetadata
 
 __all__ = ["Engine", "OnnxNetwork", "model_to_onnx", "network_to_onnx", "read_onnx_metadata"]
 
@@ -104,16 +104,16 @@ def model_document(model: ModelFile) -> dict[str, Any]:
 def exported_network(model: ModelFile, direction: str = "mr2ct") -> tuple[str, dict[str, Any]]:
     """The name of the inference network of ``model`` and the metadata an exported graph carries."""
     metadata = model_document(model)
-    directions = model.metadata.get("directions")
-    if directions:
+    if "directions" in model.metadata:
+        directions = TranslationMetadata.from_json(model.metadata, model.path).directions
         if direction not in directions:
             raise UsageError(f"{model.path}: this {model.family} model translates {', '.join(directions)} only; "
                              f"--direction {direction} is not available.")
-        name = directions[direction]["network"]
+        name = directions[direction].network
         # The graph is one direction: translate must not offer the other, and dropout is gone in the graph.
-        metadata.update(directions={direction: directions[direction]}, mc_dropout=False)
+        metadata.update(directions={direction: metadata["directions"][direction]}, mc_dropout=False)
     elif "map_network" in model.metadata:
-        name, direction = model.metadata["map_network"], ""
+        name, direction = AttributionMetadata.from_json(model.metadata, model.path).map_network, ""
     elif "G" in model.networks:
         name, direction = "G", ""
     else:
@@ -129,7 +129,8 @@ def model_to_onnx(model: ModelFile, direction: str = "mr2ct") -> bytes:
     kwargs = model.networks[name].kwargs
     if "nz" in kwargs:  # FastGAN: a latent vector in, a slice out
         return network_to_onnx(network, torch.randn(1, int(kwargs["nz"])), spatial=False, metadata=metadata)
-    example = torch.zeros(1, int(kwargs.get("in_channels", 1)), *model.metadata["patch_size"])
+    patch_size = VolumeMetadata.from_json(model.metadata, model.path).patch_size
+    example = torch.zeros(1, int(kwargs.get("in_channels", 1)), *patch_size)
     return network_to_onnx(network, example, spatial=True, metadata=metadata)
 
 

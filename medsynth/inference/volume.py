@@ -1,167 +1,33 @@
-"""One volume through a translation network: model grid, sliding windows, exact return to the input grid.
-
-A network whose output does not depend on window statistics (batch norm in evaluation mode, no
-instance norm) is run on the whole volume when it fits ``MAX_WINDOW_VOXELS``, else on windows as large
-as that allows: a voxel's synthetic CT then does not depend on where window borders fall, because there
-are none (or few, far apart). Networks that normalise per window (instance norm) keep their training
-patch size as the window.
-"""
+"""One volume through a translation network: model grid and normalisation, the grid predictor
+(:class:`~medsynth.inference.predictor.GridPredictor`), denormalisation and exact return to the input grid."""
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.inferers import sliding_window_inference
 from torch import Tensor, nn
 
 from medsynth.data.geometry import ModelGrid
-from medsynth.data.intensity import CTIntensity, Intensity, MRIntensity, normalise_mr_body
+from medsynth.data.intensity import CTIntensity, Intensity
+from medsynth.data.volumes import mask_on_grid, normalise_source, to_grid
 from medsynth.errors import InputError
+from medsynth.inference.predictor import GridPredictor
 from medsynth.io.image import Volume, read_image
 
 # Largest difference of any affine entry (mm) at which a mask still lies on its image's grid.
 MASK_AFFINE_TOLERANCE = 1e-4
-# Set while a case is retried after a GPU out-of-memory error: one window at a time, blending on the CPU.
-_REDUCED_MEMORY: contextvars.ContextVar[bool] = contextvars.ContextVar("reduced_memory", default=False)
-
-
-@contextlib.contextmanager
-def reduced_memory() -> Iterator[None]:
-    """Within this block :func:`predict_grid` runs one window at a time and blends on the CPU.
-
-    The batch runner retries a case that ran out of GPU memory under it; a correct run never enters it,
-    so it costs nothing there.
-    """
-    token = _REDUCED_MEMORY.set(True)
-    try:
-        yield
-    finally:
-        _REDUCED_MEMORY.reset(token)
-
-# 100³: a whole head-sized model grid in one pass. Activations grow with the window: at 4 M voxels the default
-# generator (widths 32…256) alone peaked at 1.5 GB, so a CT-sized input went over 2 GB (docs/performance.md).
-MAX_WINDOW_VOXELS = 1_000_000
-
-
-def window_size(patch_size: Sequence[int], shape: Sequence[int], divisor: int | None,
-                max_voxels: int = MAX_WINDOW_VOXELS) -> tuple[int, ...]:
-    """The sliding-window size for an image of spatial ``shape``.
-
-    ``divisor`` None: the training patch (the network normalises per window). Otherwise the network
-    accepts any size that is a multiple of ``divisor``: the whole image rounded up to it when that holds
-    at most ``max_voxels``, else the largest multiple k of the patch (per axis, capped by the image) that does.
-    """
-    patch = tuple(int(p) for p in patch_size)
-    if divisor is None:
-        return patch
-    whole = tuple(max(p, -(-int(n) // divisor) * divisor) for p, n in zip(patch, shape, strict=True))
-    if int(np.prod(whole)) <= max_voxels:
-        return whole
-    best = patch
-    for k in range(2, 64):
-        candidate = tuple(min(p * k, w) for p, w in zip(patch, whole, strict=True))
-        if int(np.prod(candidate)) > max_voxels or candidate == best:
-            break
-        best = candidate
-    return best
-
-
-def predict_grid(network: nn.Module, image: Tensor, dims: int, patch_size: Sequence[int], overlap: float = 0.25,
-                 sw_batch_size: int = 4, amp_dtype: torch.dtype | None = None,
-                 window_divisor: int | None = None, context_slices: int = 0) -> Tensor:
-    """Network output for a normalised (1, C, X, Y, Z) image by Gaussian-blended sliding windows.
-
-    A 2D network runs on the axial slices (the Z axis becomes the batch) with 2D windows; with
-    ``context_slices`` k > 0 (2.5D) each slice comes with its k neighbours on either side as extra
-    channels (:func:`slice_context`). Windows are padded with -1, the normalised background, where the
-    image is smaller than a window. With ``window_divisor`` (a network free of window statistics, whose
-    input sizes must be multiples of it) the windows are as large as :func:`window_size` allows: usually
-    the whole image.
-    """
-    image = image.to(network_device(network))
-    if dims == 2:
-        slices = slice_context(image[0], context_slices)  # (Z, C·(2k+1), X, Y)
-        roi = window_size(patch_size, slices.shape[2:], window_divisor)
-        out = _windows(network, slices, roi, overlap, sw_batch_size, amp_dtype)
-        return out.permute(1, 2, 3, 0)[None]
-    roi = window_size(patch_size, image.shape[2:], window_divisor)
-    return _windows(network, image, roi, overlap, sw_batch_size, amp_dtype)
-
-
-def slice_context(volume: Tensor, context_slices: int) -> Tensor:
-    """The axial slices of a (C, X, Y, Z) volume as a batch (Z, C·(2k+1), X, Y), each with its k =
-    ``context_slices`` neighbours below and above as channels (contrast-major: channel c·(2k+1) + j holds
-    contrast c at slice z − k + j). Slices beyond the ends repeat the end slice, as in training
-    (:func:`medsynth.data.patches.cut_slab`)."""
-    k = int(context_slices)
-    if k == 0:
-        return volume.permute(3, 0, 1, 2)
-    channels, depth = volume.shape[0], volume.shape[-1]
-    index = (torch.arange(depth, device=volume.device)[:, None] + torch.arange(-k, k + 1, device=volume.device))
-    stacked = volume[..., index.clamp(0, depth - 1)]  # (C, X, Y, Z, 2k+1)
-    return stacked.permute(3, 0, 4, 1, 2).reshape(depth, channels * (2 * k + 1), *volume.shape[1:3])
-
-
-def network_device(network: nn.Module) -> torch.device:
-    """Where ``network`` computes: its parameters' device, or the ``device`` an engine wrapper declares."""
-    parameter = next(network.parameters(), None)
-    return parameter.device if parameter is not None else getattr(network, "device", torch.device("cpu"))
-
-
-def _windows(network: nn.Module, image: Tensor, patch_size: Sequence[int], overlap: float, sw_batch_size: int,
-             amp_dtype: torch.dtype | None) -> Tensor:
-    reduced = _REDUCED_MEMORY.get()
-    if reduced:
-        sw_batch_size = 1
-
-    def predictor(patch: Tensor) -> Tensor:
-        if amp_dtype is None:
-            return network(patch)
-        with torch.autocast(device_type=patch.device.type, dtype=amp_dtype):
-            return network(patch).float()
-
-    return sliding_window_inference(image, roi_size=tuple(patch_size), sw_batch_size=sw_batch_size,
-                                    predictor=predictor, overlap=overlap, mode="gaussian", cval=-1.0,
-                                    sw_device=image.device,
-                                    device=torch.device("cpu") if reduced else _aggregation_device(image),
-                                    progress=False)
-
-
-def _aggregation_device(image: Tensor) -> torch.device:
-    """Blend windows on the GPU when the output and weight buffers fit comfortably, else on the CPU.
-
-    The aggregation buffers are two float32 copies of the volume; a large volume on a small GPU
-    would otherwise fail after the windows themselves had fitted.
-    """
-    if image.device.type != "cuda":
-        return image.device
-    free, _ = torch.cuda.mem_get_info(image.device)
-    needed = 2 * image.numel() * 4
-    return image.device if needed < 0.25 * free else torch.device("cpu")
-
-
 def enable_mc_dropout(network: nn.Module) -> int:
     """Put only the dropout layers in training mode (MC dropout); returns how many drop anything (p > 0)."""
     layers = [m for m in network.modules() if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Dropout3d)) and m.p > 0]
     for layer in layers:
         layer.train()
     return len(layers)
-
-
-def normalise_source(image: np.ndarray, intensity: Intensity, foreground: np.ndarray | None = None) -> np.ndarray:
-    """The network input: MR scaled on its foreground (``foreground``, else its own body:
-    :func:`normalise_mr_body`), CT windowed."""
-    if isinstance(intensity, MRIntensity):
-        return normalise_mr_body(intensity, image) if foreground is None else intensity.normalise(image, foreground)
-    return intensity.normalise(image)
 
 
 def read_mask(path: Path, like: Volume) -> np.ndarray:
@@ -182,11 +48,6 @@ def read_mask(path: Path, like: Volume) -> np.ndarray:
     if not inside.any():
         raise InputError(f"{path}: the mask is empty; give a mask that covers the body.")
     return inside
-
-
-def mask_on_grid(grid: ModelGrid, mask: np.ndarray, like: Volume) -> np.ndarray:
-    """A mask on the input grid of ``like`` moved onto the model grid (nearest neighbour)."""
-    return grid.forward(mask.astype(np.float32), like.meta, mode="nearest").as_tensor().numpy()[0] > 0.5
 
 
 @dataclass
@@ -220,19 +81,14 @@ class VolumeTranslator:
     amp_dtype: torch.dtype | None = None
     sw_batch_size: int = 4
     label: str = "model"  # family and run, for provenance in outputs (DICOM Series Description)
-    window_divisor: int | None = None  # set for networks free of window statistics (see predict_grid)
+    window_divisor: int | None = None  # set for networks free of window statistics (see GridPredictor)
     mr_channels: tuple[str, ...] = ("0000",)  # the model's MR contrasts, in channel order
     context_slices: int = 0  # 2.5D: neighbouring slices on either side fed as channels (2D models)
 
-    @torch.no_grad()
-    def model_space(self, member: Member, image: Tensor, overlap: float, flips: tuple[int, ...] = ()) -> Tensor:
-        """Normalised output of one member on the model grid; ``flips`` mirrors the input and un-mirrors
-        the output."""
-        spatial = [axis + 2 for axis in flips]
-        x = torch.flip(image, spatial) if spatial else image
-        y = predict_grid(member.network, x, self.dims, member.patch_size, overlap, self.sw_batch_size,
-                         self.amp_dtype, self.window_divisor, self.context_slices)
-        return torch.flip(y, spatial) if spatial else y
+    def predictor(self, member: Member, overlap: float) -> GridPredictor:
+        """The grid predictor of one member: its window size with the ensemble's window rule."""
+        return GridPredictor(self.dims, member.patch_size, overlap, self.sw_batch_size, self.amp_dtype,
+                             self.window_divisor, self.context_slices)
 
     def prepare(self, volume: Volume | Sequence[Volume], mask: np.ndarray | None = None) -> PreparedVolume:
         """CPU work before the network: model grid and normalisation (runs in a prefetch thread).
@@ -246,19 +102,18 @@ class VolumeTranslator:
         """
         volumes = [volume] if isinstance(volume, Volume) else list(volume)
         check_one_grid(volumes)
-        foreground = None if mask is None else mask_on_grid(self.grid, mask, volumes[0])
+        foreground = None if mask is None else mask_on_grid(self.grid, mask, volumes[0].meta)
         sources = {_key(m.source or self.source): m.source or self.source for m in self.members} or \
             {_key(self.source): self.source}
         channels: dict[str, list[np.ndarray]] = {key: [] for key in sources}
         geometry = None
         for v in volumes:
-            on_grid = self.grid.forward(v.array, v.meta)
-            v.array = np.empty((0,) * v.array.ndim, np.float32)  # released before the body mask's peak
+            moved = to_grid(self.grid, v, release=True)  # released before the body mask's peak
             for key, source in sources.items():
-                channels[key].append(normalise_source(on_grid.as_tensor().numpy()[0], source, foreground))
+                channels[key].append(normalise_source(moved.values, source, foreground))
             if geometry is None:
-                geometry = MetaTensor(torch.zeros(1), meta=on_grid.meta, applied_operations=on_grid.applied_operations)
-            del on_grid
+                geometry = moved.geometry
+            del moved
         images = {key: torch.from_numpy(c[0][None] if len(c) == 1 else np.stack(c))[None]
                   for key, c in channels.items()}
         image = images[_key(self.source)] if _key(self.source) in images else next(iter(images.values()))
@@ -282,7 +137,7 @@ class VolumeTranslator:
             stochastic = samples >= 2 and enable_mc_dropout(member.network) > 0
             for flips in flip_passes(member.flip_axes, tta, samples if stochastic else 0):
                 image = (prepared.images or {}).get(_key(member.source or self.source), prepared.image)
-                stats.add(self.model_space(member, image, overlap, flips)[0].float().cpu().numpy())
+                stats.add(self.predictor(member, overlap)(member.network, image, flips)[0].float().cpu().numpy())
             member.network.eval()
         scale, offset = _linear_inverse(self.target)
         mean = stats.mean

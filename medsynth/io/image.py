@@ -65,6 +65,12 @@ class Volume:
     path: Path | None = None
 
 
+def model_ndim(dims: int) -> int | tuple[int, int]:
+    """The image dimensionalities a model of ``dims`` spatial dims reads (``read_image``'s ``ndim``): a 2D
+    model also takes 2D images, (X, Y) or (X, Y, 1); a 3D model volumes only."""
+    return (2, 3) if dims == 2 else 3
+
+
 def read_image(path: str | Path, ndim: int | tuple[int, ...] = 3, check_values: bool = True,
                series: Sequence[str] = ()) -> Volume:
     """Read a NIfTI, MHA/NRRD file or DICOM series folder as float32 with its geometry.

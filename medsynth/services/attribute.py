@@ -18,23 +18,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
 from medsynth.data.geometry import ModelGrid
-from medsynth.data.intensity import MRIntensity, MRScaling, intensity_from_json
+from medsynth.data.intensity import MRIntensity, MRScaling
+from medsynth.data.volumes import IntensityRegion, mask_on_grid, normalisation_region, to_grid
 from medsynth.engine.config import DeviceChoice
 from medsynth.engine.runtime import pick_amp_dtype, pick_device, process_rank
 from medsynth.errors import InputError, ModelError, UsageError
-from medsynth.families.vagan import IntensityRegion, normalisation_region
-from medsynth.inference.volume import mask_on_grid, predict_grid, read_mask
+from medsynth.inference.predictor import GridPredictor
+from medsynth.inference.volume import read_mask
 from medsynth.io.cases import list_images
 from medsynth.io.formats import OutputFormat, image_name
-from medsynth.io.image import Volume, read_image, write_image
+from medsynth.io.image import Volume, model_ndim, read_image, write_image
 from medsynth.io.outputs import prepare_output_dir, write_text_atomically
 from medsynth.metrics.report import MetricSummary, summarise
 from medsynth.metrics.similarity import ncc
-from medsynth.modelfile import ModelFile, load_model
+from medsynth.modelfile import AttributionMetadata, ModelFile, load_model
 from medsynth.services.batch import (
     BatchReport,
     CaseStatus,
@@ -115,47 +115,38 @@ class MapGenerator:
     """VA-GAN's map generator M with everything needed to apply it to a volume on its own grid."""
 
     network: nn.Module
-    dims: int
-    patch_size: tuple[int, ...]
+    predictor: GridPredictor
     grid: ModelGrid
     intensity: MRIntensity
     region: IntensityRegion = IntensityRegion.IMAGE
-    amp_dtype: torch.dtype | None = None
-    sw_batch_size: int = 4
 
-    @torch.no_grad()
-    def __call__(self, volume: Volume, overlap: float = 0.25, mask: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, volume: Volume, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The map (input units, input grid) and the healthy-looking image y = x + map.
 
         ``mask`` (boolean, the input's grid) replaces the model's own region for the intensity scale.
         """
-        on_grid = self.grid.forward(volume.array, volume.meta)
-        image = on_grid.as_tensor().numpy()[0]
-        region = normalisation_region(image, self.region) if mask is None else mask_on_grid(self.grid, mask, volume)
-        normalised = self.intensity.normalise(image, region)
-        change = predict_grid(self.network, torch.from_numpy(normalised)[None, None], self.dims, self.patch_size,
-                              overlap, self.sw_batch_size, self.amp_dtype)
-        unit = normalised_unit(image[region] if region.any() else image.ravel(), self.intensity)
-        change = self.grid.inverse(change[0].cpu() * unit, on_grid)[0]
+        moved = to_grid(self.grid, volume)
+        region = normalisation_region(moved.values, self.region) if mask is None else \
+            mask_on_grid(self.grid, mask, volume.meta)
+        change = self.predictor.volume(self.network, self.intensity.normalise(moved.values, region)[None])
+        unit = normalised_unit(moved.values[region] if region.any() else moved.values.ravel(), self.intensity)
+        change = self.grid.inverse(change.cpu() * unit, moved.geometry)[0]
         return change, volume.array + change
 
 
 def load_map_generator(model: ModelFile, options: AttributeOptions) -> MapGenerator:
     """Rebuild M and its preprocessing from a VA-GAN model file."""
-    intensity = intensity_from_json(model.metadata["intensity"])
-    if not isinstance(intensity, MRIntensity):
+    metadata = AttributionMetadata.from_json(model.metadata, model.path)
+    if not isinstance(metadata.intensity, MRIntensity):
         raise ModelError(f"{model.path}: VA-GAN models read MR-like images; this one stores a CT normalisation.")
     device = pick_device(options.device)
     return MapGenerator(
-        network=model.build(model.metadata["map_network"], device),
-        dims=int(model.metadata["spatial_dims"]),
-        patch_size=tuple(model.metadata["patch_size"]),
-        grid=ModelGrid(model.metadata["spacing"]),
-        intensity=intensity,
-        region=IntensityRegion(model.metadata.get("intensity_region", IntensityRegion.IMAGE)),
-        amp_dtype=pick_amp_dtype(device, options.amp),
-        sw_batch_size=options.sw_batch_size,
+        network=model.build(metadata.map_network, device),
+        predictor=GridPredictor(metadata.spatial_dims, metadata.patch_size, options.overlap, options.sw_batch_size,
+                                pick_amp_dtype(device, options.amp)),
+        grid=ModelGrid(metadata.spacing),
+        intensity=metadata.intensity,
+        region=IntensityRegion(metadata.intensity_region),
     )
 
 
@@ -188,13 +179,13 @@ def attribute(model_path: Path, input_path: Path, out_dir: Path, options: Attrib
 
     def process(case: str, volume: Volume) -> list[Path]:
         mask = None if masks is None else read_mask(mask_of(case, masks, options.mask), volume)
-        change, healthy = generator(volume, options.overlap, mask)
+        change, healthy = generator(volume, mask)
         map_path, healthy_path, overlay_path = outputs_of(case)
         return [write_image(map_path, change, volume.meta, np.float32),
                 write_image(healthy_path, healthy, volume.meta, np.float32),
                 write_overlay(overlay_path, volume, change)]
 
-    ndim = (2, 3) if generator.dims == 2 else 3  # a 2D model also reads 2D images
+    ndim = model_ndim(generator.predictor.dims)
     report = AttributionReport(run_batch(cases, outputs_of, process, options.overwrite, "attribute",
                                          load=lambda path: read_image(path, ndim, series=options.series),
                                          single=is_single_input(input_path, cases)).results)

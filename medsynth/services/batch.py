@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from medsynth.errors import InputError, MedsynthError, UsageError
-from medsynth.inference.volume import reduced_memory
+from medsynth.inference.predictor import reduced_memory
 from medsynth.io.casefolders import case_folder_roles
 from medsynth.io.cases import group_channels, list_images, resolve_inputs
 from medsynth.io.image import read_image

@@ -12,7 +12,6 @@ from torch import nn
 
 from medsynth.choices import Direction
 from medsynth.data.geometry import ModelGrid
-from medsynth.data.intensity import intensity_from_json
 from medsynth.engine.config import DeviceChoice
 from medsynth.engine.runtime import pick_amp_dtype, pick_device, process_rank
 from medsynth.errors import ModelError, UsageError
@@ -26,9 +25,9 @@ from medsynth.inference.engines import (
 )
 from medsynth.inference.volume import Member, PreparedVolume, VolumeTranslator, is_ct, read_mask
 from medsynth.io.formats import OutputFormat, image_name
-from medsynth.io.image import Volume, read_image, write_ct, write_image
+from medsynth.io.image import Volume, model_ndim, read_image, write_ct, write_image
 from medsynth.io.outputs import prepare_output_dir
-from medsynth.modelfile import load_model, resolve_model_paths
+from medsynth.modelfile import TranslationMetadata, load_model, resolve_model_paths
 from medsynth.services.batch import (
     BatchReport,
     case_masks,
@@ -75,45 +74,44 @@ class TranslateOptions:
 
 
 def _load_member(path: Path, direction: Direction, options: TranslateOptions, device: torch.device
-                 ) -> tuple[dict[str, Any], Member]:
-    """One model (file or exported graph) as its metadata document and an ensemble member."""
+                 ) -> tuple[dict[str, Any], TranslationMetadata, Member]:
+    """One model (file or exported graph) as its metadata document, typed and raw, and an ensemble member."""
     if path.suffix == ".onnx":
         document = read_onnx_metadata(path)
         if document.get("family") not in TRANSLATION_FAMILIES:
             raise ModelError(f"{path}: exports a '{document.get('family')}' network; translate needs "
                              f"{' or '.join(TRANSLATION_FAMILIES)}.")
-        _check_direction(document, path, direction)
+        metadata = _check_direction(document, path, direction)
         network: nn.Module = OnnxNetwork(path, providers=onnx_providers(device))
     else:
         model = load_model(path, TRANSLATION_FAMILIES)
         document = model_document(model)
-        _check_direction(document, path, direction)
-        spec = document["directions"][direction.value]
+        metadata = _check_direction(document, path, direction)
         network = (OnnxNetwork(model_to_onnx(model, direction.value), providers=onnx_providers(device))
-                   if options.engine is Engine.ONNXRUNTIME else model.build(spec["network"], device))
-    source = intensity_from_json(document["directions"][direction.value]["source"])
-    member = Member(network, tuple(document["patch_size"]), tuple(document.get("flip_axes", ())), source)
-    return document, member
+                   if options.engine is Engine.ONNXRUNTIME else
+                   model.build(metadata.directions[direction.value].network, device))
+    member = Member(network, metadata.patch_size, metadata.flip_axes, metadata.directions[direction.value].source)
+    return document, metadata, member
 
 
-def _check_direction(document: dict[str, Any], path: Path, direction: Direction) -> None:
-    directions = document.get("directions", {})
-    if direction.value not in directions:
-        raise UsageError(f"{path}: this {document['family']} model translates {', '.join(directions)} only; "
-                         f"--direction {direction.value} is not available.")
+def _check_direction(document: dict[str, Any], path: Path, direction: Direction) -> TranslationMetadata:
+    metadata = TranslationMetadata.from_json(document, path)
+    if direction.value not in metadata.directions:
+        raise UsageError(f"{path}: this {document['family']} model translates {', '.join(metadata.directions)} "
+                         f"only; --direction {direction.value} is not available.")
+    return metadata
 
 
-def _agreement(document: dict[str, Any], direction: Direction) -> dict[str, Any]:
+def _agreement(document: dict[str, Any], metadata: TranslationMetadata, direction: Direction) -> dict[str, Any]:
     """What every member of an ensemble must share: grid, normalisation and channels."""
     spec = document["directions"][direction.value]
     kwargs = document["networks"][spec["network"]]["kwargs"]
-    return {"grid": (document["spatial_dims"], [round(float(s), 6) for s in document["spacing"]],
-                     document.get("orientation", "RAS")),
+    return {"grid": (metadata.spatial_dims, [round(s, 6) for s in metadata.spacing], metadata.orientation),
             # The kind of input normalisation must agree; its learnt parameters (e.g. histogram landmarks of
             # each fold's training cases) may differ: every member normalises the input its own way.
             "normalisation": (spec["source"].get("modality"), spec["source"].get("scaling"), spec["target"]),
-            "channels": (kwargs.get("in_channels", 1), kwargs.get("out_channels", 1), document.get("mr_channels")),
-            "windows": (document.get("window_divisor"), document.get("context_slices", 0))}
+            "channels": (kwargs.get("in_channels", 1), kwargs.get("out_channels", 1), list(metadata.mr_channels)),
+            "windows": (metadata.window_divisor, metadata.context_slices)}
 
 
 def load_translator(model_path: Path, direction: Direction, options: TranslateOptions) -> VolumeTranslator:
@@ -124,31 +122,31 @@ def load_translator(model_path: Path, direction: Direction, options: TranslateOp
         raise UsageError(f"{model_path}: exported ONNX graphs run with --engine onnxruntime.")
     device = pick_device(options.device)
     loaded = [(path, *_load_member(path, direction, options, device)) for path in paths]
-    first_path, first, _ = loaded[0]
-    for path, document, _ in loaded[1:]:
-        expected, found = _agreement(first, direction), _agreement(document, direction)
+    first_path, first_document, first, _ = loaded[0]
+    for path, document, metadata, _ in loaded[1:]:
+        expected, found = _agreement(first_document, first, direction), _agreement(document, metadata, direction)
         for key in expected:
             if expected[key] != found[key]:
                 raise UsageError(f"{path}: disagrees with {first_path} in {key} ({found[key]} vs {expected[key]}); "
                                  "the models of an ensemble must share grid, normalisation, channels and window rule.")
-    stochastic = any(document.get("mc_dropout") for _, document, _ in loaded)
+    stochastic = any(metadata.mc_dropout for _, _, metadata, _ in loaded)
     if options.uncertainty and not (stochastic or options.tta or len(loaded) > 1):
         raise UsageError("--uncertainty needs a model trained with dropout (model: dropout: 0.1), --tta or several "
                          "models; this model is deterministic"
                          + (" (an exported graph has no dropout)." if options.engine is Engine.ONNXRUNTIME else "."))
-    spec = first["directions"][direction.value]
+    spec = first.directions[direction.value]
     return VolumeTranslator(
-        members=[member for _, _, member in loaded],
-        dims=int(first["spatial_dims"]),
-        grid=ModelGrid(first["spacing"]),
-        source=intensity_from_json(spec["source"]),
-        target=intensity_from_json(spec["target"]),
+        members=[member for *_, member in loaded],
+        dims=first.spatial_dims,
+        grid=ModelGrid(first.spacing),
+        source=spec.source,
+        target=spec.target,
         amp_dtype=pick_amp_dtype(device, options.amp) if options.engine is Engine.TORCH else None,
         sw_batch_size=options.sw_batch_size,
-        label=_label(first["family"], paths),
-        window_divisor=first.get("window_divisor"),  # absent in models that normalise per window
-        mr_channels=tuple(first.get("mr_channels", ["0000"])),
-        context_slices=int(first.get("context_slices", 0)),
+        label=_label(first_document["family"], paths),
+        window_divisor=first.window_divisor,  # None in models that normalise per window
+        mr_channels=first.mr_channels,
+        context_slices=first.context_slices,
     )
 
 
@@ -192,7 +190,7 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     ensemble = [Path(model_path)] if Path(model_path).is_dir() else []
     prepare_output_dir(out_dir, [input_path, *ensemble, *model_paths, *run_folders, options.mask], files)
     case_of = {item: case for case, item in cases.items()}
-    ndim = (2, 3) if translator.dims == 2 else 3  # a 2D model also translates 2D images
+    ndim = model_ndim(translator.dims)
 
     def load(item: Path | tuple[Path, ...]) -> PreparedVolume:
         """One image, or the contrasts of a multi-contrast case in the model's channel order."""
