@@ -13,7 +13,8 @@ cortical bone dark, fat and fatty marrow bright, soft tissue grey. A single voxe
 cannot tell bone from air (both dark) or marrow from fat (both bright); only anatomy can. A smooth
 multiplicative bias field and Gaussian noise (both drawn per patient) make every patient a new intensity
 world. Scores are inside the CT's body mask (SynthRAD2023 MAE, bone > 200 HU Dice and MAE, and the mean
-signed error in soft tissue, −200…200 HU), with wall and CPU time of the training.
+signed error in soft tissue, −200…200 HU), with wall and CPU time of the training, beside the lookup table,
+the best constant and the reference CT resampled through the model's grid and back (the grid's ceiling).
 """
 
 from __future__ import annotations
