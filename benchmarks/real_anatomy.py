@@ -25,12 +25,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from _common import print_header
 from scipy import ndimage as ndi
 
 from medsynth.baselines import lookup_baseline
 from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid
+from medsynth.data.volumes import to_grid
 from medsynth.io import read_image, resolve_inputs, write_ct, write_image
 from medsynth.modelfile import TranslationMetadata, load_model, resolve_model_path
 from medsynth.services.evaluate import evaluate_folders
@@ -88,8 +90,9 @@ def grid_ceiling(model_run: Path, test: Path, out: Path) -> Path:
     grid = ModelGrid(TranslationMetadata.from_json(load_model(path).metadata, path).spacing)
     for ct_path in sorted((test / "ct").glob("*.nii.gz")):
         volume = read_image(ct_path)
-        on_grid = grid.forward(volume.array, volume.meta)
-        write_ct(out / ct_path.name, grid.inverse(on_grid, on_grid)[0], volume.meta)
+        moved = to_grid(grid, volume)
+        write_ct(out / ct_path.name, grid.inverse(torch.from_numpy(moved.values)[None], moved.geometry)[0],
+                 volume.meta)
     return out
 
 
