@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medsynth.baselines import IntensityLookup
-from medsynth.data.augment import PairedAugment
+from medsynth.data.augment import PairedAugment, SliceThickness
 from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid, median_spacing
 from medsynth.data.intensity import CTIntensity, MRIntensity, MRScaling
-from medsynth.data.layouts import channel_count, channel_roles, discover_paired, read_cases
+from medsynth.data.layouts import Case, channel_count, channel_roles, discover_paired, read_cases
 from medsynth.data.patches import PatchSampler, body_anchors
 from medsynth.data.splits import SplitPlan, split_datalist
 from medsynth.data.volumes import channels_on_grid, mask_on_grid, normalise_channels, on_grid
@@ -35,7 +35,7 @@ from medsynth.errors import UsageError
 from medsynth.families.base import spatial_patch, unet_strides
 from medsynth.inference.predictor import GridPredictor
 from medsynth.io.cases import channel_suffixes
-from medsynth.io.image import model_ndim
+from medsynth.io.image import Volume, model_ndim
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
 from medsynth.metrics.tissue import validation_scores
 from medsynth.modelfile import DirectionSpec, TranslationMetadata, data_fingerprint
@@ -67,6 +67,7 @@ class Pix2PixConfig:
     betas: tuple[float, ...] = (0.5, 0.999)
     mr_scaling: MRScaling = MRScaling.HISTOGRAM
     augment: float = 0.5  # how often each MR augmentation is drawn (data/augment.py); 0: none
+    thick_slices: float = 0.0  # 2D/2.5D: how often the MR is made 1.5-2.5x thicker (data/augment.SliceThickness)
     body_fraction: float = 0.9  # share of patches centred inside the body
     flip_axes: tuple[int, ...] = (0,)  # left-right mirroring keeps a head anatomically plausible
     val_cases: int = -1  # seeded hold-out without --folds (RUN/split.json); -1: 10 % (at least 1 from 4 cases)
@@ -88,6 +89,9 @@ class Pix2PixConfig:
                              "and k >= 0 neighbouring slices on either side.")
         if not 0.0 <= self.augment <= 1.0:
             raise UsageError(f"augment is a probability in [0, 1], not {self.augment}.")
+        if not 0.0 <= self.thick_slices <= 1.0 or (self.thick_slices and self.dims != 2):
+            raise UsageError(f"thick_slices ({self.thick_slices}) is a probability in [0, 1] for 2D/2.5D models "
+                             "(dims 2).")
         self.norm = GeneratorNorm(self.norm)
 
 
@@ -113,7 +117,7 @@ class Pix2Pix(Family):
         super().__init__()
         self.config = config
         self.datalist, self.split = split_datalist(discover_paired(data, ("mr", "ct"), ("mask",)),
-                                                   split or SplitPlan(seed=config.seed), config.val_cases, "mr")
+                                                   split or SplitPlan(seed=config.seed), config.val_cases)
         self.mr_channels = channel_count(self.datalist.training + self.datalist.validation, self.datalist.source)
         ndim = model_ndim(config.dims)  # a 2D model also trains on 2D images
         training = read_cases(self.datalist.training, self.datalist.source, ("mr", "ct", "mask"), ndim)
@@ -128,18 +132,19 @@ class Pix2Pix(Family):
         self.training = [self._prepare(*case) for case in on_grid]
         self.validation = [self._prepare(*self._on_grid(case)) for case in validation]
         self.augment = PairedAugment(config.dims, config.augment)
+        self.thickness = SliceThickness(config.thick_slices)
         self.sampler = PatchSampler(config.patch_size, config.seed, config.body_fraction, config.flip_axes)
         self.lookup = IntensityLookup.fit((c.raw_mr, self.ct_intensity.denormalise(c.ct[0]), c.mask)
                                           for c in self.training)
         self._lookup_scores: dict[str, float] | None = None
         self._build_networks()
 
-    def _on_grid(self, case: dict) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    def _on_grid(self, case: Case[Volume]) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
         """Name, MR (C, X, Y, Z) and CT (X, Y, Z) on the model grid, and the reference body mask (the data's,
         else the CT's)."""
         ct = on_grid(self.grid, case["ct"])
         mask = mask_on_grid(self.grid, case["mask"].array, case["mask"].meta) if "mask" in case else body_mask(ct)
-        return case["mr"].path.name, channels_on_grid(self.grid, case, channel_roles(case)), ct, mask
+        return case.id, channels_on_grid(self.grid, case, channel_roles(case)), ct, mask
 
     def _prepare(self, name: str, mr: np.ndarray, ct: np.ndarray, mask: np.ndarray) -> PreparedCase:
         return PreparedCase(name, normalise_channels(mr, self.mr_intensity), self.ct_intensity.normalise(ct[None]),
@@ -176,8 +181,10 @@ class Pix2Pix(Family):
     def sample(self, index: int) -> dict[str, Tensor]:
         rng = self.sampler.rng(index)
         case, draw = self.sampler.body(rng, self.training)
-        mr, ct = self.augment(self.sampler.cut(case.mr, draw, context_slices=self.config.context_slices),
-                              self.sampler.cut(case.ct, draw), int(rng.integers(2**31)))
+        k = self.config.context_slices
+        slab = self.sampler.cut(case.mr, draw, context_slices=k + self.thickness.margin)
+        mr = self.thickness.apply(slab, self.mr_channels, k, self.thickness.draw(rng))
+        mr, ct = self.augment(mr, self.sampler.cut(case.ct, draw), int(rng.integers(2**31)))
         return {"mr": torch.from_numpy(np.ascontiguousarray(mr)), "ct": torch.from_numpy(np.ascontiguousarray(ct))}
 
     def train_step(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
