@@ -253,11 +253,12 @@ def _read_metadata(path: Path) -> dict[str, Any]:
 
 
 def data_fingerprint(files: list[Path]) -> str:
-    """A short hash of the training file list (names and sizes), to tell which data a model saw."""
+    """A short hash of the training file list (each file's folder and name, and size), to tell which data a
+    model saw; the folder counts because SynthRAD names every case's files alike (``<case>/mr.nii.gz``)."""
     digest = hashlib.sha256()
     for file in sorted(Path(f) for f in files):
         size = file.stat().st_size if file.is_file() else sum(f.stat().st_size for f in file.glob("*"))
-        digest.update(f"{file.name}:{size};".encode())
+        digest.update(f"{file.parent.name}/{file.name}:{size};".encode())
     return digest.hexdigest()[:16]
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -107,11 +108,13 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
                 "model": to_plain(model_config)}
     plan = SplitPlan(seed=train_config.seed, fold=train_config.fold, folds=train_config.folds,
                      path=run_dir / SPLIT_FILENAME)
+    created = not run_dir.exists()
     _prepare_run_dir(run_dir, fresh=not resume)
     runtime = make_runtime(train_config.device, train_config.amp)
     with process_group_closed_at_exit(runtime):
         _seed_everything(train_config.seed + runtime.rank)
-        instance = family_cls(model_config, Path(data), split=replace(plan, write=runtime.is_main))
+        with _nothing_left_on_refusal(run_dir, created, runtime.is_main):
+            instance = family_cls(model_config, Path(data), split=replace(plan, write=runtime.is_main))
         if runtime.is_main and announce is not None and instance.split is not None:
             announce(instance.split.summary())
         if runtime.is_main:
@@ -119,6 +122,22 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
         result = run_training(instance, train_config, run_dir, runtime, resume=resume)
         result.warnings = instance.verdict(result.validation) if result.is_main else []
         return result
+
+
+@contextmanager
+def _nothing_left_on_refusal(run_dir: Path, created: bool, main: bool) -> Iterator[None]:
+    """A family that refuses its data (one id twice, unreadable files...) leaves no trace: the run folder this
+    run created goes again, and so does a split file it wrote into an existing folder."""
+    split = run_dir / SPLIT_FILENAME
+    had_split = split.exists()
+    try:
+        yield
+    except Exception:
+        if main and created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        elif main and not had_split:
+            split.unlink(missing_ok=True)
+        raise
 
 
 def _vox2vox_is_3d_pix2pix(family: FamilyName, model_options: dict[str, Any]) -> tuple[FamilyName, dict[str, Any]]:

@@ -124,3 +124,44 @@ def test_two_inputs_that_would_share_an_output_are_refused_before_writing(task, 
                             "--format", "mha", "--device", "cpu"))
     assert "a.mha" in line and "a_std.mha" in line
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_every_case_folder_trains_under_its_case_id(model):
+    """The split file and the model file list the three case folders, not the role name ``mr`` three times."""
+    from medsynth.modelfile import load_model
+
+    split = json.loads((model / "split.json").read_text())
+    assert sorted(split[0]["train"] + split[0]["val"]) == ["case_000", "case_001", "case_002"]
+    assert load_model(model).metadata["training_cases"] == len(split[0]["train"])
+
+
+def test_folds_of_case_folders_partition_the_case_ids(task, tmp_path):
+    from medsynth.data.layouts import discover_paired
+    from medsynth.data.splits import SplitPlan, split_datalist
+
+    held = []
+    for fold in range(3):
+        datalist, split = split_datalist(discover_paired(task, ("mr", "ct"), ("mask",)),
+                                         SplitPlan(seed=0, fold=fold, folds=3), -1)
+        assert [c.id for c in datalist.validation] == split.val and len(split.train) == 2
+        assert all(case["mr"].parent.name == case.id for case in datalist.training + datalist.validation)
+        held += split.val
+    assert sorted(held) == ["case_000", "case_001", "case_002"]
+
+
+def test_a_datalist_into_case_folders_names_cases_by_folder_and_refuses_one_id_twice(task, tmp_path):
+    from medsynth.data.layouts import read_datalist
+
+    entries = [{"mr": str(task / c / "mr.mha"), "ct": str(task / c / "ct.mha")} for c in ("case_000", "case_001")]
+    listed = tmp_path / "list.json"
+    listed.write_text(json.dumps({"training": entries, "validation": [{"id": "third", **entries[0]}]}))
+    datalist = read_datalist(listed, ("mr", "ct"))
+    assert [c.id for c in datalist.training + datalist.validation] == ["case_000", "case_001", "third"]
+
+    entries.append({"mr": str(task / "case_000" / "mr.mha"), "ct": str(task / "case_000" / "ct.mha")})
+    listed.write_text(json.dumps({"training": entries}))
+    config = tmp_path / "small.yaml"
+    config.write_text(MODEL_YAML)
+    line = _error_line(_run("train", "pix2pix", listed, "--out", tmp_path / "run", "--config", config, *TRAIN))
+    assert "case_000" in line and line.count("mr.mha") == 2
+    assert not (tmp_path / "run").exists()  # a refusal writes nothing, not even split.json

@@ -15,7 +15,6 @@ from medsynth.data.intensity import MRIntensity, MRScaling
 from medsynth.data.layouts import Case, Datalist, discover_unpaired, read_cases
 from medsynth.data.splits import SplitPlan
 from medsynth.data.volumes import IntensityRegion, normalisation_region, on_grid
-from medsynth.io.cases import case_id
 from medsynth.io.image import Volume, model_ndim
 
 _HEAD_FRACTION = 0.1  # an axial slice takes part in 2D training when the head covers this share of it
@@ -42,15 +41,15 @@ class AttributionData:
                  scaling: MRScaling = MRScaling.PERCENTILE, region: IntensityRegion = IntensityRegion.IMAGE,
                  val_cases: int = -1, slab: float = 1.0, dims: int = 3, split: SplitPlan | None = None) -> None:
         folders = discover_unpaired(Path(root), ("control", "patient"), ("effect",))
-        controls: list[Case] = [{"control": path} for path in folders["control"].values()]
-        patients: list[Case] = [{"patient": path, **({"effect": folders["effect"][cid]} if cid in folders["effect"]
-                                                     else {})} for cid, path in folders["patient"].items()]
+        controls = [Case(cid, {"control": path}) for cid, path in folders["control"].items()]
+        patients = [Case(cid, {"patient": path, **({"effect": folders["effect"][cid]} if cid in folders["effect"]
+                                                   else {})}) for cid, path in folders["patient"].items()]
         # Only patients with an effect map can validate; controls and the other patients always train.
         self.split = (split or SplitPlan()).split(
-            [f"patient/{case_id(c['patient'])}" for c in patients if "effect" in c], val_cases,
-            always_train=[f"control/{case_id(c['control'])}" for c in controls]
-            + [f"patient/{case_id(c['patient'])}" for c in patients if "effect" not in c])
-        held = [c for c in patients if f"patient/{case_id(c['patient'])}" in self.split.val]
+            [f"patient/{c.id}" for c in patients if "effect" in c], val_cases,
+            always_train=[f"control/{c.id}" for c in controls] + [f"patient/{c.id}" for c in patients
+                                                                  if "effect" not in c])
+        held = [c for c in patients if f"patient/{c.id}" in self.split.val]
         training = [c for c in patients if c not in held]
         self.datalist = Datalist(controls + training, held, Path(root))
         # A 2D model also trains on 2D images, (H, W) or (H, W, 1).
@@ -58,17 +57,17 @@ class AttributionData:
         self.grid = ModelGrid(spacing or median_spacing([next(iter(v.values())).meta for v in volumes]))
         self.intensity = MRIntensity(scaling=scaling)
         self.region = IntensityRegion(region)
-        prepared = [self._prepare(v.get("control") or v["patient"], v.get("effect"), slab) for v in volumes]
+        prepared = [self._prepare(v.id, v.get("control") or v["patient"], v.get("effect"), slab) for v in volumes]
         self.controls = prepared[:len(controls)]
         self.patients = prepared[len(controls):len(controls) + len(training)]
         self.validation = prepared[len(controls) + len(training):]
 
-    def _prepare(self, volume: Volume, effect: Volume | None, slab: float) -> PreparedImage:
+    def _prepare(self, name: str, volume: Volume, effect: Volume | None, slab: float) -> PreparedImage:
         image = on_grid(self.grid, volume)
         normalised = self.intensity.normalise(image, normalisation_region(image, self.region))
         effect_grid = None if effect is None else on_grid(self.grid, effect)
         body = body_mask(image, modality="mr")
-        return PreparedImage(case_id(volume.path), normalised[None], _central_slices(body, slab), effect_grid)
+        return PreparedImage(name, normalised[None], _central_slices(body, slab), effect_grid)
 
     def whole_size(self, dims: int, divisor: int) -> tuple[int, ...]:
         """The smallest patch holding every training image (or axial slice), in multiples of ``divisor``."""

@@ -7,18 +7,45 @@ grids disagree) is collected first and reported together, before any training st
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 
 from medsynth.errors import InputError, UsageError
-from medsynth.io.casefolders import CaseRoles, task_cases
-from medsynth.io.cases import channel_of, group_channels, list_images
+from medsynth.io.casefolders import ROLES, CaseRoles, task_cases
+from medsynth.io.cases import case_id, channel_of, group_channels, list_images
 from medsynth.io.image import Volume, read_image
 
-Case = dict[str, Path]  # role ("mr", "ct", "mask", ...) -> file
+Item = TypeVar("Item", Path, Volume)
+
+
+@dataclass(frozen=True, eq=False)
+class Case(Mapping[str, Item], Generic[Item]):
+    """One case of a data set: its case id and role ("mr", "ct", "mask", ...) -> file (or, once read, volume).
+
+    The id is fixed where the layout is understood (the file name in role folders, the case folder in a
+    SynthRAD tree, the entry of a datalist) and travels with the case to the split file, the model file
+    and every per-case report; it is never derived again from a file name (SynthRAD's are all ``mr``).
+    """
+
+    id: str
+    by_role: Mapping[str, Item]
+
+    def __getitem__(self, role: str) -> Item:
+        return self.by_role[role]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.by_role)
+
+    def __len__(self) -> int:
+        return len(self.by_role)
+
+    def having(self, roles: Sequence[str]) -> Case[Item]:
+        """The same case with only those of ``roles`` it has."""
+        return Case(self.id, {role: self.by_role[role] for role in roles if role in self.by_role})
 
 
 @dataclass
@@ -31,6 +58,10 @@ class Datalist:
 
     def files(self) -> list[Path]:
         return [path for case in self.training for path in case.values()]
+
+    def ids(self) -> list[str]:
+        """The case ids of the training and validation cases."""
+        return [case.id for case in self.training + self.validation]
 
 
 class Problems:
@@ -71,9 +102,9 @@ def discover_paired(data: Path, required: Sequence[str], optional: Sequence[str]
     problems.raise_if_any()
     cases = []
     for cid in sorted(ids):
-        case = {role: files[cid] for role, files in folders.items()}
-        case.update({role: files[cid] for role, files in extras.items() if cid in files})
-        cases.append(case)
+        files = {role: found[cid] for role, found in folders.items()}
+        files.update({role: found[cid] for role, found in extras.items() if cid in found})
+        cases.append(Case(cid, files))
     return Datalist(training=cases, source=data)
 
 
@@ -177,8 +208,37 @@ def read_datalist(path: Path, required: Sequence[str], optional: Sequence[str] =
     problems = Problems(path)
     lists = {part: _datalist_part(document.get(part, []), path, part, required, optional, problems)
              for part in ("training", "validation")}
+    check_unique_ids(lists["training"] + lists["validation"], problems)
     problems.raise_if_any()
     return Datalist(training=lists["training"], validation=lists["validation"], source=Path(path))
+
+
+def check_unique_ids(cases: Sequence[Case], problems: Problems) -> None:
+    """Two cases with one id are a problem naming both cases' files: either would silently replace the other."""
+    first: dict[str, Case] = {}
+    for case in cases:
+        if case.id in first:
+            problems.add(f"case id '{case.id}' is given twice ({_first_file(first[case.id])} and "
+                         f"{_first_file(case)}); give each case its own id (an \"id\" entry or its own file name)")
+        else:
+            first[case.id] = case
+
+
+def _first_file(case: Case) -> Path:
+    return next(iter(case.values()))
+
+
+def datalist_case_id(entry: Mapping[str, object], files: Mapping[str, Path]) -> str:
+    """A datalist entry's case id: its ``"id"`` when given, else its first file's name; a SynthRAD role
+    file (``<case>/mr.nii.gz``) is named by its case folder, an nnU-Net channel file by its case."""
+    if isinstance(entry.get("id"), str | int) and str(entry["id"]):
+        return str(entry["id"])
+    file = next(iter(files.values()))
+    cid = case_id(file)
+    if cid.lower() in ROLES:
+        return file.parent.name
+    channel = channel_of(cid)
+    return channel[0] if channel and len(channel_roles(files)) > 1 else cid
 
 
 def _datalist_part(entries: list, path: Path, part: str, required: Sequence[str], optional: Sequence[str],
@@ -199,12 +259,12 @@ def _datalist_part(entries: list, path: Path, part: str, required: Sequence[str]
         if not_paths:
             problems.add(f"{part}[{index}].{not_paths[0]} is not a file path (for mr: a path or a list of them)")
             continue
-        case = {role: (path.parent / entry[role]).resolve() for role in roles}
-        absent = [str(p) for p in case.values() if not p.exists()]
+        files = {role: (path.parent / entry[role]).resolve() for role in roles}
+        absent = [str(p) for p in files.values() if not p.exists()]
         if absent:
             problems.add(f"{part}[{index}]: {', '.join(absent)} do not exist")
             continue
-        cases.append(case)
+        cases.append(Case(datalist_case_id(entry, files), files))
     return cases
 
 
@@ -217,15 +277,15 @@ def _channels_as_roles(entry: dict) -> dict:
     return flat
 
 
-def read_cases(cases: list[Case], source: Path | None, check_grid: Sequence[str] = (),
-               ndim: int | tuple[int, ...] = 3) -> list[dict[str, Volume]]:
+def read_cases(cases: Sequence[Case[Path]], source: Path | None, check_grid: Sequence[str] = (),
+               ndim: int | tuple[int, ...] = 3) -> list[Case[Volume]]:
     """Read every file of every case, reporting all unreadable files and grid mismatches together.
 
     Roles in ``check_grid`` must share shape and affine (within 1e-4) with the case's first role.
     ``ndim``: the dimensionalities accepted, ``(2, 3)`` for 2D models (which also take 2D images).
     """
     problems = Problems(source or Path("dataset"))
-    loaded: list[dict[str, Volume]] = []
+    loaded: list[Case[Volume]] = []
     for case in cases:
         volumes: dict[str, Volume] = {}
         for role, file in case.items():
@@ -236,7 +296,7 @@ def read_cases(cases: list[Case], source: Path | None, check_grid: Sequence[str]
                 problems.add(str(error))
         if len(volumes) == len(case):
             _check_same_grid(volumes, check_grid, problems)
-        loaded.append(volumes)
+        loaded.append(Case(case.id, volumes))
     problems.raise_if_any()
     return loaded
 
@@ -268,7 +328,7 @@ def discover_domains(data: Path, domains: Sequence[str]) -> dict[str, list[Case]
     data = Path(data)
     if data.is_file():
         entries = read_datalist(data, (), (*domains, *(f"{d}_labels" for d in domains))).training
-        return {d: [{r: p for r, p in e.items() if r.startswith(d)} for e in entries if d in e] for d in domains}
+        return {d: [e.having([r for r in e if r.startswith(d)]) for e in entries if d in e] for d in domains}
     synthrad = task_cases(data)
     if synthrad is not None:
         return _synthrad_domains(data, synthrad, domains)
@@ -281,8 +341,9 @@ def discover_domains(data: Path, domains: Sequence[str]) -> dict[str, list[Case]
         images, labels = found[domain], found[f"{domain}_labels"]
         for cid in sorted(set(labels) - set(images)):
             problems.add(f"{domain}_labels/{labels[cid].name} has no image with its case id in {domain}/")
-        cases[domain] = [{**{role: found[role][cid] for role in channel_roles(found, domain)},
-                          **({f"{domain}_labels": labels[cid]} if cid in labels else {})} for cid in sorted(images)]
+        cases[domain] = [Case(cid, {**{role: found[role][cid] for role in channel_roles(found, domain)},
+                                    **({f"{domain}_labels": labels[cid]} if cid in labels else {})})
+                         for cid in sorted(images)]
     problems.raise_if_any()
     return cases
 
@@ -319,8 +380,8 @@ def _synthrad_paired(data: Path, cases: dict[str, CaseRoles], required: Sequence
         if missing:
             problems.add(f"case folder {cid}/ has no {' or '.join(missing)} image")
     problems.raise_if_any()
-    return [{role: roles[role] for role in (*required, *optional) if role in roles}
-            for _, roles in sorted(cases.items())]
+    return [Case(cid, {role: roles[role] for role in (*required, *optional) if role in roles})
+            for cid, roles in sorted(cases.items())]
 
 
 def _synthrad_domains(data: Path, cases: dict[str, CaseRoles], domains: Sequence[str]) -> dict[str, list[Case]]:
@@ -331,5 +392,5 @@ def _synthrad_domains(data: Path, cases: dict[str, CaseRoles], domains: Sequence
         if not any(d in roles for d in domains):
             problems.add(f"case folder {cid}/ holds no {' or '.join(domains)} image")
     problems.raise_if_any()
-    return {d: [{r: p for r, p in roles.items() if r in (d, f"{d}_labels")}
-                for _, roles in sorted(cases.items()) if d in roles] for d in domains}
+    return {d: [Case(cid, {r: p for r, p in roles.items() if r in (d, f"{d}_labels")})
+                for cid, roles in sorted(cases.items()) if d in roles] for d in domains}

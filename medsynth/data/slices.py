@@ -21,7 +21,8 @@ from scipy import ndimage as ndi
 from medsynth.data.intensity import CT_WINDOW
 from medsynth.data.layouts import Problems, read_datalist
 from medsynth.errors import InputError
-from medsynth.io.cases import case_id, list_images
+from medsynth.io.casefolders import role_files, task_cases
+from medsynth.io.cases import list_images
 from medsynth.io.image import Volume, read_image
 
 BODY_THRESHOLD_HU = -500.0  # halfway between air and fat: the body/air boundary on CT
@@ -36,7 +37,7 @@ class SliceSet:
     sources: list[str]  # case id of each slice's file
     spacing: tuple[float, float]  # median in-plane pixel spacing after resizing, mm
     thickness: float  # median slice thickness (through-plane spacing), mm
-    files: list[Path]
+    files: dict[str, Path]  # case id -> file
 
     def __len__(self) -> int:
         return len(self.hu)
@@ -56,14 +57,16 @@ def slice_body_mask(hu: np.ndarray, threshold: float = BODY_THRESHOLD_HU) -> np.
     return ndi.binary_fill_holes(labels == int(np.argmax(sizes)))
 
 
-def slice_files(data: Path) -> list[Path]:
-    """The images of a FastGAN dataset: a folder of volumes or 2D slices, or a datalist with "ct" entries."""
+def slice_files(data: Path) -> dict[str, Path]:
+    """Case id -> image of a FastGAN dataset: a folder of volumes or 2D slices, a SynthRAD task folder (each
+    case's ``ct``) or a datalist with "ct" entries."""
     data = Path(data)
     if data.is_file() and data.suffix.lower() == ".json":
-        return [case["ct"] for case in read_datalist(data, ("ct",)).training]
+        return {case.id: case["ct"] for case in read_datalist(data, ("ct",)).training}
     if not data.is_dir():
         raise InputError(f"{data}: no such dataset folder; give a folder of CT volumes or 2D slices.")
-    files = list(list_images(data).values())
+    synthrad = task_cases(data)
+    files = role_files(synthrad, "ct", data) if synthrad is not None else list_images(data)
     if not files:
         raise InputError(f"{data}: holds no images (.nii, .nii.gz, .mha, .nrrd or DICOM series folders).")
     return files
@@ -116,7 +119,7 @@ def load_slices(data: Path, resolution: int, window: tuple[float, float] = CT_WI
     files = slice_files(data)
     problems = Problems(Path(data))
     stacks, sources, spacings, thicknesses = [], [], [], []
-    for file in files:
+    for cid, file in files.items():
         try:
             stack, spacing, thickness = ras_slices(read_image(file, ndim=(2, 3)))
         except InputError as error:
@@ -126,7 +129,7 @@ def load_slices(data: Path, resolution: int, window: tuple[float, float] = CT_WI
         if keep.size:
             resized, pixel = square_resize(stack[keep], spacing, resolution)
             stacks.append(np.clip(np.rint(resized), *window).astype(np.int16))
-            sources += [case_id(file)] * len(keep)
+            sources += [cid] * len(keep)
             spacings += [pixel] * len(keep)
             thicknesses += [thickness] * len(keep)
     problems.raise_if_any()

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medsynth.data.layouts import Datalist
+from medsynth.data.layouts import Datalist, Problems, check_unique_ids
 from medsynth.errors import UsageError
-from medsynth.io.cases import case_id
 from medsynth.io.outputs import write_text_atomically
 
 SPLIT_FILENAME = "split.json"
@@ -121,11 +120,16 @@ class SplitPlan:
         return [{"train": sorted(set(everything) - set(held)), "val": held}]
 
 
-def split_datalist(datalist: Datalist, plan: SplitPlan, val_cases: int, role: str) -> tuple[Datalist, Split]:
-    """A datalist's cases (named by the file of ``role``) divided by ``plan``: training and validation."""
-    cases = {case_id(case[role]): case for case in datalist.training + datalist.validation}
-    named = [case_id(case[role]) for case in datalist.validation]
-    split = plan.split([case_id(case[role]) for case in datalist.training], val_cases, named)
+def split_datalist(datalist: Datalist, plan: SplitPlan, val_cases: int) -> tuple[Datalist, Split]:
+    """A datalist's cases, by case id, divided by ``plan``: training and validation.
+
+    Raises :class:`InputError` when two cases share an id (naming both files): one would replace the other.
+    """
+    problems = Problems(datalist.source or Path("dataset"))
+    check_unique_ids(datalist.training + datalist.validation, problems)
+    problems.raise_if_any()
+    cases = {case.id: case for case in datalist.training + datalist.validation}
+    split = plan.split([case.id for case in datalist.training], val_cases, [case.id for case in datalist.validation])
     return Datalist([cases[i] for i in split.train], [cases[i] for i in split.val], datalist.source), split
 
 

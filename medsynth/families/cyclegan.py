@@ -54,7 +54,7 @@ from medsynth.engine.family import Family, ModelExport
 from medsynth.errors import UsageError
 from medsynth.families.base import spatial_patch, unet_strides
 from medsynth.inference.predictor import GridPredictor
-from medsynth.io.cases import case_id, channel_suffixes
+from medsynth.io.cases import channel_suffixes
 from medsynth.io.image import Volume, model_ndim
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
 from medsynth.losses.cycle import cycle_consistency_loss, identity_loss, segmentation_loss, shape_consistency_loss
@@ -141,7 +141,7 @@ class CycleGAN(Family):
         if self.mr_channels > 1 and config.lambda_identity > 0:
             raise UsageError(f"lambda_identity feeds CT to the MR→CT generator, which takes {self.mr_channels} MR "
                              "channels; set lambda_identity: 0 for several MR contrasts.")
-        self.case_ids = {d: [case_id(case[d]) for case in cases[d]] for d in DOMAINS}
+        self.case_ids = {d: [case.id for case in cases[d]] for d in DOMAINS}
         self.files = [path for domain in cases.values() for case in domain for path in case.values()]
         volumes = {d: read_cases(cases[d], Path(data), (d, f"{d}_labels"), model_ndim(config.dims)) for d in DOMAINS}
         self.num_labels = self._count_labels(volumes)
@@ -190,8 +190,8 @@ class CycleGAN(Family):
         if self.config.val_data:
             if plan.folds:
                 raise UsageError("--folds splits the training data; with val_data the validation cases are fixed.")
-            named = [f"val_data/{case_id(c['mr'])}"
-                     for c in discover_paired(Path(self.config.val_data), DOMAINS, ("mask", "labels")).training]
+            val_data = discover_paired(Path(self.config.val_data), DOMAINS, ("mask", "labels"))
+            named = [f"val_data/{c.id}" for c in val_data.training]
             return plan.split_groups({}, 0, named, others + [f"{d}/{c}" for d in DOMAINS for c in labelled[d]])
         return plan.split_groups(labelled, self.config.val_cases, always_train=others,
                                  note="no labelled cases held out: no validation, no best model")

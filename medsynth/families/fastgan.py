@@ -35,7 +35,6 @@ from medsynth.engine.context import StepContext
 from medsynth.engine.family import Family, ModelExport
 from medsynth.errors import UsageError
 from medsynth.inference.generation import display_slice, synthesise
-from medsynth.io.cases import case_id
 from medsynth.metrics.anatomy import anatomy_values
 from medsynth.metrics.generation import body_hu_histogram, histogram_wasserstein
 from medsynth.modelfile import data_fingerprint
@@ -147,7 +146,7 @@ class FastGAN(Family):
         self.intensity = CTIntensity(window=(float(config.window[0]), float(config.window[1])))
         self.slices = load_slices(data, config.resolution, self.intensity.window, config.body_fraction,
                                   config.body_threshold)
-        self.split = plan.split([case_id(f) for f in self.slices.files], val_cases=0,
+        self.split = plan.split(list(self.slices.files), val_cases=0,
                                 note="validation compares generated slices with the training slices")
         self.real_histogram = body_hu_histogram(self.slices.hu, config.body_threshold)
         self.perceptual = self._load_perceptual()
@@ -235,6 +234,6 @@ class FastGAN(Family):
             "orientation": "RAS",
             "body_fraction": c.body_fraction,
             "body_threshold": c.body_threshold,
-            "data_fingerprint": data_fingerprint(self.slices.files),
+            "data_fingerprint": data_fingerprint(list(self.slices.files.values())),
             "training_slices": len(self.slices),
         })

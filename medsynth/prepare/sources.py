@@ -44,7 +44,4 @@ def find_raw_cases(raw: Path) -> list[RawCase]:
 
 def _from_case(case: Case) -> RawCase:
     mr = tuple(case[role] for role in channel_roles(case))
-    name = case_id(case["ct"])
-    if name == "ct":  # a per-case folder (SynthRAD) or a datalist pointing into one: the folder names the case
-        name = case["ct"].parent.name
-    return RawCase(name, mr, case["ct"], case.get("labels"), channel_named=case_id(mr[0]) not in (name, "mr"))
+    return RawCase(case.id, mr, case["ct"], case.get("labels"), channel_named=case_id(mr[0]) not in (case.id, "mr"))
