@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.losses import DiceCELoss
 from torch import Tensor, nn
 
 from medsynth.baselines import IntensityLookup
@@ -28,6 +29,7 @@ from medsynth.data.intensity import CTIntensity, MRIntensity, MRScaling
 from medsynth.data.layouts import Case, channel_count, channel_roles, discover_paired, read_cases
 from medsynth.data.patches import PatchSampler, body_anchors
 from medsynth.data.splits import SplitPlan, split_datalist
+from medsynth.data.tissue import TISSUE_EDGES_HU, TISSUE_NAMES, tissue_labels_torch
 from medsynth.data.volumes import channels_on_grid, mask_on_grid, normalise_channels, on_grid
 from medsynth.engine.context import StepContext
 from medsynth.engine.family import Family, ModelExport
@@ -62,6 +64,8 @@ class Pix2PixConfig:
     disc_layers: int = 3
     gan_loss: GanLoss = GanLoss.LSGAN
     lambda_l1: float = 100.0
+    gan_weight: float = 1.0  # weight of G's adversarial term; 0: supervised regression, no discriminator
+    tissue_weight: float = 0.0  # weight of the tissue head's CE + Dice (data/tissue.py); 0: no tissue head
     lr: float = 2e-4
     lr_d: float | None = None  # D's learning rate; None: lr
     betas: tuple[float, ...] = (0.5, 0.999)
@@ -77,7 +81,10 @@ class Pix2PixConfig:
     def __post_init__(self) -> None:
         self.patch_size = spatial_patch(self.dims, self.patch_size)
         smallest = 2 ** (self.disc_layers + 2)  # the PatchGAN needs > 1 output voxel for its norm
-        if min(self.patch_size) < smallest:
+        if self.gan_weight < 0 or self.tissue_weight < 0:
+            raise UsageError(f"gan_weight ({self.gan_weight}) and tissue_weight ({self.tissue_weight}) are weights "
+                             ">= 0 (0 switches the term off).")
+        if self.gan_weight > 0 and min(self.patch_size) < smallest:
             raise UsageError(f"patch size {self.patch_size} is too small for a {self.disc_layers}-layer "
                              f"discriminator; use at least {smallest} or fewer disc_layers.")
         self.strides = unet_strides(self.strides, self.channels)
@@ -157,7 +164,14 @@ class Pix2Pix(Family):
                          out_channels=1, channels=list(c.channels), strides=list(c.strides),
                          num_res_units=c.num_res_units, dropout=c.dropout,
                          head_channels=head_width(c.head_channels, c.channels, c.num_res_units),
-                         norm=str(c.norm), padding_mode=c.padding, tanh_output=True)
+                         norm=str(c.norm), padding_mode=c.padding, tanh_output=True,
+                         **({"tissue_classes": len(TISSUE_NAMES)} if c.tissue_weight > 0 else {}))
+        if c.tissue_weight > 0 and not head_width(c.head_channels, c.channels, c.num_res_units):
+            raise UsageError("tissue_weight needs a generator head (num_res_units > 0 or head_channels > 0).")
+        self.tissue_loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)  # nnU-Net's batch Dice
+        self.tissue_edges = torch.from_numpy(self.ct_intensity.normalise(np.asarray(TISSUE_EDGES_HU)))
+        if c.gan_weight == 0:
+            return  # supervised regression: no discriminator to build, train or checkpoint
         self.add_network("D", "monai.PatchDiscriminator", spatial_dims=c.dims, num_layers_d=c.disc_layers,
                          channels=c.disc_channels, in_channels=self.input_channels + 1, out_channels=1, norm="INSTANCE",
                          last_conv_kernel_size=4)
@@ -176,7 +190,8 @@ class Pix2Pix(Family):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
         return {**self.adam_per_network(("G",), c.lr, c.betas),
-                **self.adam_per_network(("D",), c.lr if c.lr_d is None else c.lr_d, c.betas)}
+                **self.adam_per_network(tuple(n for n in ("D",) if n in self.networks),
+                                        c.lr if c.lr_d is None else c.lr_d, c.betas)}
 
     def sample(self, index: int) -> dict[str, Tensor]:
         rng = self.sampler.rng(index)
@@ -188,19 +203,33 @@ class Pix2Pix(Family):
         return {"mr": torch.from_numpy(np.ascontiguousarray(mr)), "ct": torch.from_numpy(np.ascontiguousarray(ct))}
 
     def train_step(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
-        mr, ct = batch["mr"], batch["ct"]
+        """One step on MR x and CT y (normalised), tissue classes t = classes(y) (data/tissue.py):
+
+        L_D = GAN(D(x, y), real) + GAN(D(x, G(x)), fake)  (skipped when gan_weight w_adv = 0)
+        L_G = w_adv·GAN(D(x, G(x)), real) + λ_L1·|G(x) − y|₁ + w_tissue·[CE + Dice](T(x), t)
+
+        where T(x) are the logits of G's tissue head (on when w_tissue > 0).
+        """
+        c, mr, ct = self.config, batch["mr"], batch["ct"]
+        losses: dict[str, Tensor] = {}
         with ctx.autocast():
-            fake = ctx.trained("G")(mr)
-            d_real = patch_prediction(ctx.trained("D")(torch.cat([mr, ct], 1)))
-            d_fake = patch_prediction(ctx.trained("D")(torch.cat([mr, fake.detach()], 1)))
-            loss_d = discriminator_loss(d_real, d_fake, self.config.gan_loss)
-        ctx.optimize("D", loss_d)
-        with ctx.frozen("D") as discriminator, ctx.autocast():
-            loss_adv = generator_loss(patch_prediction(discriminator(torch.cat([mr, fake], 1))), self.config.gan_loss)
-            loss_l1 = F.l1_loss(fake.float(), ct.float())
-            loss_g = loss_adv + self.config.lambda_l1 * loss_l1
+            out = ctx.trained("G")(mr, tissue=True) if c.tissue_weight > 0 else (ctx.trained("G")(mr), None)
+            fake, logits = out
+        if c.gan_weight > 0:
+            with ctx.autocast():
+                d_real = patch_prediction(ctx.trained("D")(torch.cat([mr, ct], 1)))
+                d_fake = patch_prediction(ctx.trained("D")(torch.cat([mr, fake.detach()], 1)))
+                losses["D"] = discriminator_loss(d_real, d_fake, c.gan_loss)
+            ctx.optimize("D", losses["D"])
+            with ctx.frozen("D") as discriminator, ctx.autocast():
+                losses["G_adv"] = generator_loss(patch_prediction(discriminator(torch.cat([mr, fake], 1))), c.gan_loss)
+        losses["G_L1"] = F.l1_loss(fake.float(), ct.float())
+        loss_g = c.lambda_l1 * losses["G_L1"] + c.gan_weight * losses.get("G_adv", 0.0)
+        if logits is not None:
+            losses["G_tissue"] = self.tissue_loss(logits.float(), tissue_labels_torch(ct.float(), self.tissue_edges))
+            loss_g = loss_g + c.tissue_weight * losses["G_tissue"]
         ctx.optimize("G", loss_g)
-        return {"D": loss_d, "G_adv": loss_adv, "G_L1": loss_l1}
+        return losses
 
     @property
     def predictor(self) -> GridPredictor:
@@ -252,7 +281,7 @@ class Pix2Pix(Family):
             mr_channels=tuple(channel_suffixes(self.mr_channels)),  # file suffixes, in input-channel order
             directions={"mr2ct": DirectionSpec("G", self.mr_intensity, self.ct_intensity)}, mc_dropout=c.dropout > 0,
             data_fingerprint=data_fingerprint(self.datalist.files()), training_cases=len(self.training),
-            provenance={"generator_norm": str(c.norm)}))
+            provenance={"generator_norm": str(c.norm), "gan_weight": c.gan_weight, "tissue_weight": c.tissue_weight}))
 
 
 def _scores(cases: list[PreparedCase], predict, ct_intensity: CTIntensity) -> dict[str, float]:

@@ -62,8 +62,11 @@ class UNetGenerator(nn.Module):
         tanh_output: bool = True,
         head_channels: int = 0,
         padding_mode: str = "zeros",
+        tissue_classes: int = 0,
     ) -> None:
         super().__init__()
+        if tissue_classes and not head_channels:
+            raise ValueError("a tissue head reads the generator's last features: it needs head_channels > 0.")
         self.unet = UNet(
             spatial_dims=spatial_dims,
             in_channels=in_channels,
@@ -77,10 +80,21 @@ class UNetGenerator(nn.Module):
         self.head = (Convolution(spatial_dims, head_channels, out_channels, kernel_size=1, conv_only=True)
                      if head_channels else nn.Identity())
         self.activation = nn.Tanh() if tanh_output else nn.Identity()
+        # Anatomy-aware training: K tissue logits from the same features as the image (a second 1×1 conv)
+        self.tissue = (Convolution(spatial_dims, head_channels, tissue_classes, kernel_size=1, conv_only=True)
+                       if tissue_classes else None)
         for module in self.modules():
             # MONAI's UNet has no padding option; every (non-transposed) convolution pads the same way
             if isinstance(module, (nn.Conv2d, nn.Conv3d)) and module.padding_mode != padding_mode:
                 module.padding_mode = padding_mode
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.activation(self.head(self.unet(x)))
+    def forward(self, x: Tensor, tissue: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """(B, C_in, *S) -> the image (B, C_out, *S); with ``tissue`` also the tissue logits (B, K, *S), which
+        only training asks for (inference and ONNX export see the image alone)."""
+        features = self.unet(x)
+        image = self.activation(self.head(features))
+        if not tissue:
+            return image
+        if self.tissue is None:
+            raise ValueError("this generator has no tissue head (tissue_classes 0).")
+        return image, self.tissue(features)
