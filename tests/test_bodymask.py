@@ -106,3 +106,36 @@ def test_unusable_images_raise_input_errors(image, message):
 def test_negative_dilation_is_refused():
     with pytest.raises(InputError, match="dilation"):
         body_mask(_ct_head(np.random.default_rng(5)), dilation=-1)
+
+
+def _couch_under(ct: np.ndarray) -> np.ndarray:
+    """A couch under the head touching it: a 2-voxel carbon-fibre top shell (200 HU) resting on the skin over
+    a stretch of the back, foam below (-850 HU) and a base plate; returns the couch's voxels."""
+    couch = np.zeros(SHAPE, bool)
+    lowest = np.max(np.where(_ellipsoid().any(axis=(0, 2)))[0])
+    couch[4:36, lowest + 1:lowest + 3, :] = True  # the top shell, in contact with the lowest skin voxels
+    ct[couch] = 200.0
+    ct[4:36, lowest + 3:lowest + 6, :] = -850.0  # foam
+    base = np.zeros(SHAPE, bool)
+    base[4:36, lowest + 6:lowest + 8, :] = True
+    ct[base] = 300.0
+    return couch | base
+
+
+def test_a_couch_touching_the_body_is_not_body():
+    rng = np.random.default_rng(5)
+    ct = _ct_head(rng)
+    couch = _couch_under(ct)
+    assert ndi.label(ct > -400)[0][couch].min() == ndi.label(ct > -400)[0][_ellipsoid()].max()  # one component
+    mask, head = body_mask(ct, dilation=0), _ellipsoid()
+    contact = head & ndi.binary_dilation(couch)  # skin touching the shell: as bright as the shell, either may go
+    assert not (mask & ~head).any() and mask[head & ~contact].all()
+    default = body_mask(ct)
+    assert not (default & couch).any() and default[head & ~contact].all()  # the dilation stops at the couch
+
+
+def test_padding_below_the_scanners_range_is_never_body():
+    ct = _ct_head(np.random.default_rng(6))
+    ct[:, :, :8] = -3024.0  # outside the reconstruction circle, reaching into the head
+    mask = body_mask(ct)
+    assert not mask[:, :, :8].any() and mask[_ellipsoid() & (np.arange(SHAPE[2]) >= 8)].all()

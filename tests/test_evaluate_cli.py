@@ -200,3 +200,26 @@ def test_report_json_writes_undefined_values_as_null(tmp_path):
     assert document["summary"]["mae_bone"] == {"mean": 30.0, "sd": None, "n": 1}
     assert document["failures"] == [{"case": "c", "reason": "broken"}]
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("outside", ["couch", "padding"])
+def test_a_perfect_prediction_scores_zero_with_a_couch_or_padding_in_the_reference(tmp_path, outside):
+    """The default mask holds the patient only: a couch touching the body (which no sCT from MR shows) and
+    padding below the scanner's range (which no int16-HU sCT can hold) are never scored."""
+    ref = _head(0)
+    patient = ref.copy()
+    if outside == "couch":  # a 2-voxel carbon-fibre shell over foam, touching the lowest skin row
+        lowest = int(np.max(np.where((ref > -500).any(axis=(0, 2)))[0]))
+        ref[2:22, lowest + 1:lowest + 3, :] = 250.0
+        ref[2:22, lowest + 3:, :] = -850.0
+    else:  # outside the reconstruction circle, reaching into the head
+        ref[:, :, :6] = -3024.0
+        patient = np.clip(ref, -1024, 3071)
+    meta = ImageMeta.from_affine(AFFINE, SHAPE)
+    write_image(tmp_path / "ref" / "case.nii.gz", ref.astype(np.int16), meta, np.int16)
+    _write(tmp_path / "pred", "case", patient)
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"),
+                                      "--json", str(tmp_path / "scores.json")])
+    assert result.exit_code == 0, result.output
+    case = json.loads((tmp_path / "scores.json").read_text())["cases"][0]
+    assert case["mae"] == 0.0 and case["ssim"] > 0.999, case

@@ -20,6 +20,12 @@ from medsynth.errors import InputError
 # Scanners pad outside the reconstruction circle with -2048 or -3024 HU. Left in, that padding
 # becomes Otsu's dark class and the air around the body its bright one; air is -1024 anyway.
 _AIR_HU = -1024.0
+# Below this no scanner measured anything: padding sits at -2048, -3024 or -2000; air's noise reaches a
+# few tens of HU below -1024, which stays body where it lies inside the patient.
+PADDING_BELOW_HU = -1124.0
+# A couch's top shell (carbon fibre over foam, a few mm) touches the patient's back; eroding the foreground
+# this many voxels breaks that contact, so the largest component is the patient alone (see body_mask).
+_COUCH_SHELL_VOXELS = 3
 
 
 def body_mask(image: np.ndarray, dilation: int = 3, modality: str = "ct") -> np.ndarray:
@@ -28,9 +34,12 @@ def body_mask(image: np.ndarray, dilation: int = 3, modality: str = "ct") -> np.
     1. Foreground = voxels above Otsu's threshold; for CT, values below −1024 HU (scanner padding)
        are raised to −1024 first; MR values are used as they are, so an offset or scale of the MR
        gives the same mask.
-    2. Keep the largest 6-connected component (drops the table, noise specks, stray objects).
+    2. Keep the largest 6-connected component (drops the table, noise specks, stray objects); on CT
+       after a geodesic opening (:func:`without_couch`), so a couch touching the patient goes too.
     3. Fill holes slice-wise and in 3D (:func:`fill_holes`): enclosed air and dark bone are body.
     4. Dilate by a ball of ``dilation`` voxels, so that the skin and a margin around it are scored.
+    5. CT: voxels below :data:`PADDING_BELOW_HU` (padding outside the reconstruction circle) are never body,
+       even where the dilation reaches them: no scanner measured them, and no synthetic CT can equal them.
     """
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3:
@@ -39,9 +48,58 @@ def body_mask(image: np.ndarray, dilation: int = 3, modality: str = "ct") -> np.
         raise InputError(f"the body-mask dilation must be 0 or more voxels, not {dilation}.")
     if modality not in ("ct", "mr"):
         raise InputError(f"a body mask is made for modality 'ct' or 'mr', not '{modality}'.")
-    foreground = otsu_foreground(image) if modality == "ct" else mr_foreground(image)
-    body = fill_holes(largest_component(foreground))
-    return ndi.binary_dilation(body, ball(dilation)) if dilation else body
+    if modality == "mr":
+        body = fill_holes(largest_component(mr_foreground(image)))
+        return ndi.binary_dilation(body, ball(dilation)) if dilation else body
+    body, couch = without_couch(otsu_foreground(image))
+    body = fill_holes(body)
+    body = ndi.binary_dilation(body, ball(dilation)) if dilation else body
+    return body & ~couch & (image >= PADDING_BELOW_HU)
+
+
+def without_couch(foreground: np.ndarray, shell: int = _COUCH_SHELL_VOXELS) -> tuple[np.ndarray, np.ndarray]:
+    """(body, couch): the largest component of a CT foreground without what only joins it through necks
+    thinner than about 2·``shell`` voxels and reaches far beyond it (a couch whose thin top shell touches the
+    patient's back), and that couch.
+
+    The core is the largest component of the foreground eroded ``shell`` times; what lies within ``shell`` − 1
+    steps of the core is body (an opening). The rest of the foreground is kept piece by piece where the piece
+    stays within 3·``shell`` steps of the core (the rims and tips an opening shaves off any body) and is couch
+    where it reaches farther and is thin throughout (a couch's shell runs under the whole patient and beyond;
+    an arm touching the trunk is thick somewhere). A second opening without the couch found catches the bits
+    of shell the first one let through; thin pieces touching the couch are couch.
+    Steps are of the 18-neighbourhood, a cheap stand-in for a ball on a 512² × 130 CT.
+    """
+    couch = np.zeros_like(foreground)
+    body = largest_component(foreground)
+    for _ in range(2):
+        eroded = ndi.binary_erosion(foreground & ~couch, _STEP, iterations=shell)
+        if not eroded.any():  # a body thinner than the shell (a tiny image): nothing to cut
+            break
+        body, found = _opened_body(foreground & ~couch, largest_component(eroded), couch, shell)
+        if not found.any():
+            break
+        couch |= found
+    if couch.sum() > 0.5 * body.sum():  # a "couch" half the body's size is no couch: a body cut at thin necks
+        return largest_component(foreground), np.zeros_like(foreground)
+    return body, couch
+
+
+_STEP = ndi.generate_binary_structure(3, 2)
+
+
+def _opened_body(foreground: np.ndarray, core: np.ndarray, couch: np.ndarray, shell: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(body, couch found) of one pass of :func:`without_couch`, ``couch`` being what earlier passes found."""
+    opened = foreground & ndi.binary_dilation(core, _STEP, iterations=shell)
+    pieces, _ = ndi.label(foreground & ~opened)
+    far = foreground & ~ndi.binary_dilation(core, _STEP, iterations=3 * shell)
+    touching = ndi.binary_dilation(couch) if couch.any() else couch
+    # An arm or a scalp beyond dark bone is thick somewhere and stays body; a couch's shell is thin throughout.
+    thick = np.unique(pieces[ndi.binary_erosion(pieces > 0, _STEP, iterations=shell)])
+    dropped = np.setdiff1d(np.unique(pieces[far | touching]), np.append(thick, 0))
+    found = np.isin(pieces, dropped)
+    return largest_component(opened | ((pieces > 0) & ~found)), found
 
 
 def otsu_foreground(image: np.ndarray, air_hu: float | None = _AIR_HU) -> np.ndarray:
@@ -105,3 +163,4 @@ def _in_plane_cross(axis: int, ndim: int) -> np.ndarray:
     centre[axis] = 1
     structure[tuple(centre)] = ndi.generate_binary_structure(ndim - 1, 1)
     return structure
+

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from medsynth.choices import Protocol
-from medsynth.data.bodymask import body_mask
+from medsynth.data.bodymask import PADDING_BELOW_HU, body_mask
 from medsynth.errors import InputError, MedsynthError
 from medsynth.io import Volume, read_image, resolve_inputs
 from medsynth.io.casefolders import role_files, synthrad_cases
@@ -137,6 +137,11 @@ def load_case(pred_path: Path, ref_path: Path, mask_path: Path | None,
     _check_finite(prediction)
     _check_same_grid(prediction, reference, "prediction")
     mask = body_mask(reference.array) if mask_path is None else read_mask(mask_path, reference)
+    # Below the scanner's range (padding outside the reconstruction circle) nothing was measured: never scored.
+    mask = mask & (reference.array >= PADDING_BELOW_HU)
+    if not mask.any():
+        raise InputError(f"{mask_path or ref_path}: the mask holds no voxel of measured CT (all below "
+                         f"{PADDING_BELOW_HU:.0f} HU, the scanner's padding); give a mask that covers the body.")
     return prediction, reference, mask
 
 
