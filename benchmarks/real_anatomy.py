@@ -3,10 +3,14 @@ tested on different patients, scored beside the no-context lookup table and the 
 
     OMP_NUM_THREADS=2 python benchmarks/real_anatomy.py CT_DIR WORK --test 2 \\
         --config examples/pix2pix_real_cpu.yaml
+    # leave-one-patient-out: one run per patient (two at a time with OMP_NUM_THREADS=1), then the table
+    OMP_NUM_THREADS=1 python benchmarks/real_anatomy.py CT_DIR WORK/a --hold-out a ...
+    python benchmarks/real_anatomy.py --collect WORK/a WORK/b WORK/c
 
-CT_DIR holds real CT volumes in HU (NIfTI, MHA, NRRD or DICOM series folders), one patient each; the last
-``--test`` patients (sorted by case id) are the unseen test patients, the others train the model and fit
-the table. Nothing is downloaded.
+CT_DIR holds real CT volumes in HU (NIfTI, MHA, NRRD or DICOM series folders), one patient each; the
+``--hold-out`` patients (by case id), else the last ``--test`` patients (sorted by case id), are the unseen
+test patients, the others train the model and fit the table. Nothing is downloaded. ``--collect`` prints
+the per-patient rows and the mean of several such runs (the folds of a leave-one-patient-out benchmark).
 
 The pseudo-MR is a T1-like contrast made from the CT by a *non-monotonic* HU → signal curve: air and
 cortical bone dark, fat and fatty marrow bright, soft tissue grey. A single voxel's MR value therefore
@@ -55,21 +59,25 @@ def pseudo_mr(ct: np.ndarray, spacing: tuple[float, ...], rng: np.random.Generat
     return (1000.0 * rng.uniform(0.7, 1.4) * np.abs(noisy)).astype(np.float32)
 
 
-def make_dataset(ct_dir: Path, work: Path, test: int, seed: int = 0) -> tuple[Path, Path, list[str]]:
-    """``work/data`` (training) and ``work/test`` folders of mr/ct/mask; returns them and the test ids."""
+def make_dataset(ct_dir: Path, work: Path, held: list[str], seed: int = 0) -> tuple[Path, Path]:
+    """``work/data`` (training) and ``work/test`` (the ``held`` case ids) folders of mr/ct/mask.
+
+    Each patient's pseudo-MR is drawn from its place in the sorted list of all patients, so a patient's MR
+    is the same in every fold of a leave-one-patient-out benchmark."""
     cases = resolve_inputs(ct_dir)
     names = sorted(cases)
-    if len(names) <= test:
-        raise SystemExit(f"{ct_dir}: {len(names)} CT volumes; need more than --test {test}.")
+    unknown = sorted(set(held) - set(names))
+    if unknown or not held or len(held) >= len(names):
+        raise SystemExit(f"{ct_dir}: holds {', '.join(names)}; hold out some of them, not {', '.join(held)}.")
     for index, name in enumerate(names):
         volume = read_image(cases[name])
         ct = np.clip(volume.array, -1024, 3071)
         mr = pseudo_mr(ct, volume.meta.spacing, np.random.default_rng([seed, index]))
-        folder = work / ("test" if index >= len(names) - test else "data")
+        folder = work / ("test" if name in held else "data")
         write_image(folder / "mr" / f"{name}.nii.gz", mr, volume.meta)
         write_ct(folder / "ct" / f"{name}.nii.gz", ct, volume.meta)
         write_image(folder / "mask" / f"{name}.nii.gz", body_mask(ct).astype(np.uint8), volume.meta, np.uint8)
-    return work / "data", work / "test", names[len(names) - test:]
+    return work / "data", work / "test"
 
 
 def best_constant(data: Path, test: Path, out: Path) -> Path:
@@ -96,10 +104,11 @@ def grid_ceiling(model_run: Path, test: Path, out: Path) -> Path:
     return out
 
 
-def soft_bias(pred_dir: Path, test: Path) -> float:
-    """Mean signed error (HU) in reference soft tissue (−200…200 HU) inside the mask, over all test voxels."""
+def soft_bias(pred_dir: Path, test: Path, case: str = "*") -> float:
+    """Mean signed error (HU) in reference soft tissue (−200…200 HU) inside the mask, over all test voxels
+    (of ``case`` alone when given)."""
     errors = []
-    for ct_path in sorted((test / "ct").glob("*.nii.gz")):
+    for ct_path in sorted((test / "ct").glob(f"{case}.nii.gz")):
         ct = read_image(ct_path).array
         soft = (read_image(test / "mask" / ct_path.name).array > 0.5) & (ct > -200) & (ct < 200)
         # check_values=False: the best-constant prediction is constant by design
@@ -107,16 +116,48 @@ def soft_bias(pred_dir: Path, test: Path) -> float:
     return float(np.mean(np.concatenate(errors)))
 
 
+ROWS = (("model", "sct"), ("lookup table", "lookup"), ("best constant", "constant"),
+        ("reference CT through the model grid (ceiling)", "ceiling"))
+COLUMNS = ("mae", "bone_dice", "mae_bone", "soft_bias")
+
+
+def collect(works: list[Path]) -> None:
+    """Per held-out patient and mean over the runs in ``works`` (their ``real_anatomy.json``)."""
+    runs = [json.loads((work / "real_anatomy.json").read_text()) for work in works]
+    print("| | patient | MAE in body (HU) | bone Dice | bone MAE (HU) | soft-tissue mean error (HU) |")
+    print("|---|---|---|---|---|---|")
+    for name, _ in ROWS:
+        for run in runs:
+            for patient, row in run["patients"][name].items():
+                print(f"| {name} | {patient} | {_cells(row)}")
+        mean = {key: float(np.mean([row[key] for run in runs for row in run["patients"][name].values()]))
+                for key in COLUMNS}
+        print(f"| **{name}, mean** | all | {_cells(mean)}")
+    beaten = all(run["patients"]["model"][p]["mae"] < run["patients"]["lookup table"][p]["mae"]
+                 for run in runs for p in run["patients"]["model"])
+    minutes = ", ".join(f"{run['wall_s'] / 60:.1f} min" for run in runs)
+    print(f"model beats the lookup table on every held-out patient: {beaten}; training wall time per fold: {minutes}")
+
+
+def _cells(row: dict) -> str:
+    return f"{row['mae']:.1f} | {row['bone_dice']:.2f} | {row['mae_bone']:.0f} | {row['soft_bias']:+.0f} |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("ct_dir", type=Path)
-    parser.add_argument("work", type=Path)
+    parser.add_argument("ct_dir", type=Path, nargs="?")
+    parser.add_argument("work", type=Path, nargs="?")
     parser.add_argument("--test", type=int, default=1, help="unseen test patients (the last by case id)")
+    parser.add_argument("--hold-out", action="append", default=[], help="a test patient's case id (repeatable)")
     parser.add_argument("--config", type=Path, default=Path("examples/pix2pix_real_cpu.yaml"))
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--collect", type=Path, nargs="+", help="print the table of these finished runs")
     args = parser.parse_args()
+    if args.collect:
+        return collect(args.collect)
     print_header(f"pix2pix ({args.config.name}) on pseudo-MR of real CT, unseen patients")
-    data, test, ids = make_dataset(args.ct_dir, args.work, args.test)
+    ids = args.hold_out or sorted(resolve_inputs(args.ct_dir))[-args.test:]
+    data, test = make_dataset(args.ct_dir, args.work, ids)
     wall, cpu = time.perf_counter(), time.process_time()
     train_options = {"steps": args.steps} if args.steps else {}
     result = train("pix2pix", data, args.work / "run", train_options, {}, args.config)
@@ -125,22 +166,25 @@ def main() -> None:
     lookup_baseline(data, test / "mr", args.work / "lookup", test / "mask")
     best_constant(data, test, args.work / "constant")
     grid_ceiling(args.work / "run", test, args.work / "ceiling")
-    rows = {}
+    rows, patients = {}, {}
     print(f"test patients: {', '.join(ids)}; training: {result.steps_done} steps, wall {wall:.0f} s, "
           f"CPU {cpu:.0f} s")
     print("| | MAE in body (HU) | bone Dice | bone MAE (HU) | soft-tissue mean error (HU) |")
     print("|---|---|---|---|---|")
-    for name, folder in (("model", "sct"), ("lookup table", "lookup"), ("best constant", "constant"),
-                         ("reference CT through the model grid (ceiling)", "ceiling")):
-        summary = evaluate_folders(args.work / folder, test / "ct", test / "mask").summary()
+    for name, folder in ROWS:
+        report = evaluate_folders(args.work / folder, test / "ct", test / "mask")
+        summary = report.summary()
         rows[name] = {key: summary[key].mean for key in ("mae", "bone_dice", "mae_bone")}
         rows[name]["soft_bias"] = soft_bias(args.work / folder, test)
-        r = rows[name]
-        print(f"| {name} | {r['mae']:.1f} | {r['bone_dice']:.2f} | {r['mae_bone']:.0f} | {r['soft_bias']:+.0f} |")
+        patients[name] = {case.case: {**{k: case.metrics[k] for k in ("mae", "bone_dice", "mae_bone")},
+                                      "soft_bias": soft_bias(args.work / folder, test, case.case)}
+                          for case in report.results}
+        print(f"| {name} | {_cells(rows[name])}")
     for warning in result.warnings:
         print(warning)
-    (args.work / "real_anatomy.json").write_text(json.dumps({"rows": rows, "wall_s": wall, "cpu_s": cpu,
-                                                             "steps": result.steps_done, "test": ids}, indent=1))
+    (args.work / "real_anatomy.json").write_text(json.dumps({"rows": rows, "patients": patients, "wall_s": wall,
+                                                             "cpu_s": cpu, "steps": result.steps_done,
+                                                             "test": ids}, indent=1))
 
 
 if __name__ == "__main__":
