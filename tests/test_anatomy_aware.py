@@ -124,3 +124,21 @@ def test_weights_are_checked():
         Pix2PixConfig(**SMALL_2D, gan_weight=-1.0)
     # without a discriminator, a patch smaller than the PatchGAN's minimum is fine
     assert Pix2PixConfig(**{**SMALL_2D, "patch_size": [8, 8], "channels": [8, 16]}, gan_weight=0.0).gan_weight == 0
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_anatomy_augmentation_moves_mr_and_ct_alike_and_is_a_function_of_the_seed(dims):
+    from medsynth.data.augment import PairedAugment
+
+    size = (48,) * dims
+    axes = np.meshgrid(*[np.linspace(-1, 1, n) for n in size], indexing="ij")
+    mr, ct = np.stack(axes[:2]).astype(np.float32), axes[0][None].astype(np.float32)
+    augment = PairedAugment(dims, 0.0, anatomy=1.0)
+    moved_mr, moved_ct = augment(mr, ct, 7)
+    again_mr, again_ct = augment(mr, ct, 7)
+    assert np.array_equal(moved_mr, again_mr) and np.array_equal(moved_ct, again_ct)  # same sample, same draw
+    assert np.allclose(moved_mr[0], moved_ct[0], atol=1e-5)  # one deformation for both
+    assert np.abs(moved_mr - mr).mean() > 0.02  # the anatomy moved
+    assert not np.array_equal(augment(mr, ct, 8)[0], moved_mr)
+    off_mr, off_ct = PairedAugment(dims, 0.0)(mr, ct, 7)
+    assert off_mr is mr and off_ct is ct

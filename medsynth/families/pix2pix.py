@@ -72,6 +72,7 @@ class Pix2PixConfig:
     mr_scaling: MRScaling = MRScaling.HISTOGRAM
     augment: float = 0.5  # how often each MR augmentation is drawn (data/augment.py); 0: none
     thick_slices: float = 0.0  # 2D/2.5D: how often the MR is made 1.5-2.5x thicker (data/augment.SliceThickness)
+    anatomy_augment: float = 0.0  # how often an elastic deformation with wide rotation/scaling is drawn; 0: none
     body_fraction: float = 0.9  # share of patches centred inside the body
     flip_axes: tuple[int, ...] = (0,)  # left-right mirroring keeps a head anatomically plausible
     val_cases: int = -1  # seeded hold-out without --folds (RUN/split.json); -1: 10 % (at least 1 from 4 cases)
@@ -94,8 +95,9 @@ class Pix2PixConfig:
         if self.context_slices < 0 or (self.context_slices and self.dims != 2):
             raise UsageError(f"context_slices ({self.context_slices}) is for 2D models (2.5D input): dims 2 "
                              "and k >= 0 neighbouring slices on either side.")
-        if not 0.0 <= self.augment <= 1.0:
-            raise UsageError(f"augment is a probability in [0, 1], not {self.augment}.")
+        if not 0.0 <= self.augment <= 1.0 or not 0.0 <= self.anatomy_augment <= 1.0:
+            raise UsageError(f"augment ({self.augment}) and anatomy_augment ({self.anatomy_augment}) are "
+                             "probabilities in [0, 1].")
         if not 0.0 <= self.thick_slices <= 1.0 or (self.thick_slices and self.dims != 2):
             raise UsageError(f"thick_slices ({self.thick_slices}) is a probability in [0, 1] for 2D/2.5D models "
                              "(dims 2).")
@@ -138,7 +140,7 @@ class Pix2Pix(Family):
             channel[body_mask(channel, dilation=0, modality="mr")] for _, mr, _, _ in on_grid for channel in mr)
         self.training = [self._prepare(*case) for case in on_grid]
         self.validation = [self._prepare(*self._on_grid(case)) for case in validation]
-        self.augment = PairedAugment(config.dims, config.augment)
+        self.augment = PairedAugment(config.dims, config.augment, anatomy=config.anatomy_augment)
         self.thickness = SliceThickness(config.thick_slices)
         self.sampler = PatchSampler(config.patch_size, config.seed, config.body_fraction, config.flip_axes)
         self.lookup = IntensityLookup.fit((c.raw_mr, self.ct_intensity.denormalise(c.ct[0]), c.mask)
