@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 from monai.transforms import (
     Compose,
-    RandAdjustContrast,
     Rand2DElastic,
     Rand3DElastic,
+    RandAdjustContrast,
     RandAffine,
     RandBiasField,
     RandGaussianNoise,
