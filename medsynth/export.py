@@ -14,7 +14,7 @@ from pathlib import Path
 from medsynth.errors import UsageError
 from medsynth.inference.engines import model_to_onnx
 from medsynth.io.outputs import atomic_path, check_not_an_input
-from medsynth.modelfile import load_model
+from medsynth.modelfile import MODEL_FILENAME, load_model
 
 
 def export_onnx(model_path: Path, out_path: Path, direction: str = "mr2ct", overwrite: bool = False) -> Path:
@@ -29,7 +29,9 @@ def export_onnx(model_path: Path, out_path: Path, direction: str = "mr2ct", over
     if out_path.exists() and not overwrite:
         raise UsageError(f"{out_path}: exists; add --overwrite to replace it.")
     model = load_model(model_path)
-    check_not_an_input(out_path, [model.path])  # beside the model in its run folder is fine; over it is not
+    # The run folder is an input as a whole (checkpoints, split, logs): nothing is written into it.
+    run_folder = model.path.parent if model.path.name == MODEL_FILENAME else None
+    check_not_an_input(out_path, [model.path, run_folder])
     graph = model_to_onnx(model, direction)
     with atomic_path(out_path) as partial:
         partial.write_bytes(graph)

@@ -252,6 +252,22 @@ def _read_metadata(path: Path) -> dict[str, Any]:
         raise ModelError(f"{path}: is not a medsynth model file (no readable metadata).") from error
 
 
+def model_fingerprint(path: Path) -> str:
+    """16 hex digits of the SHA-256 of a model file (weights and metadata): which model made an output."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def ensemble_fingerprint(fingerprints: list[str]) -> str:
+    """One model's fingerprint, or for several (an ensemble) 16 hex digits of the hash of theirs, sorted."""
+    if len(fingerprints) == 1:
+        return fingerprints[0]
+    return hashlib.sha256(",".join(sorted(fingerprints)).encode()).hexdigest()[:16]
+
+
 def data_fingerprint(files: list[Path]) -> str:
     """A short hash of the training file list (each file's folder and name, and size), to tell which data a
     model saw; the folder counts because SynthRAD names every case's files alike (``<case>/mr.nii.gz``)."""

@@ -22,7 +22,13 @@ from torch.nn.utils import parametrize
 
 from medsynth.choices import Engine
 from medsynth.errors import ModelError, UsageError
-from medsynth.modelfile import AttributionMetadata, ModelFile, TranslationMetadata, VolumeMetadata
+from medsynth.modelfile import (
+    AttributionMetadata,
+    ModelFile,
+    TranslationMetadata,
+    VolumeMetadata,
+    model_fingerprint,
+)
 
 __all__ = ["Engine", "OnnxNetwork", "model_to_onnx", "network_to_onnx", "read_onnx_metadata"]
 
@@ -118,8 +124,17 @@ def exported_network(model: ModelFile, direction: str = "mr2ct") -> tuple[str, d
         name, direction = "G", ""
     else:
         raise ModelError(f"{model.path}: no inference network to export in this {model.family} model.")
-    metadata["onnx"] = {"network": name, "direction": direction, "opset": OPSET}
+    # The source's fingerprint: a run and its own export are one model (an ensemble counts it once).
+    source = model_fingerprint(model.path) if model.path is not None and Path(model.path).is_file() else None
+    metadata["onnx"] = {"network": name, "direction": direction, "opset": OPSET, "source_fingerprint": source}
     return name, metadata
+
+
+def member_fingerprint(path: Path, document: dict[str, Any]) -> str:
+    """The fingerprint of the model a file holds: a model file's own, or the one an exported graph was made
+    from (graphs exported before it was recorded: the graph file's own)."""
+    source = document.get("onnx", {}).get("source_fingerprint") if Path(path).suffix == ".onnx" else None
+    return source or model_fingerprint(path)
 
 
 def model_to_onnx(model: ModelFile, direction: str = "mr2ct") -> bytes:

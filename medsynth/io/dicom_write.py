@@ -146,6 +146,18 @@ def _ds(value: float):
     return DSfloat(float(value), auto_format=True)
 
 
+def read_series_stamp(folder: Path) -> str | None:
+    """The Derivation Description of a series :func:`write_ct_series` wrote (it names the model), else None."""
+    import pydicom
+
+    for file in sorted(Path(folder).glob("*.dcm"))[:1]:
+        try:
+            return str(pydicom.dcmread(file, stop_before_pixels=True).get("DerivationDescription", "")) or None
+        except (OSError, pydicom.errors.InvalidDicomError):
+            return None
+    return None
+
+
 def identity_for(source: Path | None, series: tuple[str, ...], description: str, patient_id: str,
                  patient_name: str) -> DicomIdentity:
     """The identity of a sCT made from ``source``: a DICOM series folder (or file) lends its header, whose

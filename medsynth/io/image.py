@@ -209,26 +209,50 @@ def _check_values(array: np.ndarray, path: Path) -> None:
         raise InputError(f"{path}: is constant (every voxel {float(array.min()):g}); it holds no image.")
 
 
-def write_image(path: str | Path, array: np.ndarray, meta: ImageMeta, dtype: np.dtype | type = np.float32) -> Path:
+def write_image(path: str | Path, array: np.ndarray, meta: ImageMeta, dtype: np.dtype | type = np.float32,
+                stamp: str | None = None) -> Path:
     """Write ``array`` on the grid of ``meta`` as NIfTI, or MHA/NRRD by the name's suffix, atomically
     (temporary name, then rename). NIfTI keeps qform/sform and their codes; MHA/NRRD hold the affine
-    in ITK's LPS terms (a sheared affine, which they cannot hold, is a :class:`UsageError`)."""
+    in ITK's LPS terms (a sheared affine, which they cannot hold, is a :class:`UsageError`).
+    ``stamp`` (what made the image, :func:`read_stamp` reads it back) goes into the NIfTI description
+    (79 characters at most) or the MHA/NRRD header field ``medsynth_model``."""
     path = Path(path)
     array = np.asarray(array)
     if tuple(array.shape) != tuple(meta.shape):
         raise UsageError(f"{path}: array shape {array.shape} differs from the image grid {meta.shape}.")
     if path.name.lower().endswith((".mha", ".nrrd")):
-        return _write_itk(path, array.astype(dtype, copy=False), meta)
+        return _write_itk(path, array.astype(dtype, copy=False), meta, stamp)
     if not path.name.endswith(NIFTI_SUFFIXES):
         raise UsageError(f"{path}: outputs are NIfTI (.nii.gz, .nii) or MHA/NRRD (.mha, .nrrd).")
     image = nib.Nifti1Image(array.astype(dtype, copy=False), None)
     _set_geometry(image.header, meta)
     image.header.set_data_dtype(dtype)
+    if stamp:
+        image.header["descrip"] = stamp.encode("ascii", "replace")[:79]
     _atomic_save(image, path)
     return path
 
 
-def _write_itk(path: Path, array: np.ndarray, meta: ImageMeta) -> Path:
+STAMP_KEY = "medsynth_model"
+
+
+def read_stamp(path: str | Path) -> str | None:
+    """What :func:`write_image` stamped into a NIfTI/MHA/NRRD file (its description), None when unreadable."""
+    path = Path(path)
+    try:
+        if path.name.endswith(NIFTI_SUFFIXES):
+            return bytes(nib.load(str(path)).header["descrip"]).decode("ascii", "replace").rstrip("\x00") or None
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        return reader.GetMetaData(STAMP_KEY) if reader.HasMetaDataKey(STAMP_KEY) else None
+    except (OSError, RuntimeError, ValueError):
+        return None
+
+
+def _write_itk(path: Path, array: np.ndarray, meta: ImageMeta, stamp: str | None = None) -> Path:
     import SimpleITK as sitk
 
     linear = np.asarray(meta.affine, dtype=np.float64)[:3, :3]
@@ -241,6 +265,8 @@ def _write_itk(path: Path, array: np.ndarray, meta: ImageMeta) -> Path:
     image.SetSpacing([float(v) for v in spacing])
     image.SetDirection([float(v) for v in (_LPS_TO_RAS[:3, :3] @ direction).ravel()])
     image.SetOrigin([float(v) for v in _LPS_TO_RAS[:3, :3] @ np.asarray(meta.affine, dtype=np.float64)[:3, 3]])
+    if stamp:
+        image.SetMetaData(STAMP_KEY, stamp)
     with atomic_path(path, path.suffix) as partial:
         sitk.WriteImage(image, str(partial), True)
     return path
@@ -260,10 +286,10 @@ def _atomic_save(image: nib.Nifti1Image, path: Path) -> None:
         nib.save(image, str(partial))
 
 
-def write_ct(path: str | Path, hu: np.ndarray, meta: ImageMeta) -> Path:
+def write_ct(path: str | Path, hu: np.ndarray, meta: ImageMeta, stamp: str | None = None) -> Path:
     """Write Hounsfield units as int16, rounded and clipped to the CT range [-1024, 3071]."""
     clipped = np.clip(np.rint(hu), *CT_RANGE)
-    return write_image(path, clipped, meta, np.int16)
+    return write_image(path, clipped, meta, np.int16, stamp)
 
 
 def write_labels(path: str | Path, labels: np.ndarray, meta: ImageMeta) -> Path:

@@ -52,6 +52,7 @@ class BatchReport:
     """Per-case outcome of a batch."""
 
     results: list[CaseResult] = field(default_factory=list)
+    model: str | None = None  # fingerprint of the model whose outputs these are (modelfile.model_fingerprint)
 
     @property
     def failures(self) -> list[CaseResult]:
@@ -73,7 +74,8 @@ class BatchReport:
         return table
 
     def write_json(self, path: Path) -> Path:
-        document = {"written": self.count(CaseStatus.WRITTEN), "skipped": self.count(CaseStatus.SKIPPED),
+        document = {"model": self.model,
+                    "written": self.count(CaseStatus.WRITTEN), "skipped": self.count(CaseStatus.SKIPPED),
                     "failed": self.count(CaseStatus.FAILED),
                     "cases": [{**asdict(r), "status": r.status.value} for r in self.results]}
         return write_text_atomically(path, json.dumps(document, indent=2))
@@ -175,10 +177,35 @@ def _prefetched(cases: dict[str, Path], load: Callable[[Path], Any], workers: in
             yield cid, current
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Which model a batch's outputs come from (``model``: its fingerprint) and how to read it back from an
+    existing output (``made_by``: the fingerprint stamped into it, None when there is none)."""
+
+    model: str
+    made_by: Callable[[Path], str | None]
+
+    def check(self, existing: list[Path]) -> None:
+        """Refuse (:class:`UsageError`, one line) when an existing output was not made by this model."""
+        foreign = [(path, self.made_by(path)) for path in existing]
+        foreign = [(path, found) for path, found in foreign if found != self.model]
+        if foreign:
+            path, found = foreign[0]
+            maker = f"model {found}" if found else "an unknown model"
+            raise UsageError(f"{path}: exists, made by {maker}, not by this model ({self.model}); "
+                             f"{len(foreign)} output(s) like it. Add --overwrite to replace them or choose "
+                             "another output folder.")
+
+
 def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], process: Callable[[str, Any],
               list[Path]], overwrite: bool, label: str, ndim: int = 3,
-              load: Callable[[Path], Any] | None = None, single: bool = False, workers: int = 1) -> BatchReport:
+              load: Callable[[Path], Any] | None = None, single: bool = False, workers: int = 1,
+              provenance: Provenance | None = None) -> BatchReport:
     """Apply ``process`` to every case not already done; one bad case is reported, the rest go on.
+
+    With ``provenance`` a case is done only when its outputs were made by the same model; an existing
+    output of another model (or of none known) is a :class:`UsageError` before anything is written, unless
+    ``overwrite``: stale outputs are never passed off as fresh ones.
 
     ``load`` turns a path into what ``process`` takes (default: the image as a :class:`Volume`); it
     runs ``workers`` cases ahead in background threads, so reading and preprocessing overlap the compute.
@@ -187,14 +214,17 @@ def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], p
     image) an unusable input raises its :class:`InputError` (exit 2, one line) instead of a report.
     """
     load = load or (lambda path: read_image(path, ndim))
-    report = BatchReport()
+    report = BatchReport(model=provenance.model if provenance else None)
     todo = {cid: p for cid, p in cases.items()
             if overwrite or not all(o.exists() for o in outputs_of(cid))}
+    if provenance is not None and not overwrite:
+        provenance.check([outputs_of(cid)[0] for cid in sorted(set(cases) - set(todo))])
     for cid in todo:  # a killed earlier run may have left temporaries of these cases' outputs
         remove_partials_of(outputs_of(cid))
     for cid in sorted(set(cases) - set(todo)):
         report.results.append(CaseResult(cid, CaseStatus.SKIPPED, outputs=[str(o) for o in outputs_of(cid)],
-                                         reason="exists (use --overwrite to redo)"))
+                                         reason="exists" + (", made by this model" if provenance else "")
+                                         + " (use --overwrite to redo)"))
     with _progress() as progress:
         task = progress.add_task(label, total=len(todo))
         for cid, future in _prefetched(todo, load, workers):

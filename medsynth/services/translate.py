@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from medsynth.errors import ModelError, UsageError
 from medsynth.inference.engines import (
     Engine,
     OnnxNetwork,
+    member_fingerprint,
     model_document,
     model_to_onnx,
     onnx_providers,
@@ -25,11 +27,12 @@ from medsynth.inference.engines import (
 )
 from medsynth.inference.volume import Member, PreparedVolume, VolumeTranslator, is_ct, read_mask
 from medsynth.io.formats import OutputFormat, image_name
-from medsynth.io.image import Volume, model_ndim, read_image, write_ct, write_image
+from medsynth.io.image import Volume, model_ndim, read_image, read_stamp, write_ct, write_image
 from medsynth.io.outputs import prepare_output_dir
-from medsynth.modelfile import TranslationMetadata, load_model, resolve_model_paths
+from medsynth.modelfile import TranslationMetadata, ensemble_fingerprint, load_model, resolve_model_paths
 from medsynth.services.batch import (
     BatchReport,
+    Provenance,
     case_masks,
     is_single_input,
     mask_of,
@@ -122,6 +125,7 @@ def load_translator(model_path: Path, direction: Direction, options: TranslateOp
         raise UsageError(f"{model_path}: exported ONNX graphs run with --engine onnxruntime.")
     device = pick_device(options.device)
     loaded = [(path, *_load_member(path, direction, options, device)) for path in paths]
+    fingerprints = _distinct_members(paths, [document for _, document, _, _ in loaded])
     first_path, first_document, first, _ = loaded[0]
     for path, document, metadata, _ in loaded[1:]:
         expected, found = _agreement(first_document, first, direction), _agreement(document, metadata, direction)
@@ -144,10 +148,24 @@ def load_translator(model_path: Path, direction: Direction, options: TranslateOp
         amp_dtype=pick_amp_dtype(device, options.amp) if options.engine is Engine.TORCH else None,
         sw_batch_size=options.sw_batch_size,
         label=_label(first_document["family"], paths),
+        fingerprint=ensemble_fingerprint(fingerprints),
         window_divisor=first.window_divisor,  # None in models that normalise per window
         mr_channels=first.mr_channels,
         context_slices=first.context_slices,
     )
+
+
+def _distinct_members(paths: list[Path], documents: list[dict[str, Any]]) -> list[str]:
+    """The members' model fingerprints; one model twice (a run beside its own exported graph, a copy) is a
+    :class:`UsageError` naming both, since an ensemble would silently weigh it double."""
+    seen: dict[str, Path] = {}
+    for path, document in zip(paths, documents, strict=True):
+        fingerprint = member_fingerprint(path, document)
+        if fingerprint in seen:
+            raise UsageError(f"{path}: is the same model as {seen[fingerprint]} (model {fingerprint}; a run and its "
+                             "own export are one model); an ensemble counts each model once: move one of them out.")
+        seen[fingerprint] = path
+    return list(seen)
 
 
 def _label(family: str, paths: list[Path]) -> str:
@@ -205,37 +223,53 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
         means, stds = (mean[None], None if std is None else std[None]) if count == 1 else (mean, std)
         volume = prepared.volume
         if options.format is OutputFormat.DICOM:
-            written = [_write_dicom(targets[0], mean, volume, translator.label, case, options)]
+            written = [_write_dicom(targets[0], mean, volume, stamp, case, options)]
         else:
-            written = [_write_output(t, m, volume, is_ct(translator.target))
+            written = [_write_output(t, m, volume, is_ct(translator.target), stamp)
                        for t, m in zip(targets[:count], means, strict=True)]
         if stds is not None:
-            written += [write_image(t, s, volume.meta, np.float32)
+            written += [write_image(t, s, volume.meta, np.float32, stamp)
                         for t, s in zip(targets[count:], stds, strict=True)]
             written.append(write_uncertainty_preview(out_dir / f"{case}_std.png", means[0], stds[0], volume,
                                                      is_ct(translator.target)))
         return written
 
+    stamp = output_stamp(translator.fingerprint, translator.label)
     report = run_batch(cases, outputs_of, process, options.overwrite, "translate", load=load,
-                       single=is_single_input(input_path, cases), workers=options.workers)
+                       single=is_single_input(input_path, cases), workers=options.workers,
+                       provenance=Provenance(translator.fingerprint, made_by))
     report.write_json(out_dir / report_name("translate", options.shard, ranks))
     return report
 
 
-def _write_dicom(folder: Path, hu: np.ndarray, like: Volume, label: str, case: str,
+def output_stamp(fingerprint: str, label: str) -> str:
+    """What every output says of the model that made it: ``medsynth model <fingerprint> (<family> <run>)``."""
+    return f"medsynth model {fingerprint} ({label})"
+
+
+def made_by(output: Path) -> str | None:
+    """The model fingerprint stamped into an existing output (image file or DICOM series folder), if any."""
+    from medsynth.io.dicom_write import read_series_stamp
+
+    text = read_series_stamp(output) if output.is_dir() else read_stamp(output)
+    found = re.search(r"medsynth model ([0-9a-f]{16})", text or "")
+    return found[1] if found else None
+
+
+def _write_dicom(folder: Path, hu: np.ndarray, like: Volume, stamp: str, case: str,
                  options: TranslateOptions) -> Path:
     from medsynth.io.dicom_write import identity_for, write_ct_series
 
-    description = f"SYNTHETIC CT medsynth {label}"
+    description = f"SYNTHETIC CT {stamp}"
     identity = identity_for(like.path, options.series, description, options.patient_id or case,
                             options.patient_name or case)
     return write_ct_series(folder, hu, like.meta, identity)
 
 
-def _write_output(path: Path, values: np.ndarray, like: Volume, as_ct: bool) -> Path:
+def _write_output(path: Path, values: np.ndarray, like: Volume, as_ct: bool, stamp: str) -> Path:
     if as_ct:
-        return write_ct(path, values, like.meta)
-    return write_image(path, values, like.meta, np.float32)
+        return write_ct(path, values, like.meta, stamp)
+    return write_image(path, values, like.meta, np.float32, stamp)
 
 
 def write_uncertainty_preview(path: Path, mean: np.ndarray, std: np.ndarray, like: Volume, as_ct: bool) -> Path:
