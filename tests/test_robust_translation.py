@@ -88,6 +88,19 @@ def test_an_mr_stored_with_an_offset_gives_the_same_synthetic_ct(tmp_path, model
     assert np.abs(plain - offset_sct).max() <= 3.0
 
 
+@pytest.mark.parametrize("scale", [1e19, 1e-12])
+def test_an_mr_stored_at_an_extreme_scale_gives_the_same_synthetic_ct_without_warnings(tmp_path, model, head,
+                                                                                       scale) -> None:
+    """Every step of the MR's path is scale-free (Otsu, percentiles, landmarks); none may overflow on the way."""
+    import warnings
+
+    plain = _sct(model, tmp_path, "plain", head.mr, head.affine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow warning would fail the case
+        scaled = _sct(model, tmp_path, "scaled", head.mr * scale, head.affine)
+    assert np.abs(plain - scaled).max() <= 1.0
+
+
 def test_a_gamma_change_of_the_mr_gives_nearly_the_same_synthetic_ct(tmp_path, model, head) -> None:
     """A contrast change a scanner or sequence makes: intensity ** 1.5 (monotone, not linear)."""
     body = head.mask.astype(bool)

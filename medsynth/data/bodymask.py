@@ -109,7 +109,11 @@ def otsu_foreground(image: np.ndarray, air_hu: float | None = _AIR_HU) -> np.nda
     if float(values.max()) == float(values.min()):
         raise InputError("the image is constant, so no body can be told from the background; "
                          "give a mask with --mask.")
-    return values > threshold_otsu(values)
+    # Otsu's between-class variance squares intensities: an MR stored at 1e19 would overflow float32. The
+    # threshold does not change with the scale, so it is found on the image divided by its largest magnitude.
+    scale = np.float32(max(abs(float(values.max())), abs(float(values.min()))))
+    unit = values / scale
+    return unit > threshold_otsu(unit)
 
 
 def mr_foreground(image: np.ndarray, level: float = 0.25) -> np.ndarray:

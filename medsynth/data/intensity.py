@@ -81,7 +81,7 @@ class MRIntensity:
             standard = np.asarray(self.landmarks or np.linspace(-1.0, 1.0, LANDMARK_COUNT))
             return np.interp(image, body_landmarks(values), standard).astype(np.float32)
         if MRScaling(self.scaling) is MRScaling.ZSCORE:
-            mean, std = float(values.mean()), float(values.std())
+            mean, std = float(values.mean(dtype=np.float64)), float(values.std(dtype=np.float64))  # no overflow
             if std == 0:
                 raise InputError("the MR foreground is constant; it holds no image.")
             return ((image - mean) / std).astype(np.float32)
