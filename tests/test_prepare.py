@@ -265,3 +265,17 @@ def test_raw_pairs_are_refused_by_train_then_prepare_train_translate_evaluate_ru
     scored = run("evaluate", tmp_path / "sct", out / "ct", "--mask", out / "mask", "--json", tmp_path / "m.json")
     assert scored.exit_code == 0, scored.output
     assert len(json.loads((tmp_path / "m.json").read_text())["cases"]) == 3
+
+
+def test_a_ct_exported_400_mm_away_is_found_from_the_body_centres(tmp_path):
+    """The first start (scanner coordinates) sees no overlap at all and ITK throws; the centroid start still
+    registers the pair. A CT that overlaps from neither start is one line, never ITK's message."""
+    raw = tmp_path / "raw"
+    write_raw_case(raw, "far", 0, motion=False)
+    ct = sitk.ReadImage(str(raw / "ct" / "far.nii.gz"))
+    ct.SetOrigin([o + d for o, d in zip(ct.GetOrigin(), (0.0, 0.0, 400.0), strict=True)])
+    sitk.WriteImage(ct, str(raw / "ct" / "far.nii.gz"))
+    result = run("prepare", raw, tmp_path / "out", "--no-n4")
+    assert result.exit_code == 0, result.output
+    row = report(tmp_path / "out")["far"]
+    assert row["status"] == "prepared" and abs(row["distance_mm"] - 400.0) < 5.0, row

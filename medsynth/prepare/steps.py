@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medsynth.choices import Registration
+from medsynth.errors import InputError
 
 CT_CLIP = (-1024.0, 3071.0)
 AIR_HU = -1024.0
@@ -84,7 +85,11 @@ def register(fixed, moving, fixed_mask, kind: Registration, seed: int = 0):
         return sitk.Euler3DTransform()
     fixed, moving = sitk.Cast(fixed, sitk.sitkFloat32), sitk.Cast(moving, sitk.sitkFloat32)
     rigid = _best_start(fixed, moving, fixed_mask, seed)
-    _run(fixed, moving, rigid, seed, levels=3)
+    try:
+        _run(fixed, moving, rigid, seed, levels=3)
+    except RuntimeError as error:  # ITK's multi-line "too many samples map outside moving image buffer"
+        raise InputError("the registration lost the overlap of MR and CT on the way; check that both show the "
+                         "same patient and region, or align them roughly first.") from error
     if kind is Registration.RIGID:
         return rigid
     if kind is Registration.AFFINE:
@@ -154,13 +159,21 @@ def _best_start(fixed, moving, fixed_mask, seed: int):
     fixed_centre = _centroid(fixed_mask)
     moving_centre = _centroid(sitk.OtsuThreshold(moving, 0, 1))
     starts = []
-    for shift in ((0.0, 0.0, 0.0), tuple(np.subtract(moving_centre, fixed_centre))):
+    apart = tuple(np.subtract(moving_centre, fixed_centre))
+    for shift in ((0.0, 0.0, 0.0), apart):
         transform = sitk.Euler3DTransform()
         transform.SetCenter(fixed_centre)
         transform.SetTranslation([float(v) for v in shift])
         method = _method(fixed, seed, 1)
         method.SetInitialTransform(transform)
-        starts.append((method.MetricEvaluate(fixed, moving), transform))
+        try:
+            starts.append((method.MetricEvaluate(fixed, moving), transform))
+        except RuntimeError:  # no overlap from this start (exports far apart): the other start may have one
+            continue
+    if not starts:
+        raise InputError(f"MR and CT do not overlap from scanner coordinates nor with their body centres matched "
+                         f"(centres {np.linalg.norm(apart):.0f} mm apart); check that both show the same patient "
+                         "and region.")
     return min(starts, key=lambda item: item[0])[1]
 
 
