@@ -13,9 +13,10 @@ _DICOM_PREAMBLE = 128
 
 
 def case_id(path: Path) -> str:
-    """The file name without its image suffix (``case_001.nii.gz`` -> ``case_001``); a folder's own name."""
+    """The file name without its image suffix (``case_001.nii.gz`` -> ``case_001``, ``mr.dcm`` -> ``mr``); a
+    folder's own name."""
     name = Path(path).name
-    for suffix in IMAGE_SUFFIXES:
+    for suffix in (*IMAGE_SUFFIXES, ".dcm"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name

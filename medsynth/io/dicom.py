@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from medsynth.errors import InputError
+from medsynth.io.dicom_frames import frame_count, frame_headers, frame_pixels
 
 REGULAR_TOLERANCE_MM = 0.05  # largest distance of a slice from the evenly spaced line it should lie on
 DUPLICATE_TOLERANCE_MM = 0.01  # slices closer than this along the normal share one position
@@ -110,17 +111,20 @@ class SeriesGeometry:
 
 
 def read_series(folder: Path, series: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, str]:
-    """The chosen series of ``folder`` as float32 values (x, y, z) with modality LUT applied, and its
+    """The chosen series of ``folder`` (or the one DICOM file ``folder``: a slice, or a multi-frame image's
+    frames) as float32 values (x, y, z) with modality LUT applied, and its
     voxel -> RAS+ mm affine, plus the series UID.
 
     Raises :class:`InputError` in one line for several series without a choice, mixed slice sizes or
     orientations, two images at one position and slices off the normal; uneven or missing slices are
     resampled (logged as a note).
     """
-    info = choose_series(folder, series)
+    info = _as_frames(choose_series(folder, series) if Path(folder).is_dir() else file_series(Path(folder)))
     geometry = slice_geometry(info)
-    files = [info.files[i] for i in geometry.order]
-    stack = np.stack([_pixels(file) for file in files], axis=-1)
+    if len(set(info.files)) == 1 and len(info.files) > 1:  # the frames of one multi-frame image
+        stack = np.moveaxis(frame_pixels(info.files[0], list(info.headers))[geometry.order], 0, -1)
+    else:
+        stack = np.stack([_pixels(info.files[i]) for i in geometry.order], axis=-1)
     spacing_z, regular = _regular_spacing(geometry, stack.shape[2], info)
     if not regular:
         stack, spacing_z = _resample_uneven(stack, geometry.offsets, spacing_z)
@@ -135,6 +139,36 @@ def read_series(folder: Path, series: Sequence[str] = ()) -> tuple[np.ndarray, n
     return stack.astype(np.float32), _LPS_TO_RAS @ lps, info.uid
 
 
+def file_series(file: Path) -> SeriesInfo:
+    """One DICOM file given alone: a single slice, or the frames of a multi-frame image."""
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(file, stop_before_pixels=True)
+    except Exception as error:
+        raise InputError(f"{file}: is not a readable DICOM file ({_first_line(error)}).") from error
+    if not _looks_like_image(header):
+        raise InputError(f"{file}: is a DICOM file without an image (no Rows/Columns).")
+    return SeriesInfo(str(header.get("SeriesInstanceUID", "") or "no-series-uid"),
+                      str(header.get("SeriesDescription", "") or ""), str(header.get("Modality", "") or ""),
+                      (file,), (header,))
+
+
+def _as_frames(info: SeriesInfo) -> SeriesInfo:
+    """A series holding one multi-frame image becomes the series of its frames (one header each, every file
+    entry that image), so the classic geometry rules apply to them; a multi-frame image beside other images
+    in one series is refused."""
+    multi = [file for file, header in zip(info.files, info.headers, strict=True) if frame_count(header) > 1]
+    if not multi:
+        return info
+    if len(info.files) > 1:
+        raise InputError(f"{multi[0]}: is a multi-frame (enhanced) image in series {info.uid} beside "
+                         f"{len(info.files) - 1} other file(s); a series is one multi-frame image or single-frame "
+                         "slices, not both.")
+    frames = frame_headers(info.files[0], info.headers[0])
+    return SeriesInfo(info.uid, info.description, info.modality, (info.files[0],) * len(frames), tuple(frames))
+
+
 def slice_geometry(info: SeriesInfo) -> SeriesGeometry:
     """Check that the slices share size, orientation and spacing and lie along their normal; sort them."""
     headers, files = info.headers, info.files
@@ -143,9 +177,6 @@ def slice_geometry(info: SeriesInfo) -> SeriesGeometry:
         for file, header in zip(files, headers, strict=True):
             if name not in header:
                 raise InputError(f"{file}: has no {name}; the slice cannot be placed in space.")
-    if int(first.get("NumberOfFrames", 1) or 1) > 1:
-        raise InputError(f"{files[0]}: is a multi-frame (enhanced) DICOM image; convert it to single-frame "
-                         "slices (e.g. dcm2niix to NIfTI) first.")
     orientation = np.asarray(first.ImageOrientationPatient, dtype=np.float64)
     size = (int(first.Rows), int(first.Columns))
     pixel = np.asarray(first.PixelSpacing, dtype=np.float64)

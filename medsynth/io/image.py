@@ -98,15 +98,15 @@ def read_image(path: str | Path, ndim: int | tuple[int, ...] = 3, check_values: 
 
 
 def _read_any(path: Path, series: tuple[str, ...] = ()) -> tuple[np.ndarray, ImageMeta]:
-    if path.is_dir():
+    name = path.name.lower()
+    if path.is_dir() or name.endswith(".dcm"):  # a series folder, or one DICOM file (a slice or a multi-frame)
         from medsynth.io.dicom import read_series
 
         array, affine, _ = read_series(path, series)
         return array, ImageMeta.from_affine(affine, array.shape, source=str(path))
-    name = path.name.lower()
     if name.endswith(NIFTI_SUFFIXES):
         return _read_nifti(path)
-    if name.endswith(ITK_SUFFIXES) or name.endswith(".dcm"):
+    if name.endswith(ITK_SUFFIXES):
         return _read_itk(path)
     raise InputError(f"{path}: not a supported image (use .nii, .nii.gz, .mha, .nrrd or a DICOM folder).")
 
