@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from medsynth.choices import DeviceChoice, Direction, Engine, OutputFormat
-from medsynth.cli.app import app, console
+from medsynth.cli.app import app, console, error_console
 
 
 @app.command()
@@ -54,5 +55,8 @@ def translate(
                                engine=engine, sw_batch_size=sw_batch_size, workers=workers)
     report = translate_cases(model, input_path, out_dir, options)
     console.print(report.table(f"translate -> {out_dir}"))
+    for result in report.results:
+        if result.warning:
+            error_console.print(f"[bold yellow]warning:[/] {escape(result.case)}: {escape(result.warning)}")
     if report.failures:
         raise typer.Exit(1)

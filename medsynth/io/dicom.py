@@ -15,6 +15,7 @@ and lie on one line along the slice normal. Their positions along the normal the
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,5 +269,6 @@ def _pixels_by_gdcm(file: Path) -> np.ndarray:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
+    # pydicom's advice to programmers ("Use force=True to force reading") means nothing on a command line.
+    text = re.sub(r"\s*Use force=True[^.]*\.?", "", str(error)).strip()
     return (text.splitlines()[0] if text else type(error).__name__)[:160]

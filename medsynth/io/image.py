@@ -182,6 +182,8 @@ def describe_pixels(components: Sequence[int], dtype: np.dtype, rgb: bool = Fals
 
 def _drop_trailing_singletons(array: np.ndarray, path: Path, ndim: int | tuple[int, ...]) -> np.ndarray:
     accepted = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if array.size == 0:  # before dropping axes: a (48, 48, 0) volume is empty, not a 1D image
+        raise InputError(f"{path}: holds no voxels (shape {array.shape}); it holds no image.")
     while array.ndim > min(accepted) and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim not in accepted:

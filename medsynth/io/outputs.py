@@ -75,6 +75,17 @@ def prepare_output_dir(out_dir: Path, inputs: Iterable[Path | None], case_paths:
 
 
 @contextlib.contextmanager
+def no_empty_folder_on_refusal(folder: Path, created: bool) -> Iterator[None]:
+    """A command refused after creating ``folder`` (an unusable single input, say) leaves no empty folder."""
+    try:
+        yield
+    except Exception:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+@contextlib.contextmanager
 def atomic_path(path: Path, suffix: str = "", folder: bool = False) -> Iterator[Path]:
     """A hidden temporary path beside ``path`` to write to; renamed onto ``path`` when the block succeeds.
 

@@ -31,16 +31,19 @@ from medsynth.inference.volume import read_mask
 from medsynth.io.cases import list_images
 from medsynth.io.formats import OutputFormat, image_name
 from medsynth.io.image import Volume, model_ndim, read_image, write_image
-from medsynth.io.outputs import prepare_output_dir, write_text_atomically
+from medsynth.io.outputs import no_empty_folder_on_refusal, prepare_output_dir, write_text_atomically
 from medsynth.metrics.report import MetricSummary, summarise
 from medsynth.metrics.similarity import ncc
-from medsynth.modelfile import AttributionMetadata, ModelFile, load_model
+from medsynth.modelfile import AttributionMetadata, ModelFile, load_model, model_fingerprint
 from medsynth.services.batch import (
     BatchReport,
     CaseStatus,
+    Provenance,
     case_masks,
     is_single_input,
+    made_by,
     mask_of,
+    output_stamp,
     report_name,
     run_batch,
     select_cases,
@@ -174,21 +177,26 @@ def attribute(model_path: Path, input_path: Path, out_dir: Path, options: Attrib
     ranks = process_rank()
     cases = select_cases(Path(input_path), (0, 1), ranks, outputs_of=outputs_of)
     masks = case_masks(options.mask)
+    created = not out_dir.exists()
     prepare_output_dir(out_dir, [input_path, model.path, model.path.parent, options.mask, options.effect],
                        cases.values())
+    fingerprint = model_fingerprint(model.path)
+    stamp = output_stamp(fingerprint, f"{model.family} {model.path.parent.name}")
 
     def process(case: str, volume: Volume) -> list[Path]:
         mask = None if masks is None else read_mask(mask_of(case, masks, options.mask), volume)
         change, healthy = generator(volume, mask)
         map_path, healthy_path, overlay_path = outputs_of(case)
-        return [write_image(map_path, change, volume.meta, np.float32),
-                write_image(healthy_path, healthy, volume.meta, np.float32),
+        return [write_image(map_path, change, volume.meta, np.float32, stamp),
+                write_image(healthy_path, healthy, volume.meta, np.float32, stamp),
                 write_overlay(overlay_path, volume, change)]
 
     ndim = model_ndim(generator.predictor.dims)
-    report = AttributionReport(run_batch(cases, outputs_of, process, options.overwrite, "attribute",
-                                         load=lambda path: read_image(path, ndim, series=options.series),
-                                         single=is_single_input(input_path, cases)).results)
+    with no_empty_folder_on_refusal(out_dir, created):
+        batch = run_batch(cases, outputs_of, process, options.overwrite, "attribute",
+                          load=lambda path: read_image(path, ndim, series=options.series),
+                          single=is_single_input(input_path, cases), provenance=Provenance(fingerprint, made_by))
+    report = AttributionReport(batch.results, model=fingerprint)
     if options.effect is not None:
         score_against_effects(report, Path(options.effect), lambda case: outputs_of(case)[0])
     report.write_json(out_dir / report_name("attribute", None, ranks))

@@ -11,6 +11,7 @@ the temporaries a killed write of theirs left).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +29,7 @@ from medsynth.errors import InputError, MedsynthError, UsageError
 from medsynth.inference.predictor import reduced_memory
 from medsynth.io.casefolders import case_folder_roles
 from medsynth.io.cases import group_channels, list_images, resolve_inputs
-from medsynth.io.image import read_image
+from medsynth.io.image import read_image, read_stamp
 from medsynth.io.outputs import remove_partials_of, write_text_atomically
 
 
@@ -45,6 +46,7 @@ class CaseResult:
     seconds: float = 0.0
     outputs: list[str] = field(default_factory=list)
     reason: str = ""
+    warning: str = ""  # written, but something about the input looks wrong (e.g. a CT given as MR)
 
 
 @dataclass
@@ -68,6 +70,7 @@ class BatchReport:
             table.add_column(column)
         for r in self.results:
             detail = r.reason if r.status == CaseStatus.FAILED else ", ".join(Path(o).name for o in r.outputs)
+            detail += " [yellow](warning below)[/]" if r.warning else ""
             style = {"failed": "red", "skipped": "dim"}.get(r.status.value, "")
             table.add_row(r.case, f"[{style}]{r.status.value}[/]" if style else r.status.value,
                           f"{r.seconds:.1f}", detail)
@@ -177,6 +180,20 @@ def _prefetched(cases: dict[str, Path], load: Callable[[Path], Any], workers: in
             yield cid, current
 
 
+def output_stamp(fingerprint: str, label: str) -> str:
+    """What every output says of the model that made it: ``medsynth model <fingerprint> (<family> <run>)``."""
+    return f"medsynth model {fingerprint} ({label})"
+
+
+def made_by(output: Path) -> str | None:
+    """The model fingerprint stamped into an existing output (image file or DICOM series folder), if any."""
+    from medsynth.io.dicom_write import read_series_stamp
+
+    text = read_series_stamp(output) if output.is_dir() else read_stamp(output)
+    found = re.search(r"medsynth model ([0-9a-f]{16})", text or "")
+    return found[1] if found else None
+
+
 @dataclass(frozen=True)
 class Provenance:
     """Which model a batch's outputs come from (``model``: its fingerprint) and how to read it back from an
@@ -225,7 +242,7 @@ def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], p
         report.results.append(CaseResult(cid, CaseStatus.SKIPPED, outputs=[str(o) for o in outputs_of(cid)],
                                          reason="exists" + (", made by this model" if provenance else "")
                                          + " (use --overwrite to redo)"))
-    with _progress() as progress:
+    with _progress(transient=single) as progress:
         task = progress.add_task(label, total=len(todo))
         for cid, future in _prefetched(todo, load, workers):
             started = time.perf_counter()
@@ -265,6 +282,7 @@ def failure_reason(error: Exception) -> str:
     return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
 
 
-def _progress() -> Progress:
+def _progress(transient: bool = False) -> Progress:
+    """A bar with ETA that stays in the log; ``transient`` (one input, whose refusal is one line) leaves none."""
     return Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=transient)

@@ -152,7 +152,7 @@ def read_mask(path: Path, reference: Volume, role: str = "mask") -> np.ndarray:
     _check_same_grid(volume, reference, role)
     inside = volume.array > 0
     if not inside.any():
-        covers = "the body" if role == "mask" else f"the {role}"
+        covers = {"mask": "the body", "target": "the planning target volume"}.get(role, f"the {role}'s region")
         raise InputError(f"{path}: the {role} is empty; give a {role} that covers {covers}.")
     return inside
 

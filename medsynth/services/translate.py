@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,15 +26,17 @@ from medsynth.inference.engines import (
 )
 from medsynth.inference.volume import Member, PreparedVolume, VolumeTranslator, is_ct, read_mask
 from medsynth.io.formats import OutputFormat, image_name
-from medsynth.io.image import Volume, model_ndim, read_image, read_stamp, write_ct, write_image
-from medsynth.io.outputs import prepare_output_dir
+from medsynth.io.image import Volume, model_ndim, read_image, write_ct, write_image
+from medsynth.io.outputs import no_empty_folder_on_refusal, prepare_output_dir
 from medsynth.modelfile import TranslationMetadata, ensemble_fingerprint, load_model, resolve_model_paths
 from medsynth.services.batch import (
     BatchReport,
     Provenance,
     case_masks,
     is_single_input,
+    made_by,
     mask_of,
+    output_stamp,
     parse_shard,
     report_name,
     run_batch,
@@ -206,14 +207,19 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     files = [f for item in cases.values() for f in (item if isinstance(item, tuple) else (item,))]
     run_folders = [p.parent for p in model_paths if p.suffix != ".onnx"]  # an exported graph is one file
     ensemble = [Path(model_path)] if Path(model_path).is_dir() else []
+    created = not out_dir.exists()
     prepare_output_dir(out_dir, [input_path, *ensemble, *model_paths, *run_folders, options.mask], files)
     case_of = {item: case for case, item in cases.items()}
     ndim = model_ndim(translator.dims)
+
+    warnings: dict[str, str] = {}
 
     def load(item: Path | tuple[Path, ...]) -> PreparedVolume:
         """One image, or the contrasts of a multi-contrast case in the model's channel order."""
         volumes = [read_image(path, ndim, series=options.series) for path in
                    (item if isinstance(item, tuple) else (item,))]
+        if mr2ct and (warning := not_mr_warning(volumes[0].array)):
+            warnings[case_of[item]] = warning
         mask = None if masks is None else read_mask(mask_of(case_of[item], masks, options.mask), volumes[0])
         return translator.prepare(volumes if isinstance(item, tuple) else volumes[0], mask)
 
@@ -235,25 +241,24 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
         return written
 
     stamp = output_stamp(translator.fingerprint, translator.label)
-    report = run_batch(cases, outputs_of, process, options.overwrite, "translate", load=load,
-                       single=is_single_input(input_path, cases), workers=options.workers,
-                       provenance=Provenance(translator.fingerprint, made_by))
+    with no_empty_folder_on_refusal(out_dir, created):
+        report = run_batch(cases, outputs_of, process, options.overwrite, "translate", load=load,
+                           single=is_single_input(input_path, cases), workers=options.workers,
+                           provenance=Provenance(translator.fingerprint, made_by))
+    for result in report.results:
+        result.warning = warnings.get(result.case, "")
     report.write_json(out_dir / report_name("translate", options.shard, ranks))
     return report
 
 
-def output_stamp(fingerprint: str, label: str) -> str:
-    """What every output says of the model that made it: ``medsynth model <fingerprint> (<family> <run>)``."""
-    return f"medsynth model {fingerprint} ({label})"
-
-
-def made_by(output: Path) -> str | None:
-    """The model fingerprint stamped into an existing output (image file or DICOM series folder), if any."""
-    from medsynth.io.dicom_write import read_series_stamp
-
-    text = read_series_stamp(output) if output.is_dir() else read_stamp(output)
-    found = re.search(r"medsynth model ([0-9a-f]{16})", text or "")
-    return found[1] if found else None
+def not_mr_warning(image: np.ndarray) -> str | None:
+    """A warning when an input given as MR looks like a CT in HU: MR magnitudes are never far below zero,
+    a CT has air at about -1000 HU in a good share of its voxels."""
+    air = float(np.mean(image < -900.0))
+    if float(image.min()) < -500.0 and air > 0.05:
+        return (f"does not look like an MR: {100 * air:.0f} % of its voxels lie below -900 (values "
+                f"{float(image.min()):g} to {float(image.max()):g}), as air does on a CT in HU; is it a CT?")
+    return None
 
 
 def _write_dicom(folder: Path, hu: np.ndarray, like: Volume, stamp: str, case: str,

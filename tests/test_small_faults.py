@@ -1,0 +1,84 @@
+"""Issue 25, item 8: small faults, each with the right value — an empty volume, pydicom's advice in a CLI line, a
+refused single input leaving no folder, a CT given as MR, a dose target's message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from medsynth.cli import app
+from medsynth.errors import InputError
+from medsynth.io import read_image
+from medsynth.training import train
+
+TRAIN = {"steps": 2, "batch_size": 1, "val_every": 0, "ckpt_every": 100, "preview_every": 100, "device": "cpu"}
+MODEL = {"patch_size": [16, 16, 16], "channels": [8, 16], "disc_channels": 8, "disc_layers": 2}
+
+
+def _run(*args: object):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, paired_phantom) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("small")
+    data = paired_phantom(root / "data", cases=2, shape=(20, 24, 20), spacing=7.0)
+    train("pix2pix", data, root / "run", TRAIN, MODEL)
+    return root / "run", data
+
+
+def test_an_empty_volume_is_said_to_hold_no_voxels(tmp_path):
+    path = tmp_path / "empty.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((48, 48, 0), np.float32), np.eye(4)), str(path))
+    with pytest.raises(InputError, match=r"holds no voxels"):
+        read_image(path)
+
+
+def test_a_non_dicom_file_in_a_series_folder_gets_no_programmers_advice(tmp_path, write_dicom_series):
+    folder = write_dicom_series(tmp_path / "series", np.full((8, 8, 3), 40.0), np.eye(4))
+    (folder / "broken.dcm").write_bytes(b"not dicom at all")
+    with pytest.raises(InputError) as caught:
+        read_image(folder)
+    assert "broken.dcm" in str(caught.value) and "force" not in str(caught.value)
+
+
+def test_a_refused_single_input_leaves_no_output_folder(model, tmp_path, write_dicom_series):
+    run, _ = model
+    localizer = write_dicom_series(tmp_path / "localizer", np.full((16, 16, 1), 100.0) + np.arange(16)[:, None, None],
+                                   np.eye(4))
+    line = _one_error_line(_run("translate", run, localizer, tmp_path / "out", "--device", "cpu"))
+    assert "localizer" in line and not (tmp_path / "out").exists()
+
+
+def test_a_ct_given_as_mr_is_translated_with_a_warning(model, tmp_path):
+    run, data = model
+    result = _run("translate", run, data / "ct", tmp_path / "out", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "does not look like an MR" in result.output
+    cases = json.loads((tmp_path / "out" / "translate_report.json").read_text())["cases"]
+    assert all("is it a CT?" in case["warning"] for case in cases)
+    mr_result = _run("translate", run, data / "mr", tmp_path / "mr_out", "--device", "cpu")
+    assert "does not look like an MR" not in mr_result.output
+
+
+def test_an_empty_dose_target_is_named_as_a_target(tmp_path):
+    from medsynth.io import ImageMeta, write_image
+    from medsynth.services.evaluate import read_mask
+
+    meta = ImageMeta.from_affine(np.eye(4), (8, 8, 8))
+    reference = read_image(write_image(tmp_path / "ct.nii.gz", np.random.default_rng(0).normal(0, 1, (8, 8, 8)), meta))
+    write_image(tmp_path / "target.nii.gz", np.zeros((8, 8, 8)), meta, np.uint8)
+    with pytest.raises(InputError, match="give a target that covers the planning target volume"):
+        read_mask(tmp_path / "target.nii.gz", reference, "target")
