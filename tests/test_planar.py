@@ -57,7 +57,7 @@ def test_vagan_learns_from_2d_images_and_attributes_them(tmp_path):
     for source in sorted((data / "patient").iterdir()):
         case = source.name.removesuffix(".nii.gz")
         written = nib.load(tmp_path / "out" / f"{case}_map.nii.gz")
-        assert written.shape == nib.load(source).shape[:2]  # a 2D image gives a 2D map
+        assert written.shape == nib.load(source).shape  # a 2D image gives a 2D map, stored as the input is
         np.testing.assert_allclose(written.affine, nib.load(source).affine)
     ncc = json.loads((tmp_path / "out" / "attribute_report.json").read_text())["ncc"]["cases"]
     assert min(ncc["case_14"], ncc["case_15"]) > 0.4, ncc  # held-out patients: the map finds the box
@@ -87,7 +87,7 @@ def test_a_2d_pix2pix_trained_on_2d_slices_translates_one_slice(tmp_path, form):
                                       "--device", "cpu"])
     assert result.exit_code == 0, result.output
     written = nib.load(tmp_path / "out" / "slice.nii.gz")
-    assert written.shape == (24, 28) and written.get_data_dtype() == np.int16
+    assert written.shape == form and written.get_data_dtype() == np.int16
     np.testing.assert_allclose(written.affine, affine)
     assert np.ptp(np.asarray(written.dataobj)) > 0  # a translated slice, not a constant
 

@@ -82,3 +82,39 @@ def test_an_empty_dose_target_is_named_as_a_target(tmp_path):
     write_image(tmp_path / "target.nii.gz", np.zeros((8, 8, 8)), meta, np.uint8)
     with pytest.raises(InputError, match="give a target that covers the planning target volume"):
         read_mask(tmp_path / "target.nii.gz", reference, "target")
+
+
+def test_a_volume_with_002_mm_voxels_is_refused_naming_the_file_and_the_voxel_size(model, tmp_path):
+    run, data = model
+    mr = read_image(data / "mr" / "case_0.nii.gz")
+    tiny = tmp_path / "in" / "tiny.nii.gz"
+    tiny.parent.mkdir()
+    nib.save(nib.Nifti1Image(mr.array, np.diag([0.02, 0.02, 0.02, 1.0])), str(tiny))
+    line = _one_error_line(_run("translate", run, tiny, tmp_path / "out", "--device", "cpu"))
+    assert "tiny.nii.gz" in line and "voxel size" in line and "constant" not in line
+
+
+def test_a_2d_input_stored_as_h_w_1_is_written_as_h_w_1(tmp_path, paired_phantom):
+    data = paired_phantom(tmp_path / "data", cases=2, shape=(24, 28, 20), spacing=6.0)
+    run = train("pix2pix", data, tmp_path / "run", TRAIN, {**MODEL, "dims": 2, "patch_size": [16, 16]}).run_dir
+    mr = read_image(data / "mr" / "case_0.nii.gz")
+    for shape in ((24, 28, 1), (24, 28, 1, 1), (24, 28)):
+        path = tmp_path / "in" / f"s{len(shape)}.nii.gz"
+        path.parent.mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(mr.array[:, :, 10].reshape(shape), mr.meta.affine), str(path))
+    result = _run("translate", run, tmp_path / "in", tmp_path / "out", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    for shape in ((24, 28, 1), (24, 28, 1, 1), (24, 28)):
+        assert nib.load(tmp_path / "out" / f"s{len(shape)}.nii.gz").shape == shape
+
+
+def test_a_three_slice_slab_raises_no_rgb_warning(tmp_path):
+    import warnings
+
+    from medsynth.data.bodymask import body_mask
+
+    slab = np.zeros((30, 30, 3), np.float32)
+    slab[5:25, 5:25] = 500.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert body_mask(slab, modality="mr")[15, 15, 1]

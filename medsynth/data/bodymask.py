@@ -113,7 +113,8 @@ def otsu_foreground(image: np.ndarray, air_hu: float | None = _AIR_HU) -> np.nda
     # threshold does not change with the scale, so it is found on the image divided by its largest magnitude.
     scale = np.float32(max(abs(float(values.max())), abs(float(values.min()))))
     unit = values / scale
-    return unit > threshold_otsu(unit)
+    # Flat: scikit-image takes an (X, Y, 3) volume (a 3-slice slab) for an RGB picture and warns.
+    return unit > threshold_otsu(unit.ravel())
 
 
 def mr_foreground(image: np.ndarray, level: float = 0.25) -> np.ndarray:

@@ -23,6 +23,7 @@ from monai.data import MetaTensor
 from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import Intensity, MRIntensity, normalise_mr_body
+from medsynth.errors import InputError
 from medsynth.io.image import ImageMeta, Volume
 
 
@@ -38,10 +39,24 @@ def to_grid(grid: ModelGrid, volume: Volume, release: bool = False) -> GridImage
     """``volume`` resampled onto the model grid; with ``release`` its array is emptied as soon as it has
     been resampled (a CT-sized input is then held once, not twice)."""
     moved = grid.forward(volume.array, volume.meta)
+    _check_extent(volume, moved.shape[1:], grid)
     if release:
         volume.array = np.empty((0,) * volume.array.ndim, np.float32)
     return GridImage(moved.as_tensor().numpy()[0],
                      MetaTensor(torch.zeros(1), meta=moved.meta, applied_operations=moved.applied_operations))
+
+
+def _check_extent(volume: Volume, shape: Sequence[int], grid: ModelGrid) -> None:
+    """An image whose field of view shrinks to under two model-grid voxels along an axis it spans (a header
+    that says 0.02 mm where 1 mm was meant) cannot be translated: :class:`InputError` naming the file."""
+    spanned = [n for n in volume.array.shape if n > 1]
+    if sum(n >= 2 for n in shape) >= len(spanned):
+        return
+    extent = np.linalg.norm(np.asarray(volume.meta.affine)[:3, :3], axis=0)[:volume.array.ndim] \
+        * np.asarray(volume.array.shape)
+    raise InputError(f"{volume.path}: its field of view ({' x '.join(f'{e:.3g}' for e in extent)} mm) is less than "
+                     f"two voxels of the model grid ({' x '.join(f'{s:g}' for s in grid.spacing)} mm) along an "
+                     "axis; check the voxel size in its header.")
 
 
 def on_grid(grid: ModelGrid, volume: Volume) -> np.ndarray:

@@ -37,6 +37,7 @@ class ImageMeta:
     sform_code: int = 1
     xyzt_units: int = 10  # mm and seconds, the NIfTI default for medical images
     source: str = field(default="", compare=False)
+    stored_shape: tuple[int, ...] | None = field(default=None, compare=False)  # on disk, trailing 1s kept
 
     @classmethod
     def from_affine(cls, affine: np.ndarray, shape: tuple[int, ...], source: str = "") -> ImageMeta:
@@ -193,9 +194,11 @@ def _drop_trailing_singletons(array: np.ndarray, path: Path, ndim: int | tuple[i
 
 
 def _with_shape(meta: ImageMeta, shape: tuple[int, ...], path: Path) -> ImageMeta:
+    stored = tuple(int(s) for s in meta.shape)
     return ImageMeta(affine=meta.affine, shape=tuple(int(s) for s in shape), qform=meta.qform,
                      sform=meta.sform, qform_code=meta.qform_code, sform_code=meta.sform_code,
-                     xyzt_units=meta.xyzt_units, source=str(path))
+                     xyzt_units=meta.xyzt_units, source=str(path),
+                     stored_shape=stored if stored != tuple(int(s) for s in shape) else None)
 
 
 def _check_values(array: np.ndarray, path: Path) -> None:
@@ -222,6 +225,8 @@ def write_image(path: str | Path, array: np.ndarray, meta: ImageMeta, dtype: np.
     array = np.asarray(array)
     if tuple(array.shape) != tuple(meta.shape):
         raise UsageError(f"{path}: array shape {array.shape} differs from the image grid {meta.shape}.")
+    if meta.stored_shape is not None:  # an input stored as (H, W, 1) is written back as (H, W, 1), not (H, W)
+        array = array.reshape(meta.stored_shape)
     if path.name.lower().endswith((".mha", ".nrrd")):
         return _write_itk(path, array.astype(dtype, copy=False), meta, stamp)
     if not path.name.endswith(NIFTI_SUFFIXES):
