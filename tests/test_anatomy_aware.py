@@ -76,12 +76,12 @@ def _fit(family: Pix2Pix, run: Path, steps: int) -> Trainer:
 def _tissue_accuracy(generator: torch.nn.Module, family: Pix2Pix) -> float:
     """Share of the body's voxels of the training cases whose tissue the head names right (whole slices)."""
     hits = total = 0
-    for case in family.training:
+    for case in family.data.training:
         slices = np.moveaxis(case.mr[0], -1, 0)[:, None]  # (Z, 1, X, Y): 2D, no context slices
         with torch.no_grad():
             _, logits = generator(torch.from_numpy(np.ascontiguousarray(slices)), tissue=True)
         predicted = np.moveaxis(logits.argmax(1).numpy(), 0, -1)
-        truth = tissue_labels(family.ct_intensity.denormalise(case.ct[0]))
+        truth = tissue_labels(family.data.ct_intensity.denormalise(case.ct[0]))
         hits += int((predicted == truth)[case.mask].sum())
         total += int(case.mask.sum())
     return hits / total
@@ -95,9 +95,9 @@ def test_a_tissue_head_learns_the_classes_of_a_tiny_case_without_a_discriminator
     before = _tissue_accuracy(family.networks["G"].eval(), family)
     trainer = _fit(family, tmp_path / "run", 300)
     after = _tissue_accuracy(trainer.export_networks()["G"].eval(), family)
-    majority = max(np.bincount(np.concatenate([tissue_labels(family.ct_intensity.denormalise(c.ct[0]))[c.mask]
-                                                for c in family.training]), minlength=5)) / sum(
-        int(c.mask.sum()) for c in family.training)
+    majority = max(np.bincount(np.concatenate([tissue_labels(family.data.ct_intensity.denormalise(c.ct[0]))[c.mask]
+                                                for c in family.data.training]), minlength=5)) / sum(
+        int(c.mask.sum()) for c in family.data.training)
     assert after > 0.9 > max(before, majority), (before, after, majority)
 
     model = load_model(tmp_path / "run")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from medsynth.data.bodymask import body_mask
-from medsynth.data.geometry import ModelGrid, median_spacing
+from medsynth.data.geometry import model_grid
 from medsynth.data.intensity import MRIntensity, MRScaling
 from medsynth.data.layouts import Case, Datalist, discover_unpaired, read_cases
 from medsynth.data.splits import SplitPlan
@@ -54,7 +54,7 @@ class AttributionData:
         self.datalist = Datalist(controls + training, held, Path(root))
         # A 2D model also trains on 2D images, (H, W) or (H, W, 1).
         volumes = read_cases(controls + training + held, Path(root), ("patient", "effect"), model_ndim(dims))
-        self.grid = ModelGrid(spacing or median_spacing([next(iter(v.values())).meta for v in volumes]))
+        self.grid = model_grid([next(iter(v.values())).meta for v in volumes], spacing)
         self.intensity = MRIntensity(scaling=scaling)
         self.region = IntensityRegion(region)
         prepared = [self._prepare(v.id, v.get("control") or v["patient"], v.get("effect"), slab) for v in volumes]

@@ -82,3 +82,12 @@ def ras_spacing(meta: ImageMeta) -> tuple[float, ...]:
 def median_spacing(metas: Sequence[ImageMeta]) -> tuple[float, ...]:
     """The default model spacing: the per-axis median over the training set (nnU-Net's choice)."""
     return tuple(float(v) for v in np.median(np.array([ras_spacing(m) for m in metas]), axis=0))
+
+
+def model_grid(metas: Sequence[ImageMeta], spacing: Sequence[float] | None = None, min_spacing: float = 0.0
+               ) -> ModelGrid:
+    """The one rule every family's model grid follows: ``spacing`` when given, else the training images'
+    median spacing (:func:`median_spacing`) no finer than ``min_spacing`` mm along any axis."""
+    if spacing:
+        return ModelGrid(spacing)
+    return ModelGrid(tuple(max(s, min_spacing) for s in median_spacing(metas)))

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from medsynth.data.bodymask import body_mask
-from medsynth.data.geometry import ModelGrid, median_spacing
+from medsynth.data.geometry import model_grid
 from medsynth.data.intensity import CTIntensity, MRIntensity, MRScaling
 from medsynth.data.layouts import (
     channel_count,
@@ -146,7 +146,7 @@ class CycleGAN(Family):
         volumes = {d: read_cases(cases[d], Path(data), (d, f"{d}_labels"), model_ndim(config.dims)) for d in DOMAINS}
         self.num_labels = self._count_labels(volumes)
         images = [case[d] for d in DOMAINS for case in volumes[d]]  # first contrast of an MR
-        self.grid = ModelGrid(config.spacing or median_spacing([v.meta for v in images]))
+        self.grid = model_grid([v.meta for v in images], config.spacing)
         self.ct_intensity = CTIntensity()
         self.mr_intensity = MRIntensity(scaling=config.mr_scaling)
         self.training = {d: [self._prepare(case, d, case.get(f"{d}_labels")) for case in volumes[d]]

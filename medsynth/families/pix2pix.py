@@ -23,21 +23,17 @@ from torch import Tensor, nn
 
 from medsynth.baselines import IntensityLookup
 from medsynth.data.augment import PairedAugment, SliceThickness
-from medsynth.data.bodymask import body_mask
-from medsynth.data.geometry import ModelGrid, median_spacing
-from medsynth.data.intensity import CTIntensity, MRIntensity, MRScaling
-from medsynth.data.layouts import Case, channel_count, channel_roles, discover_paired, read_cases
-from medsynth.data.patches import PatchSampler, body_anchors
-from medsynth.data.splits import SplitPlan, split_datalist
+from medsynth.data.intensity import CTIntensity, MRScaling
+from medsynth.data.paired import PairedData, PreparedCase
+from medsynth.data.patches import PatchSampler
+from medsynth.data.splits import SplitPlan
 from medsynth.data.tissue import TISSUE_EDGES_HU, TISSUE_NAMES, tissue_labels_torch
-from medsynth.data.volumes import channels_on_grid, mask_on_grid, normalise_channels, on_grid
 from medsynth.engine.context import StepContext
 from medsynth.engine.family import Family, ModelExport
 from medsynth.errors import UsageError
 from medsynth.families.base import spatial_patch, unet_strides
 from medsynth.inference.predictor import GridPredictor
 from medsynth.io.cases import channel_suffixes
-from medsynth.io.image import Volume, model_ndim
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
 from medsynth.metrics.tissue import validation_scores
 from medsynth.modelfile import DirectionSpec, TranslationMetadata, data_fingerprint
@@ -104,18 +100,6 @@ class Pix2PixConfig:
         self.norm = GeneratorNorm(self.norm)
 
 
-@dataclass
-class PreparedCase:
-    """A training or validation case on the model grid, normalised, with its body mask."""
-
-    name: str
-    mr: np.ndarray  # (1, X, Y, Z) in [-1, 1]
-    ct: np.ndarray  # (1, X, Y, Z) in [-1, 1]
-    mask: np.ndarray  # (X, Y, Z) bool
-    anchors: np.ndarray
-    raw_mr: np.ndarray  # (X, Y, Z) first MR contrast as read, on the model grid (the lookup baseline's input)
-
-
 class Pix2Pix(Family):
     """The pix2pix/vox2vox family on the shared engine."""
 
@@ -125,39 +109,16 @@ class Pix2Pix(Family):
     def __init__(self, config: Pix2PixConfig, data: Path, split: SplitPlan | None = None) -> None:
         super().__init__()
         self.config = config
-        self.datalist, self.split = split_datalist(discover_paired(data, ("mr", "ct"), ("mask",)),
-                                                   split or SplitPlan(seed=config.seed), config.val_cases)
-        self.mr_channels = channel_count(self.datalist.training + self.datalist.validation, self.datalist.source)
-        ndim = model_ndim(config.dims)  # a 2D model also trains on 2D images
-        training = read_cases(self.datalist.training, self.datalist.source, ("mr", "ct", "mask"), ndim)
-        validation = read_cases(self.datalist.validation, self.datalist.source, ("mr", "ct", "mask"), ndim)
-        spacing = config.spacing or tuple(max(s, config.min_spacing)
-                                          for s in median_spacing([case["ct"].meta for case in training]))
-        self.grid = ModelGrid(spacing)
-        self.ct_intensity = CTIntensity()
-        on_grid = [self._on_grid(case) for case in training]
-        self.mr_intensity = MRIntensity(scaling=config.mr_scaling).fit_landmarks(
-            channel[body_mask(channel, dilation=0, modality="mr")] for _, mr, _, _ in on_grid for channel in mr)
-        self.training = [self._prepare(*case) for case in on_grid]
-        self.validation = [self._prepare(*self._on_grid(case)) for case in validation]
+        self.data = PairedData(data, split or SplitPlan(seed=config.seed), config.val_cases, config.dims,
+                               config.mr_scaling, config.spacing, config.min_spacing)
+        self.split = self.data.split
         self.augment = PairedAugment(config.dims, config.augment, anatomy=config.anatomy_augment)
         self.thickness = SliceThickness(config.thick_slices)
         self.sampler = PatchSampler(config.patch_size, config.seed, config.body_fraction, config.flip_axes)
-        self.lookup = IntensityLookup.fit((c.raw_mr, self.ct_intensity.denormalise(c.ct[0]), c.mask)
-                                          for c in self.training)
+        self.lookup = IntensityLookup.fit((c.raw_mr, self.data.ct_intensity.denormalise(c.ct[0]), c.mask)
+                                          for c in self.data.training)
         self._lookup_scores: dict[str, float] | None = None
         self._build_networks()
-
-    def _on_grid(self, case: Case[Volume]) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
-        """Name, MR (C, X, Y, Z) and CT (X, Y, Z) on the model grid, and the reference body mask (the data's,
-        else the CT's)."""
-        ct = on_grid(self.grid, case["ct"])
-        mask = mask_on_grid(self.grid, case["mask"].array, case["mask"].meta) if "mask" in case else body_mask(ct)
-        return case.id, channels_on_grid(self.grid, case, channel_roles(case)), ct, mask
-
-    def _prepare(self, name: str, mr: np.ndarray, ct: np.ndarray, mask: np.ndarray) -> PreparedCase:
-        return PreparedCase(name, normalise_channels(mr, self.mr_intensity), self.ct_intensity.normalise(ct[None]),
-                            mask, body_anchors(mask), mr[0])
 
     def _build_networks(self) -> None:
         c = self.config
@@ -171,7 +132,7 @@ class Pix2Pix(Family):
         if c.tissue_weight > 0 and not head_width(c.head_channels, c.channels, c.num_res_units):
             raise UsageError("tissue_weight needs a generator head (num_res_units > 0 or head_channels > 0).")
         self.tissue_loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)  # nnU-Net's batch Dice
-        self.tissue_edges = torch.from_numpy(self.ct_intensity.normalise(np.asarray(TISSUE_EDGES_HU)))
+        self.tissue_edges = torch.from_numpy(self.data.ct_intensity.normalise(np.asarray(TISSUE_EDGES_HU)))
         if c.gan_weight == 0:
             return  # supervised regression: no discriminator to build, train or checkpoint
         self.add_network("D", "monai.PatchDiscriminator", spatial_dims=c.dims, num_layers_d=c.disc_layers,
@@ -181,7 +142,7 @@ class Pix2Pix(Family):
     @property
     def input_channels(self) -> int:
         """G's input channels: every MR contrast, at each of the 2k+1 slices of a 2.5D slab."""
-        return self.mr_channels * (2 * self.config.context_slices + 1)
+        return self.data.mr_channels * (2 * self.config.context_slices + 1)
 
     @property
     def window_divisor(self) -> int | None:
@@ -197,10 +158,10 @@ class Pix2Pix(Family):
 
     def sample(self, index: int) -> dict[str, Tensor]:
         rng = self.sampler.rng(index)
-        case, draw = self.sampler.body(rng, self.training)
+        case, draw = self.sampler.body(rng, self.data.training)
         k = self.config.context_slices
         slab = self.sampler.cut(case.mr, draw, context_slices=k + self.thickness.margin)
-        mr = self.thickness.apply(slab, self.mr_channels, k, self.thickness.draw(rng))
+        mr = self.thickness.apply(slab, self.data.mr_channels, k, self.thickness.draw(rng))
         mr, ct = self.augment(mr, self.sampler.cut(case.ct, draw), int(rng.integers(2**31)))
         return {"mr": torch.from_numpy(np.ascontiguousarray(mr)), "ct": torch.from_numpy(np.ascontiguousarray(ct))}
 
@@ -244,14 +205,14 @@ class Pix2Pix(Family):
         """SynthRAD2023 MAE/PSNR/SSIM and bone Dice on the held-out cases, inside the body mask, and beside
         them the no-context lookup table's MAE and bone Dice on the same cases (``lookup_mae``,
         ``lookup_bone_dice``)."""
-        if not self.validation:
+        if not self.data.validation:
             return {}
-        scores = _scores(self.validation, lambda case: self.predictor.to_units(networks["G"], case.mr,
-                                                                               self.ct_intensity)[0],
-                         self.ct_intensity)
+        scores = _scores(self.data.validation, lambda case: self.predictor.to_units(networks["G"], case.mr,
+                                                                               self.data.ct_intensity)[0],
+                         self.data.ct_intensity)
         if self._lookup_scores is None:
-            lookup = _scores(self.validation, lambda case: self.lookup.predict(case.raw_mr, case.mask),
-                             self.ct_intensity)
+            lookup = _scores(self.data.validation, lambda case: self.lookup.predict(case.raw_mr, case.mask),
+                             self.data.ct_intensity)
             self._lookup_scores = {"lookup_mae": lookup["mae"], "lookup_bone_dice": lookup["bone_dice"]}
         return {**scores, **self._lookup_scores}
 
@@ -268,21 +229,21 @@ class Pix2Pix(Family):
     def preview(self, batch: dict[str, Tensor], networks: Mapping[str, nn.Module]) -> list[list[np.ndarray]]:
         from medsynth.viz import mid_slices, window
 
-        case = (self.validation or self.training)[0]
-        pred = self.predictor.to_units(networks["G"], case.mr, self.ct_intensity)[0]
-        ref = self.ct_intensity.denormalise(case.ct[0])
+        case = (self.data.validation or self.data.training)[0]
+        pred = self.predictor.to_units(networks["G"], case.mr, self.data.ct_intensity)[0]
+        ref = self.data.ct_intensity.denormalise(case.ct[0])
         panels = [window(case.mr[0], -1, 1), window(pred, -1000, 1500), window(ref, -1000, 1500),
                   window(np.abs(pred - ref) * case.mask, 0, 500)]
         return [[mid_slices(p)[0] for p in panels]]
 
     def export(self) -> ModelExport:
-        c = self.config
+        c, data = self.config, self.data
         return ModelExport(networks=("G",), metadata=TranslationMetadata(
-            spatial_dims=c.dims, context_slices=c.context_slices, patch_size=c.patch_size, spacing=self.grid.spacing,
+            spatial_dims=c.dims, context_slices=c.context_slices, patch_size=c.patch_size, spacing=data.grid.spacing,
             window_divisor=self.window_divisor, flip_axes=c.flip_axes,
-            mr_channels=tuple(channel_suffixes(self.mr_channels)),  # file suffixes, in input-channel order
-            directions={"mr2ct": DirectionSpec("G", self.mr_intensity, self.ct_intensity)}, mc_dropout=c.dropout > 0,
-            data_fingerprint=data_fingerprint(self.datalist.files()), training_cases=len(self.training),
+            mr_channels=tuple(channel_suffixes(data.mr_channels)),  # file suffixes, in input-channel order
+            directions={"mr2ct": DirectionSpec("G", data.mr_intensity, data.ct_intensity)}, mc_dropout=c.dropout > 0,
+            data_fingerprint=data_fingerprint(self.data.files()), training_cases=len(self.data.training),
             provenance={"generator_norm": str(c.norm), "gan_weight": c.gan_weight, "tissue_weight": c.tissue_weight}))
 
 
