@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,11 +15,11 @@ from medsynth.choices import FamilyName
 from medsynth.data.splits import SPLIT_FILENAME, SplitPlan
 from medsynth.engine.checkpoint import CHECKPOINT_NAME
 from medsynth.engine.config import TrainConfig, build_config, read_yaml, to_plain
-from medsynth.engine.family import Family
 from medsynth.engine.logbook import LOG_FILENAME
 from medsynth.engine.runtime import make_runtime, process_group_closed_at_exit, process_rank
 from medsynth.engine.trainer import TrainResult, run_training
 from medsynth.errors import UsageError
+from medsynth.families.registry import family_classes
 from medsynth.io.outputs import (
     check_not_an_input,
     prepare_output_dir,
@@ -31,26 +30,6 @@ from medsynth.io.outputs import (
 
 CONFIG_FILENAME = "config.yaml"
 Config = TypeVar("Config")
-
-
-# family -> (module, family class, config class); imported only when used
-_FAMILIES: dict[FamilyName, tuple[str, str, str]] = {
-    FamilyName.PIX2PIX: ("medsynth.families.pix2pix", "Pix2Pix", "Pix2PixConfig"),
-    FamilyName.VOX2VOX: ("medsynth.families.pix2pix", "Pix2Pix", "Pix2PixConfig"),
-    FamilyName.CYCLEGAN: ("medsynth.families.cyclegan", "CycleGAN", "CycleGANConfig"),
-    FamilyName.VAGAN: ("medsynth.families.vagan", "VAGAN", "VAGANConfig"),
-    FamilyName.FASTGAN: ("medsynth.families.fastgan", "FastGAN", "FastGANConfig"),
-}
-
-
-def family_classes(name: FamilyName | str) -> tuple[type[Family], type]:
-    """The family class and its config dataclass."""
-    module_name, family_cls, config_cls = _FAMILIES[FamilyName(name)]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        raise UsageError(f"the '{name}' family is not available in this medsynth build.") from error
-    return getattr(module, family_cls), getattr(module, config_cls)
 
 
 def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: dict[str, Any] | None = None,

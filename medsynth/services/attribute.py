@@ -26,6 +26,7 @@ from medsynth.data.volumes import IntensityRegion, mask_on_grid, normalisation_r
 from medsynth.engine.config import DeviceChoice
 from medsynth.engine.runtime import pick_amp_dtype, pick_device, process_rank
 from medsynth.errors import InputError, ModelError, UsageError
+from medsynth.families.registry import Capability, families_that
 from medsynth.inference.predictor import GridPredictor
 from medsynth.inference.volume import read_mask
 from medsynth.io.cases import list_images
@@ -166,7 +167,7 @@ def write_overlay(path: Path, volume: Volume, change: np.ndarray) -> Path:
 
 def attribute(model_path: Path, input_path: Path, out_dir: Path, options: AttributeOptions) -> AttributionReport:
     """Write map, healthy image and overlay of every case of ``input_path`` into ``out_dir``."""
-    model = load_model(model_path, "vagan")
+    model = load_model(model_path, families_that(Capability.ATTRIBUTE))
     generator = load_map_generator(model, options)
     out_dir = Path(out_dir)
 

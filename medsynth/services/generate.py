@@ -23,6 +23,7 @@ from medsynth.data.slices import load_slices
 from medsynth.engine.config import DeviceChoice
 from medsynth.engine.runtime import pick_device
 from medsynth.errors import UsageError
+from medsynth.families.registry import Capability, families_that
 from medsynth.inference.generation import display_slice, slice_meta, synthesise
 from medsynth.io.formats import OutputFormat, image_name
 from medsynth.io.image import CT_RANGE, write_ct
@@ -92,7 +93,7 @@ def prepare_out_dir(out_dir: Path, overwrite: bool, inputs: Iterable[Path | None
 
 def load_generator(model_path: Path, device: torch.device) -> tuple[ModelFile, nn.Module, CTIntensity]:
     """The EMA generator of a FastGAN model file and its HU window; other families are refused."""
-    model = load_model(model_path, "fastgan")
+    model = load_model(model_path, families_that(Capability.GENERATE))
     intensity = intensity_from_json(model.metadata["intensity"])
     return model, model.build("G", device), intensity
 

@@ -15,6 +15,7 @@ from medsynth.data.geometry import ModelGrid
 from medsynth.engine.config import DeviceChoice
 from medsynth.engine.runtime import pick_amp_dtype, pick_device, process_rank
 from medsynth.errors import ModelError, UsageError
+from medsynth.families.registry import Capability, families_that
 from medsynth.inference.engines import (
     Engine,
     OnnxNetwork,
@@ -43,7 +44,7 @@ from medsynth.services.batch import (
     select_cases,
 )
 
-TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")
+TRANSLATION_FAMILIES = families_that(Capability.TRANSLATE)
 
 
 @dataclass
