@@ -75,7 +75,7 @@ def test_a_ct_given_as_mr_is_translated_with_a_warning(model, tmp_path):
 
 def test_an_empty_dose_target_is_named_as_a_target(tmp_path):
     from medsynth.io import ImageMeta, write_image
-    from medsynth.services.evaluate import read_mask
+    from medsynth.io.grids import read_mask
 
     meta = ImageMeta.from_affine(np.eye(4), (8, 8, 8))
     reference = read_image(write_image(tmp_path / "ct.nii.gz", np.random.default_rng(0).normal(0, 1, (8, 8, 8)), meta))

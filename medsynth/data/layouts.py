@@ -17,6 +17,7 @@ import numpy as np
 from medsynth.errors import InputError, UsageError
 from medsynth.io.casefolders import ROLES, CaseRoles, task_cases
 from medsynth.io.cases import case_id, channel_of, group_channels, list_images
+from medsynth.io.grids import grid_mismatch
 from medsynth.io.image import Volume, read_image
 
 Item = TypeVar("Item", Path, Volume)
@@ -310,13 +311,9 @@ def _check_same_grid(volumes: dict[str, Volume], roles: Sequence[str], problems:
     remedy = ("run `medsynth prepare RAW OUT` to register and resample raw pairs onto the MR grid"
               if "ct" in present and "mr" in present else "resample them onto one grid")
     for role in present[1:]:
-        other = volumes[role]
-        if other.meta.shape != first.meta.shape:
-            problems.add(f"{other.path}: {role} shape {other.meta.shape} differs from {present[0]} "
-                         f"shape {first.meta.shape}; {remedy}")
-        elif not np.allclose(other.meta.affine, first.meta.affine, atol=1e-4):
-            problems.add(f"{other.path}: {role} affine (spacing/origin/orientation) differs from "
-                         f"{present[0]}; {remedy}")
+        reason = grid_mismatch(volumes[role], first)
+        if reason:
+            problems.add(f"{volumes[role].path}: {role} {reason} of {present[0]} ({first.path}); {remedy}")
 
 
 def discover_domains(data: Path, domains: Sequence[str]) -> dict[str, list[Case]]:

@@ -18,9 +18,10 @@ import numpy as np
 from medsynth.dose import require_dose_extra
 from medsynth.dose.protocol import DoseSettings, Modality, PatientFrame, default_target
 from medsynth.errors import InputError
+from medsynth.io.grids import read_mask
 from medsynth.io.outputs import check_not_an_input
 from medsynth.metrics.report import CaseFailure, CaseResult, EvaluationReport
-from medsynth.services.evaluate import body_masks, load_case, mask_for, match_cases, read_mask, resolve_masks
+from medsynth.services.evaluate import body_masks, load_case, mask_for, match_cases, resolve_masks
 
 if TYPE_CHECKING:  # pyRadPlan is imported only once the extra is known to be there
     from medsynth.dose.planning import Doses, TreatmentPlan

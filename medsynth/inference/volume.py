@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,38 +15,18 @@ from torch import Tensor, nn
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import CTIntensity, Intensity
 from medsynth.data.volumes import mask_on_grid, normalise_source, to_grid
-from medsynth.errors import InputError
 from medsynth.inference.predictor import GridPredictor
-from medsynth.io.image import Volume, read_image
+from medsynth.io.grids import check_same_grid
+from medsynth.io.image import Volume
+
 
 # Largest difference of any affine entry (mm) at which a mask still lies on its image's grid.
-MASK_AFFINE_TOLERANCE = 1e-4
 def enable_mc_dropout(network: nn.Module) -> int:
     """Put only the dropout layers in training mode (MC dropout); returns how many drop anything (p > 0)."""
     layers = [m for m in network.modules() if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Dropout3d)) and m.p > 0]
     for layer in layers:
         layer.train()
     return len(layers)
-
-
-def read_mask(path: Path, like: Volume) -> np.ndarray:
-    """A user-supplied body mask (voxels > 0) of the image ``like``, on its grid.
-
-    Raises :class:`InputError` when the mask cannot be read, lies on another grid (shape, or an affine
-    entry off by more than ``MASK_AFFINE_TOLERANCE`` mm) or is empty.
-    """
-    mask = read_image(path, ndim=like.array.ndim, check_values=False)
-    if mask.array.shape != like.array.shape:
-        raise InputError(f"{path}: mask shape {mask.array.shape} differs from the image's {like.array.shape} "
-                         f"({like.path}); give the mask on the image's grid.")
-    deviation = float(np.max(np.abs(mask.meta.affine - like.meta.affine)))
-    if deviation > MASK_AFFINE_TOLERANCE:
-        raise InputError(f"{path}: mask affine differs from the image's ({like.path}) by up to {deviation:.4g} mm; "
-                         "give the mask on the image's grid.")
-    inside = mask.array > 0
-    if not inside.any():
-        raise InputError(f"{path}: the mask is empty; give a mask that covers the body.")
-    return inside
 
 
 @dataclass
@@ -209,12 +188,9 @@ def _linear_inverse(intensity: Intensity) -> tuple[float, float]:
 
 def check_one_grid(volumes: Sequence[Volume]) -> None:
     """Raise :class:`InputError` naming the first volume whose shape or affine differs from the first's."""
-    first = volumes[0]
     for other in volumes[1:]:
-        if other.meta.shape != first.meta.shape or not np.allclose(other.meta.affine, first.meta.affine, atol=1e-4):
-            raise InputError(f"{other.path}: this MR channel is not on the grid of {first.path} (shape "
-                             f"{other.meta.shape} vs {first.meta.shape}, or its affine); give every contrast "
-                             "on one grid (`medsynth prepare` resamples them onto the first).")
+        check_same_grid(other, volumes[0], "this MR channel's",
+                        "give every contrast on one grid (`medsynth prepare` resamples them onto the first)")
 
 
 def _key(intensity: Intensity) -> str:

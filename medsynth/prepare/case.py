@@ -11,6 +11,7 @@ import numpy as np
 
 from medsynth.data.bodymask import body_mask
 from medsynth.errors import InputError
+from medsynth.io.grids import grid_mismatch
 from medsynth.io.image import ImageMeta, Volume, read_image, write_ct, write_image, write_labels
 from medsynth.io.itk import from_sitk, to_sitk
 from medsynth.prepare.sources import RawCase
@@ -139,7 +140,7 @@ def _onto(volume: Volume, first: Volume, reference):
 
 
 def _same_grid(a: Volume, b: Volume) -> bool:
-    return a.meta.shape == b.meta.shape and np.allclose(a.meta.affine, b.meta.affine, atol=1e-4)
+    return grid_mismatch(a, b) is None
 
 
 def _labels_on_mr(labels: Volume, ct: Volume, mr: Volume, reference, transform) -> np.ndarray:

@@ -28,9 +28,9 @@ from medsynth.engine.runtime import pick_amp_dtype, pick_device, process_rank
 from medsynth.errors import InputError, ModelError, UsageError
 from medsynth.families.registry import Capability, families_that
 from medsynth.inference.predictor import GridPredictor
-from medsynth.inference.volume import read_mask
 from medsynth.io.cases import list_images
 from medsynth.io.formats import OutputFormat, image_name
+from medsynth.io.grids import read_mask
 from medsynth.io.image import Volume, model_ndim, read_image, write_image
 from medsynth.io.outputs import no_empty_folder_on_refusal, prepare_output_dir, write_text_atomically
 from medsynth.metrics.report import MetricSummary, summarise

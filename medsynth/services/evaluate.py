@@ -13,13 +13,13 @@ from medsynth.errors import InputError, MedsynthError
 from medsynth.io import Volume, read_image, resolve_inputs
 from medsynth.io.casefolders import role_files, synthrad_cases
 from medsynth.io.cases import is_dicom_folder
+from medsynth.io.grids import check_same_grid, read_mask
 from medsynth.io.outputs import check_not_an_input
 from medsynth.metrics.report import CaseFailure, CaseResult, EvaluationReport
 from medsynth.metrics.synthrad import synthrad2023, synthrad2025
 from medsynth.metrics.tissue import tissue_metrics
 
 # Largest difference of any affine entry (mm) at which two images still share one grid.
-AFFINE_TOLERANCE = 1e-4
 # A CT in HU shows air below this value; a prediction without any where its reference has air is not CT.
 AIR_BELOW_HU = -200.0
 
@@ -135,7 +135,7 @@ def load_case(pred_path: Path, ref_path: Path, mask_path: Path | None,
     # A constant prediction (a collapsed network) is a bad result to score, not an unreadable input.
     prediction = read_image(pred_path, check_values=False, series=series)
     _check_finite(prediction)
-    _check_same_grid(prediction, reference, "prediction")
+    check_same_grid(prediction, reference, "prediction", "resample it onto the reference grid")
     mask = body_mask(reference.array) if mask_path is None else read_mask(mask_path, reference)
     # Below the scanner's range (padding outside the reconstruction circle) nothing was measured: never scored.
     mask = mask & (reference.array >= PADDING_BELOW_HU)
@@ -145,34 +145,10 @@ def load_case(pred_path: Path, ref_path: Path, mask_path: Path | None,
     return prediction, reference, mask
 
 
-def read_mask(path: Path, reference: Volume, role: str = "mask") -> np.ndarray:
-    """A mask (any value > 0 is inside) on the reference's grid, as booleans; empty is an :class:`InputError`."""
-    # An all-ones mask is constant yet valid, so the value checks for images do not apply.
-    volume = read_image(path, check_values=False)
-    _check_same_grid(volume, reference, role)
-    inside = volume.array > 0
-    if not inside.any():
-        covers = {"mask": "the body", "target": "the planning target volume"}.get(role, f"the {role}'s region")
-        raise InputError(f"{path}: the {role} is empty; give a {role} that covers {covers}.")
-    return inside
-
-
 def _check_finite(volume: Volume) -> None:
     bad = int(np.size(volume.array) - np.count_nonzero(np.isfinite(volume.array)))
     if bad:
         raise InputError(f"{volume.path}: contains {bad} NaN or infinite voxels; fix the prediction.")
-
-
-def _check_same_grid(volume: Volume, reference: Volume, role: str) -> None:
-    """Same shape and the same affine (every entry within AFFINE_TOLERANCE), else one clear error."""
-    if volume.array.shape != reference.array.shape:
-        raise InputError(f"{volume.path}: {role} shape {volume.array.shape} differs from the shape "
-                         f"{reference.array.shape} of the reference {reference.path}; "
-                         "resample it onto the reference grid.")
-    deviation = float(np.max(np.abs(volume.meta.affine - reference.meta.affine)))
-    if deviation > AFFINE_TOLERANCE:
-        raise InputError(f"{volume.path}: {role} affine differs from that of the reference {reference.path} "
-                         f"by up to {deviation:.4g} mm; resample it onto the reference grid.")
 
 
 def resolve_masks(mask: Path | None, pairs: dict[str, tuple[Path, Path]]) -> dict[str, Path] | None:

@@ -25,8 +25,9 @@ from medsynth.inference.engines import (
     onnx_providers,
     read_onnx_metadata,
 )
-from medsynth.inference.volume import Member, PreparedVolume, VolumeTranslator, is_ct, read_mask
+from medsynth.inference.volume import Member, PreparedVolume, VolumeTranslator, is_ct
 from medsynth.io.formats import OutputFormat, image_name
+from medsynth.io.grids import read_mask
 from medsynth.io.image import Volume, model_ndim, read_image, write_ct, write_image
 from medsynth.io.outputs import no_empty_folder_on_refusal, prepare_output_dir
 from medsynth.modelfile import TranslationMetadata, ensemble_fingerprint, load_model, resolve_model_paths
