@@ -162,6 +162,9 @@ def main(
     ] = False,
 ) -> None:
     """medsynth: calibrated synthetic CT from MRI, VA-GAN abnormality maps and FastGAN CT slices."""
+    from medsynth.engine.threads import apply_thread_choice
+
+    apply_thread_choice()  # before any command imports torch: threads for the CPUs this process may use
     if debug:
         ctx.meta[_DEBUG_KEY] = True
     ctx.obj = {"debug": bool(ctx.meta.get(_DEBUG_KEY))}

@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 
 from medsynth.engine.config import DeviceChoice
+from medsynth.engine.threads import thread_choice
 from medsynth.errors import UsageError
 
 
@@ -103,7 +104,7 @@ def device_report() -> dict[str, str]:
     """What ``medsynth info`` prints about compute."""
     cuda = torch.cuda.is_available()
     report = {
-        "torch threads": str(torch.get_num_threads()),
+        "torch threads": f"{torch.get_num_threads()} ({thread_choice().reason})",
         "CUDA available": str(cuda),
         "device for auto": str(pick_device(DeviceChoice.AUTO)),
     }
