@@ -15,6 +15,7 @@ from medsynth.choices import FamilyName
 from medsynth.data.splits import SPLIT_FILENAME, SplitPlan
 from medsynth.engine.checkpoint import CHECKPOINT_NAME
 from medsynth.engine.config import TrainConfig, build_config, read_yaml, to_plain
+from medsynth.engine.initialise import initialise_from
 from medsynth.engine.logbook import LOG_FILENAME
 from medsynth.engine.runtime import make_runtime, process_group_closed_at_exit, process_rank
 from medsynth.engine.trainer import TrainResult, run_training
@@ -35,7 +36,7 @@ Config = TypeVar("Config")
 def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: dict[str, Any] | None = None,
           model_options: dict[str, Any] | None = None, config_file: Path | None = None,
           resume: bool = False, note: Callable[[str], None] | None = None,
-          announce: Callable[[str], None] | None = None) -> TrainResult:
+          announce: Callable[[str], None] | None = None, init: Path | None = None) -> TrainResult:
     """Train ``family`` on ``data`` into ``run_dir``.
 
     Settings are layered: defaults < the run's saved config (on ``resume``) < ``config_file`` < options,
@@ -45,14 +46,16 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
     resumed run may change only :attr:`TrainConfig.resumable` settings; any other difference is a
     :class:`UsageError` naming each setting, raised before the run folder is touched. The train/validation
     split (fold ``fold`` of ``folds``, or a seeded hold-out) is written to ``RUN/split.json``, reused on
-    resume, and its one-line summary goes to ``announce`` (rank 0).
+    resume, and its one-line summary goes to ``announce`` (rank 0). ``init``: a trained model whose networks
+    a fresh run starts from (fine-tuning; :func:`~medsynth.engine.initialise.initialise_from`); a resumed run
+    continues from its checkpoint instead.
     """
     run_dir = Path(run_dir)
     note = note or (lambda message: None)
     family, model_options = _vox2vox_is_3d_pix2pix(FamilyName(family), model_options or {})
     family_name = str(family)
     family_cls, config_cls = family_classes(family)
-    check_not_an_input(run_dir, [data, config_file])
+    check_not_an_input(run_dir, [data, config_file, init, Path(init).parent if init else None])
     if config_file is not None and real_path(config_file) == real_path(run_dir / CONFIG_FILENAME):
         raise UsageError(f"{config_file}: is the run's own record of its settings, rewritten by every run; "
                          "copy it elsewhere to edit it (with --resume it is read anyway).")
@@ -94,6 +97,8 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
         _seed_everything(train_config.seed + runtime.rank)
         with _nothing_left_on_refusal(run_dir, created, runtime.is_main):
             instance = family_cls(model_config, Path(data), split=replace(plan, write=runtime.is_main))
+            if init is not None and not resume:
+                document["init"] = {"model": str(init), "fingerprint": initialise_from(instance, Path(init))}
         if runtime.is_main and announce is not None and instance.split is not None:
             announce(instance.split.summary())
         if runtime.is_main:

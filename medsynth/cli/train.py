@@ -42,6 +42,8 @@ def train(
                           ] = None,
     fold: Annotated[int | None, typer.Option(help="Train fold K (0-based) of a --folds N split.")] = None,
     folds: Annotated[int | None, typer.Option(help="N: a seeded N-fold split written to RUN/split.json.")] = None,
+    init: Annotated[Path | None, typer.Option("--init", metavar="MODEL", help="Fine-tune: start the networks "
+                                              "from this trained model (run folder or model file).")] = None,
 ) -> None:
     """Train a model family; writes RUN/model.safetensors (and best.safetensors with validation)."""
     from medsynth.training import train as train_family
@@ -51,7 +53,7 @@ def train(
     model_options = {"patch_size": patch_size, "dims": dims}
     result = train_family(family, data, out, train_options, model_options, config, resume,
                           note=lambda message: console.print(f"note: {escape(message)}", soft_wrap=True),
-                          announce=lambda message: console.print(escape(message), soft_wrap=True))
+                          announce=lambda message: console.print(escape(message), soft_wrap=True), init=init)
     if not result.is_main:
         return
     if result.interrupted:
