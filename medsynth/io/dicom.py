@@ -24,11 +24,11 @@ import numpy as np
 
 from medsynth.errors import InputError
 from medsynth.io.dicom_frames import frame_count, frame_headers, frame_pixels
+from medsynth.io.world import RAS_LPS
 
 REGULAR_TOLERANCE_MM = 0.05  # largest distance of a slice from the evenly spaced line it should lie on
 DUPLICATE_TOLERANCE_MM = 0.01  # slices closer than this along the normal share one position
 OFF_NORMAL_TOLERANCE_MM = 0.05  # largest in-plane drift of the slice origins (gantry tilt beyond it)
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 log = logging.getLogger("medsynth")
 
@@ -137,7 +137,7 @@ def read_series(folder: Path, series: Sequence[str] = ()) -> tuple[np.ndarray, n
     lps[:3, 1] = geometry.column_cosine * geometry.spacing_xy[1]
     lps[:3, 2] = geometry.normal * spacing_z
     lps[:3, 3] = geometry.origin
-    return stack.astype(np.float32), _LPS_TO_RAS @ lps, info.uid
+    return stack.astype(np.float32), RAS_LPS @ lps, info.uid
 
 
 def file_series(file: Path) -> SeriesInfo:

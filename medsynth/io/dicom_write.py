@@ -19,8 +19,8 @@ from medsynth import __version__
 from medsynth.errors import UsageError
 from medsynth.io.image import CT_RANGE, ImageMeta
 from medsynth.io.outputs import atomic_path
+from medsynth.io.world import RAS_LPS
 
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 _PATIENT_KEYS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "OtherPatientIDs",
                  "IssuerOfPatientID")
 _STUDY_KEYS = ("StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "StudyDescription",
@@ -56,7 +56,7 @@ def write_ct_series(folder: Path, hu: np.ndarray, meta: ImageMeta, identity: Dic
     values = np.asarray(hu)
     values = values[..., None] if values.ndim == 2 else values
     stored = np.clip(np.rint(values), *CT_RANGE).astype(np.int16)
-    lps = _RAS_TO_LPS @ np.asarray(meta.affine, dtype=np.float64)[:3, :]
+    lps = RAS_LPS[:3, :3] @ np.asarray(meta.affine, dtype=np.float64)[:3, :]
     spacing = np.linalg.norm(lps[:, :3], axis=0)
     axes = lps[:, :3] / spacing
     if not np.allclose(axes.T @ axes, np.eye(3), atol=_ORTHOGONAL_TOLERANCE):

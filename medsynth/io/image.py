@@ -16,12 +16,12 @@ import numpy as np
 
 from medsynth.errors import InputError, UsageError
 from medsynth.io.outputs import atomic_path
+from medsynth.io.world import RAS_LPS
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
 CT_RANGE = (-1024, 3071)
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _NIFTI_INTENT_VECTOR = 1007
 
 
@@ -165,7 +165,7 @@ def _from_sitk(image, path: Path) -> tuple[np.ndarray, ImageMeta]:
     k = min(ndim, 3)
     lps[:k, :k] = (direction * spacing[None, :])[:k, :k]
     lps[:k, 3] = origin[:k]
-    return array, ImageMeta.from_affine(_LPS_TO_RAS @ lps, array.shape, source=str(path))
+    return array, ImageMeta.from_affine(RAS_LPS @ lps, array.shape, source=str(path))
 
 
 def describe_pixels(components: Sequence[int], dtype: np.dtype, rgb: bool = False) -> str:
@@ -270,8 +270,8 @@ def _write_itk(path: Path, array: np.ndarray, meta: ImageMeta, stamp: str | None
     volume = array[..., None] if array.ndim == 2 else array  # a slice keeps its place in space as (X, Y, 1)
     image = sitk.GetImageFromArray(np.ascontiguousarray(volume.transpose(2, 1, 0)))
     image.SetSpacing([float(v) for v in spacing])
-    image.SetDirection([float(v) for v in (_LPS_TO_RAS[:3, :3] @ direction).ravel()])
-    image.SetOrigin([float(v) for v in _LPS_TO_RAS[:3, :3] @ np.asarray(meta.affine, dtype=np.float64)[:3, 3]])
+    image.SetDirection([float(v) for v in (RAS_LPS[:3, :3] @ direction).ravel()])
+    image.SetOrigin([float(v) for v in RAS_LPS[:3, :3] @ np.asarray(meta.affine, dtype=np.float64)[:3, 3]])
     if stamp:
         image.SetMetaData(STAMP_KEY, stamp)
     with atomic_path(path, path.suffix) as partial:

@@ -11,8 +11,9 @@ import numpy as np
 
 from medsynth.errors import InputError
 from medsynth.io.image import ImageMeta
+from medsynth.io.world import RAS_LPS
 
-_LPS = np.diag([-1.0, -1.0, 1.0])  # RAS <-> LPS, its own inverse
+_LPS = RAS_LPS[:3, :3]
 
 
 def to_sitk(array: np.ndarray, meta: ImageMeta):
@@ -45,8 +46,3 @@ def from_sitk(image) -> np.ndarray:
     import SimpleITK as sitk
 
     return np.ascontiguousarray(sitk.GetArrayFromImage(image).transpose(2, 1, 0))
-
-
-def ras_to_lps(points: np.ndarray) -> np.ndarray:
-    """World points (..., 3) between RAS+ and ITK's LPS+ (the map is its own inverse)."""
-    return np.asarray(points, dtype=np.float64) @ _LPS

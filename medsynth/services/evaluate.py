@@ -94,12 +94,6 @@ def match_cases(pred: Path, ref: Path) -> tuple[dict[str, tuple[Path, Path]], li
     return {c: (preds[c], refs[c]) for c in common}, failures, ignored
 
 
-def evaluate_case(pred_path: Path, ref_path: Path, mask_path: Path | None,
-                  protocol: Protocol = Protocol.synthrad2023, series: tuple[str, ...] = ()) -> dict[str, float]:
-    """All metrics of one case: the protocol's MAE/PSNR/(MS-)SSIM and the per-tissue errors."""
-    return _score_case(pred_path, ref_path, mask_path, protocol, series)[0]
-
-
 def not_ct_warning(prediction: np.ndarray, reference: np.ndarray) -> str | None:
     """A warning when ``prediction`` cannot be a CT in HU: the reference has air (< -200 HU) in more than
     1 % of its voxels, the prediction in fewer than a tenth as many (an MR, or values not in HU)."""
