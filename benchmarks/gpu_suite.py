@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -96,7 +97,7 @@ def _pix2pix_networks(config: Pix2PixConfig) -> Pix2Pix:
     bare = Pix2Pix.__new__(Pix2Pix)
     Family.__init__(bare)
     bare.config = config
-    bare.mr_channels = 1  # one MR contrast
+    bare.data = SimpleNamespace(mr_channels=1, ct_intensity=CTIntensity())  # one MR contrast, the CT window
     bare._build_networks()
     return bare
 
