@@ -126,6 +126,7 @@ class TranslationMetadata(VolumeMetadata):
     mc_dropout: bool = False
     window_divisor: int | None = None  # set for networks free of window statistics (whole-volume windows)
     context_slices: int = 0  # 2.5D: neighbouring slices on either side as input channels (2D models)
+    input_profile: dict[str, list[float]] | None = None  # the training MR's features (data/profile.py)
 
 
 @dataclass(kw_only=True)

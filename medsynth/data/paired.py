@@ -19,6 +19,7 @@ from medsynth.data.geometry import model_grid
 from medsynth.data.intensity import CTIntensity, MRIntensity, MRScaling
 from medsynth.data.layouts import Case, channel_count, channel_roles, discover_paired, read_cases
 from medsynth.data.patches import body_anchors
+from medsynth.data.profile import mr_features, training_profile
 from medsynth.data.splits import SplitPlan, split_datalist
 from medsynth.data.volumes import channels_on_grid, mask_on_grid, normalise_channels, on_grid
 from medsynth.io.image import Volume, model_ndim
@@ -60,6 +61,8 @@ class PairedData:
             channel[body_mask(channel, dilation=0, modality="mr")] for _, mr, _, _ in moved for channel in mr)
         self.training = [self._prepare(*case) for case in moved]
         self.validation = [self._prepare(*self._on_grid(case)) for case in validation]
+        # What the training MR looked like to the network, for translate's input check (data/profile.py)
+        self.input_profile = training_profile(mr_features(case.mr[0], self.grid.spacing) for case in self.training)
 
     def _on_grid(self, case: Case[Volume]) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
         """Case id, MR (C, X, Y, Z) and CT (X, Y, Z) on the model grid, and the reference body mask (the data's,

@@ -244,6 +244,7 @@ class Pix2Pix(Family):
             mr_channels=tuple(channel_suffixes(data.mr_channels)),  # file suffixes, in input-channel order
             directions={"mr2ct": DirectionSpec("G", data.mr_intensity, data.ct_intensity)}, mc_dropout=c.dropout > 0,
             data_fingerprint=data_fingerprint(self.data.files()), training_cases=len(self.data.training),
+            input_profile=data.input_profile,
             provenance={"generator_norm": str(c.norm), "gan_weight": c.gan_weight, "tissue_weight": c.tissue_weight}))
 
 

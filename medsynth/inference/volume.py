@@ -61,6 +61,7 @@ class VolumeTranslator:
     sw_batch_size: int = 4
     label: str = "model"  # family and run, for provenance in outputs (DICOM Series Description)
     fingerprint: str = ""  # the model file's (an ensemble's: modelfile.ensemble_fingerprint), stamped into outputs
+    input_profile: dict[str, list[float]] | None = None  # the training MR's features (data/profile.py)
     window_divisor: int | None = None  # set for networks free of window statistics (see GridPredictor)
     mr_channels: tuple[str, ...] = ("0000",)  # the model's MR contrasts, in channel order
     context_slices: int = 0  # 2.5D: neighbouring slices on either side fed as channels (2D models)

@@ -47,6 +47,7 @@ class CaseResult:
     outputs: list[str] = field(default_factory=list)
     reason: str = ""
     warning: str = ""  # written, but something about the input looks wrong (e.g. a CT given as MR)
+    input_check: str = ""  # how far the input lies from the model's training MR (data/profile.py)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from torch import nn
 
 from medsynth.choices import Direction
 from medsynth.data.geometry import ModelGrid
+from medsynth.data.profile import InputCheck, check_input, mr_features
 from medsynth.engine.config import DeviceChoice
 from medsynth.engine.runtime import pick_amp_dtype, pick_device, process_rank
 from medsynth.errors import ModelError, UsageError
@@ -152,6 +153,7 @@ def load_translator(model_path: Path, direction: Direction, options: TranslateOp
         sw_batch_size=options.sw_batch_size,
         label=_label(first_document["family"], paths),
         fingerprint=ensemble_fingerprint(fingerprints),
+        input_profile=first.input_profile,
         window_divisor=first.window_divisor,  # None in models that normalise per window
         mr_channels=first.mr_channels,
         context_slices=first.context_slices,
@@ -225,7 +227,13 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
         mask = None if masks is None else read_mask(mask_of(case_of[item], masks, options.mask), volumes[0])
         return translator.prepare(volumes if isinstance(item, tuple) else volumes[0], mask)
 
+    checks: dict[str, InputCheck] = {}
+
     def process(case: str, prepared: PreparedVolume) -> list[Path]:
+        if mr2ct and translator.input_profile:
+            features = mr_features(prepared.image[0, 0].numpy(), translator.grid.spacing)
+            if (check := check_input(features, translator.input_profile)) is not None:
+                checks[case] = check
         mean, std = translator.run(prepared, options.overlap, options.tta, options.uncertainty)
         targets, count = outputs_of(case), len(written_channels)
         means, stds = (mean[None], None if std is None else std[None]) if count == 1 else (mean, std)
@@ -249,6 +257,10 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
                            provenance=Provenance(translator.fingerprint, made_by))
     for result in report.results:
         result.warning = warnings.get(result.case, "")
+        if result.case in checks:
+            result.input_check = checks[result.case].summary()
+            if checks[result.case].unusual and not result.warning:
+                result.warning = f"the input is unlike the model's training MR: {result.input_check}"
     report.write_json(out_dir / report_name("translate", options.shard, ranks))
     return report
 
