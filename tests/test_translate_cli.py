@@ -124,7 +124,9 @@ def test_outputs_keep_each_inputs_grid_in_every_format(tmp_path, model, oblique_
     result = _run(model, inputs, tmp_path / "out")
 
     _ok(result)
-    assert result.stderr.strip() == ""
+    # Nothing on stderr but the input check: these small crops are rightly unlike the training heads
+    assert all("unlike the model's training MR" in line for line in result.stderr.strip().splitlines()), \
+        result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         [f"{name}.nii.gz" for name in expected] + ["translate_report.json"])
     for name, (affine, shape, codes) in expected.items():
