@@ -142,3 +142,32 @@ def test_anatomy_augmentation_moves_mr_and_ct_alike_and_is_a_function_of_the_see
     assert not np.array_equal(augment(mr, ct, 8)[0], moved_mr)
     off_mr, off_ct = PairedAugment(dims, 0.0)(mr, ct, 7)
     assert off_mr is mr and off_ct is ct
+
+
+def test_the_perception_segmenter_learns_the_ct_then_stays_frozen_while_g_trains(layered, tmp_path):
+    torch.manual_seed(0)
+    config = Pix2PixConfig(**{**SMALL_2D, "lr": 1e-2}, gan_weight=0.0, perception_weight=1.0, seg_pretrain_steps=200,
+                           seg_channels=(8, 16), mr_scaling="percentile")
+    family = Pix2Pix(config, layered)
+    assert set(family.networks) == {"G", "S"} and set(family.optimizers()) == {"G", "S"}
+    _fit(family, tmp_path / "run", 200)
+    segmenter = family.networks["S"].eval()
+    hits = total = 0
+    for case in family.data.training:
+        slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(case.ct[0], -1, 0)[:, None]))
+        with torch.no_grad():
+            predicted = np.moveaxis(segmenter(slices).argmax(1).numpy(), 0, -1)
+        truth = tissue_labels(family.data.ct_intensity.denormalise(case.ct[0]))
+        hits, total = hits + int((predicted == truth)[case.mask].sum()), total + int(case.mask.sum())
+    assert hits / total > 0.9, hits / total
+    assert _logged(tmp_path / "run") == {"S"}  # the first 200 steps train the segmenter alone
+
+    frozen = {k: v.clone() for k, v in segmenter.state_dict().items()}
+    trainer = Trainer(family, TrainConfig(steps=203, batch_size=4, val_every=0, ckpt_every=1000, preview_every=1000,
+                                          log_every=1, device="cpu"), tmp_path / "run", make_runtime("cpu", False))
+    trainer.step = 200
+    trainer.fit()
+    assert all(torch.equal(v, family.networks["S"].state_dict()[k]) for k, v in frozen.items())
+    entries = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert {"G_L1", "G_perception"} <= set(entries[-1].get("losses", {}))
+    assert set(load_model(tmp_path / "run").networks) == {"G"}  # the segmenter is for training only

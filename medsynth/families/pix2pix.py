@@ -62,6 +62,9 @@ class Pix2PixConfig:
     lambda_l1: float = 100.0
     gan_weight: float = 1.0  # weight of G's adversarial term; 0: supervised regression, no discriminator
     tissue_weight: float = 0.0  # weight of the tissue head's CE + Dice (data/tissue.py); 0: no tissue head
+    perception_weight: float = 0.0  # weight of the frozen tissue segmenter's CE + Dice on G(x); 0: no segmenter
+    seg_pretrain_steps: int = 1000  # the first steps train the segmenter S on the training CTs alone
+    seg_channels: tuple[int, ...] = (16, 32, 64)
     lr: float = 2e-4
     lr_d: float | None = None  # D's learning rate; None: lr
     betas: tuple[float, ...] = (0.5, 0.999)
@@ -78,9 +81,10 @@ class Pix2PixConfig:
     def __post_init__(self) -> None:
         self.patch_size = spatial_patch(self.dims, self.patch_size)
         smallest = 2 ** (self.disc_layers + 2)  # the PatchGAN needs > 1 output voxel for its norm
-        if self.gan_weight < 0 or self.tissue_weight < 0:
-            raise UsageError(f"gan_weight ({self.gan_weight}) and tissue_weight ({self.tissue_weight}) are weights "
-                             ">= 0 (0 switches the term off).")
+        if min(self.gan_weight, self.tissue_weight, self.perception_weight) < 0 or self.seg_pretrain_steps < 0:
+            raise UsageError(f"gan_weight ({self.gan_weight}), tissue_weight ({self.tissue_weight}), perception_weight "
+                             f"({self.perception_weight}) and seg_pretrain_steps ({self.seg_pretrain_steps}) are >= 0 "
+                             "(a weight of 0 switches its term off).")
         if self.gan_weight > 0 and min(self.patch_size) < smallest:
             raise UsageError(f"patch size {self.patch_size} is too small for a {self.disc_layers}-layer "
                              f"discriminator; use at least {smallest} or fewer disc_layers.")
@@ -133,6 +137,11 @@ class Pix2Pix(Family):
             raise UsageError("tissue_weight needs a generator head (num_res_units > 0 or head_channels > 0).")
         self.tissue_loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)  # nnU-Net's batch Dice
         self.tissue_edges = torch.from_numpy(self.data.ct_intensity.normalise(np.asarray(TISSUE_EDGES_HU)))
+        if c.perception_weight > 0:  # the tissue segmenter of the segmentation-perception loss, CT in, classes out
+            self.add_network("S", "medsynth.UNetGenerator", spatial_dims=c.dims, in_channels=1,
+                             out_channels=len(TISSUE_NAMES), channels=list(c.seg_channels),
+                             strides=[2] * (len(c.seg_channels) - 1), num_res_units=1, norm="instance",
+                             tanh_output=False)
         if c.gan_weight == 0:
             return  # supervised regression: no discriminator to build, train or checkpoint
         self.add_network("D", "monai.PatchDiscriminator", spatial_dims=c.dims, num_layers_d=c.disc_layers,
@@ -152,7 +161,7 @@ class Pix2Pix(Family):
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
-        return {**self.adam_per_network(("G",), c.lr, c.betas),
+        return {**self.adam_per_network(tuple(n for n in ("G", "S") if n in self.networks), c.lr, c.betas),
                 **self.adam_per_network(tuple(n for n in ("D",) if n in self.networks),
                                         c.lr if c.lr_d is None else c.lr_d, c.betas)}
 
@@ -168,12 +177,22 @@ class Pix2Pix(Family):
     def train_step(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         """One step on MR x and CT y (normalised), tissue classes t = classes(y) (data/tissue.py):
 
+        L_S = [CE + Dice](S(y), t)  (the first seg_pretrain_steps steps only, when w_perc > 0; then S is frozen)
         L_D = GAN(D(x, y), real) + GAN(D(x, G(x)), fake)  (skipped when gan_weight w_adv = 0)
         L_G = w_adv·GAN(D(x, G(x)), real) + λ_L1·|G(x) − y|₁ + w_tissue·[CE + Dice](T(x), t)
+              + w_perc·[CE + Dice](S(G(x)), t)
 
-        where T(x) are the logits of G's tissue head (on when w_tissue > 0).
+        where T(x) are the logits of G's tissue head (on when w_tissue > 0) and S the tissue segmenter trained
+        on the training CTs (the segmentation-perception loss of the SynthRAD2025 winners, with a segmenter
+        medsynth trains itself instead of a downloaded TotalSegmentator).
         """
         c, mr, ct = self.config, batch["mr"], batch["ct"]
+        labels = tissue_labels_torch(ct.float(), self.tissue_edges)
+        if c.perception_weight > 0 and ctx.step < c.seg_pretrain_steps:
+            with ctx.autocast():
+                loss_s = self.tissue_loss(ctx.trained("S")(ct).float(), labels)
+            ctx.optimize("S", loss_s)
+            return {"S": loss_s}
         losses: dict[str, Tensor] = {}
         with ctx.autocast():
             out = ctx.trained("G")(mr, tissue=True) if c.tissue_weight > 0 else (ctx.trained("G")(mr), None)
@@ -189,8 +208,12 @@ class Pix2Pix(Family):
         losses["G_L1"] = F.l1_loss(fake.float(), ct.float())
         loss_g = c.lambda_l1 * losses["G_L1"] + c.gan_weight * losses.get("G_adv", 0.0)
         if logits is not None:
-            losses["G_tissue"] = self.tissue_loss(logits.float(), tissue_labels_torch(ct.float(), self.tissue_edges))
+            losses["G_tissue"] = self.tissue_loss(logits.float(), labels)
             loss_g = loss_g + c.tissue_weight * losses["G_tissue"]
+        if c.perception_weight > 0:
+            with ctx.frozen("S") as segmenter, ctx.autocast():
+                losses["G_perception"] = self.tissue_loss(segmenter(fake).float(), labels)
+            loss_g = loss_g + c.perception_weight * losses["G_perception"]
         ctx.optimize("G", loss_g)
         return losses
 
@@ -245,7 +268,8 @@ class Pix2Pix(Family):
             directions={"mr2ct": DirectionSpec("G", data.mr_intensity, data.ct_intensity)}, mc_dropout=c.dropout > 0,
             data_fingerprint=data_fingerprint(self.data.files()), training_cases=len(self.data.training),
             input_profile=data.input_profile,
-            provenance={"generator_norm": str(c.norm), "gan_weight": c.gan_weight, "tissue_weight": c.tissue_weight}))
+            provenance={"generator_norm": str(c.norm), "gan_weight": c.gan_weight, "tissue_weight": c.tissue_weight,
+                        "perception_weight": c.perception_weight}))
 
 
 def _scores(cases: list[PreparedCase], predict, ct_intensity: CTIntensity) -> dict[str, float]:
