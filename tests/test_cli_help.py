@@ -103,7 +103,7 @@ def captured_train(monkeypatch):
 
     calls = []
 
-    def record(family, data, out, train_options, model_options, config, resume, note=None, announce=None):
+    def record(family, data, out, train_options, model_options, config, resume, note=None, announce=None, init=None):
         calls.append({"family": family, "model": model_options, "train": train_options})
         raise medsynth.training.UsageError("recorded")
 

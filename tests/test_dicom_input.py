@@ -49,7 +49,7 @@ def write_mr_series(folder: Path, offsets: Sequence[float], series_uid: str | No
         ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = MRImageStorage, instance
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, instance, "MR"
-        ds.PatientID, ds.PatientName = "DICOM-P1", "Test^Dicom"
+        ds.PatientID, ds.PatientName, ds.PatientPosition = "DICOM-P1", "Test^Dicom", "HFS"
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
         ds.SeriesDescription, ds.SeriesNumber, ds.InstanceNumber = description, 3, k + 1
         position = ORIGIN + [0.0, 0.0, offset] + (np.asarray(shift[index]) if shift is not None else 0.0)

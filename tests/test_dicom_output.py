@@ -82,7 +82,7 @@ def test_from_nifti_a_new_study_with_the_given_patient(tmp_path, model, oblique_
     affine = oblique_affine((5.0, 6.0, 7.0), angles=(8.0, -5.0, 10.0), origin=(-40.0, 30.0, -20.0), lps=True)
     write_volume(tmp_path / "in" / "p7.nii.gz", make_head(3, (14, 16, 12), 6.0).mr, affine)
     _translate(model, tmp_path / "in", tmp_path / "dicom", "--format", "dicom", "--patient-id", "ID-7",
-               "--patient-name", "Doe^Jane")
+               "--patient-name", "Doe^Jane", "--patient-position", "FFS")
     _translate(model, tmp_path / "in", tmp_path / "nifti")
 
     series = tmp_path / "dicom" / "p7"
@@ -90,6 +90,7 @@ def test_from_nifti_a_new_study_with_the_given_patient(tmp_path, model, oblique_
     _assert_same_as_nifti(series, tmp_path / "nifti" / "p7.nii.gz")
     slices = _series(series)
     assert {ds.PatientID for ds in slices} == {"ID-7"} and str(slices[0].PatientName) == "Doe^Jane"
+    assert {ds.PatientPosition for ds in slices} == {"FFS"}
     assert "SYNTHETIC" in slices[0].SeriesDescription.upper() and "pix2pix" in slices[0].SeriesDescription
     assert "run" in slices[0].SeriesDescription  # the model (its run folder) is named
     assert len({ds.SOPInstanceUID for ds in slices}) == len(slices)
@@ -113,11 +114,12 @@ def test_from_a_dicom_mr_the_sct_joins_its_patient_study_and_frame_of_reference(
 
 def test_a_series_is_skipped_when_present_and_replaced_whole_with_overwrite(tmp_path, model, write_volume):
     write_volume(tmp_path / "in" / "a.nii.gz", make_head(1, (14, 16, 12), 6.0).mr, np.diag([6.0, 6.0, 6.0, 1.0]))
-    _translate(model, tmp_path / "in", tmp_path / "out", "--format", "dicom")
+    _translate(model, tmp_path / "in", tmp_path / "out", "--format", "dicom", "--patient-position", "HFS")
     first = {ds.SOPInstanceUID for ds in _series(tmp_path / "out" / "a")}
-    _translate(model, tmp_path / "in", tmp_path / "out", "--format", "dicom")
+    _translate(model, tmp_path / "in", tmp_path / "out", "--format", "dicom", "--patient-position", "HFS")
     assert {ds.SOPInstanceUID for ds in _series(tmp_path / "out" / "a")} == first
-    _translate(model, tmp_path / "in", tmp_path / "out", "--format", "dicom", "--overwrite")
+    _translate(model, tmp_path / "in", tmp_path / "out", "--format", "dicom", "--overwrite", "--patient-position",
+               "HFS")
     again = _series(tmp_path / "out" / "a")
     assert len(again) == 12 and not first & {ds.SOPInstanceUID for ds in again}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a", "translate_report.json"]  # no leftovers
@@ -128,3 +130,13 @@ def test_dicom_is_refused_for_ct2mr_in_one_line(tmp_path, model, write_volume):
     result = CliRunner().invoke(app, ["translate", str(model), str(tmp_path / "a.nii.gz"), str(tmp_path / "out"),
                                       "--direction", "ct2mr", "--format", "dicom"])
     assert result.exit_code == 2 and "--format dicom writes synthetic CT" in result.output
+
+
+def test_a_dicom_sct_always_has_a_patient_position_never_a_guessed_one(tmp_path, model, write_volume):
+    write_volume(tmp_path / "in" / "a.nii.gz", make_head(1, (14, 16, 12), 6.0).mr, np.diag([6.0, 6.0, 6.0, 1.0]))
+    result = CliRunner().invoke(app, ["translate", str(model), str(tmp_path / "in"), str(tmp_path / "out"),
+                                      "--format", "dicom", "--device", "cpu"])
+    assert result.exit_code == 2 and "--patient-position" in result.output and not (tmp_path / "out").exists()
+    result = CliRunner().invoke(app, ["translate", str(model), str(tmp_path / "in"), str(tmp_path / "out"),
+                                      "--format", "dicom", "--patient-position", "sideways", "--device", "cpu"])
+    assert result.exit_code == 2 and "not a DICOM Patient Position" in result.output

@@ -53,7 +53,7 @@ def test_outputs_and_the_report_name_the_model(setting, tmp_path):
 
     assert all(fingerprint in read_stamp(p) for p in (tmp_path / "mha").glob("*.mha"))
     assert _run("translate", first, setting["data"] / "mr" / "case_0.nii.gz", tmp_path / "dicom", "--format",
-                "dicom", "--device", "cpu").exit_code == 0
+                "dicom", "--patient-position", "HFS", "--device", "cpu").exit_code == 0
     header = pydicom.dcmread(next((tmp_path / "dicom" / "case_0").glob("*.dcm")), stop_before_pixels=True)
     assert fingerprint in header.DerivationDescription
 

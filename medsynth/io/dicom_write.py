@@ -41,6 +41,7 @@ class DicomIdentity:
     patient_id: str
     patient_name: str
     source: object | None = None
+    patient_position: str = ""  # HFS, FFS, ...: how the patient lay, by which a planning system places the CT
 
 
 def write_ct_series(folder: Path, hu: np.ndarray, meta: ImageMeta, identity: DicomIdentity) -> Path:
@@ -90,12 +91,11 @@ def _common_header(identity: DicomIdentity, series_uid: str, now: datetime.datet
                 setattr(ds, key, source[key].value)
         ds.FrameOfReferenceUID = source.FrameOfReferenceUID
         ds.PositionReferenceIndicator = source.get("PositionReferenceIndicator", "")
-        if "PatientPosition" in source:
-            ds.PatientPosition = source.PatientPosition
     else:
         ds.PatientName, ds.PatientID = identity.patient_name, identity.patient_id
         ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = generate_uid(), date, time
         ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = generate_uid(), ""
+    ds.PatientPosition = identity.patient_position
     for key, empty in (("PatientBirthDate", ""), ("PatientSex", ""), ("StudyID", "1"), ("AccessionNumber", ""),
                        ("ReferringPhysicianName", ""), ("StudyDate", date), ("StudyTime", time),
                        ("PatientPosition", ""), ("Laterality", "")):  # type 2: present, empty when unknown
@@ -158,11 +158,16 @@ def read_series_stamp(folder: Path) -> str | None:
     return None
 
 
+PATIENT_POSITIONS = ("HFS", "HFP", "FFS", "FFP", "HFDR", "HFDL", "FFDR", "FFDL", "LFP", "LFS", "RFP", "RFS",
+                     "AFDR", "AFDL", "PFDR", "PFDL")  # DICOM PS3.3 C.7.3.1.1.2
+
+
 def identity_for(source: Path | None, series: tuple[str, ...], description: str, patient_id: str,
-                 patient_name: str) -> DicomIdentity:
+                 patient_name: str, patient_position: str | None = None) -> DicomIdentity:
     """The identity of a sCT made from ``source``: a DICOM series folder (or file) lends its header, whose
     patient, study and Frame of Reference the sCT joins; any other input gets ``patient_id``/``patient_name``
-    in a new study."""
+    in a new study. The Patient Position is the source's, or ``patient_position``; a sCT without one, or with
+    one that contradicts the MR's, is a :class:`UsageError`: a planning system places the CT by it."""
     import pydicom
 
     from medsynth.io.cases import is_dicom_file
@@ -175,4 +180,20 @@ def identity_for(source: Path | None, series: tuple[str, ...], description: str,
         header = pydicom.dcmread(source, stop_before_pixels=True)
     if header is not None and not ("StudyInstanceUID" in header and "FrameOfReferenceUID" in header):
         header = None  # without them the sCT could not be placed on the input anyway: a new study
-    return DicomIdentity(description, patient_id, patient_name, header)
+    return DicomIdentity(description, patient_id, patient_name, header,
+                         _patient_position(header, patient_position, source))
+
+
+def _patient_position(header, given: str | None, source: Path | None) -> str:
+    found = str(header.get("PatientPosition", "") or "").strip().upper() if header is not None else ""
+    given = (given or "").strip().upper()
+    if given and given not in PATIENT_POSITIONS:
+        raise UsageError(f"--patient-position {given}: not a DICOM Patient Position; use one of "
+                         f"{', '.join(PATIENT_POSITIONS)}.")
+    if found and given and found != given:
+        raise UsageError(f"{source}: the MR says Patient Position {found}, --patient-position says {given}; "
+                         "the sCT must lie as the MR does (drop --patient-position).")
+    if not (found or given):
+        raise UsageError(f"{source}: a DICOM sCT needs a Patient Position (a planning system places the CT by it), "
+                         "and this input has none; give --patient-position (e.g. HFS, head first supine).")
+    return found or given

@@ -27,6 +27,7 @@ from medsynth.inference.engines import (
     read_onnx_metadata,
 )
 from medsynth.inference.volume import Member, PreparedVolume, VolumeTranslator, is_ct
+from medsynth.io.dicom_write import PATIENT_POSITIONS
 from medsynth.io.formats import OutputFormat, image_name
 from medsynth.io.grids import read_mask
 from medsynth.io.image import Volume, model_ndim, read_image, write_ct, write_image
@@ -67,6 +68,7 @@ class TranslateOptions:
     series: tuple[str, ...] = ()  # Series Instance UIDs choosing among several series in a DICOM folder
     patient_id: str | None = None  # DICOM output from NIfTI/MHA input; default: the case id
     patient_name: str | None = None
+    patient_position: str | None = None  # DICOM output: HFS, FFS, ... when the input does not say it
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
@@ -78,6 +80,9 @@ class TranslateOptions:
             raise UsageError("--uncertainty K needs K ≥ 2 passes (or 0 for none).")
         if self.sw_batch_size < 1 or self.workers < 1:
             raise UsageError("--sw-batch-size and --workers must be at least 1.")
+        if self.patient_position and self.patient_position.strip().upper() not in PATIENT_POSITIONS:
+            raise UsageError(f"--patient-position {self.patient_position}: not a DICOM Patient Position; use one of "
+                             f"{', '.join(PATIENT_POSITIONS)}.")
 
 
 def _load_member(path: Path, direction: Direction, options: TranslateOptions, device: torch.device
@@ -211,6 +216,11 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     files = [f for item in cases.values() for f in (item if isinstance(item, tuple) else (item,))]
     run_folders = [p.parent for p in model_paths if p.suffix != ".onnx"]  # an exported graph is one file
     ensemble = [Path(model_path)] if Path(model_path).is_dir() else []
+    if options.format is OutputFormat.DICOM and not options.patient_position and \
+            any(not (f.is_dir() or f.suffix.lower() == ".dcm") for f in files):
+        raise UsageError(f"{input_path}: a DICOM sCT needs a Patient Position (a planning system places the CT by "
+                         "it), which NIfTI/MHA inputs do not record; give --patient-position (e.g. HFS, head first "
+                         "supine).")
     created = not out_dir.exists()
     prepare_output_dir(out_dir, [input_path, *ensemble, *model_paths, *run_folders, options.mask], files)
     case_of = {item: case for case, item in cases.items()}
@@ -281,7 +291,7 @@ def _write_dicom(folder: Path, hu: np.ndarray, like: Volume, stamp: str, case: s
 
     description = f"SYNTHETIC CT {stamp}"
     identity = identity_for(like.path, options.series, description, options.patient_id or case,
-                            options.patient_name or case)
+                            options.patient_name or case, options.patient_position)
     return write_ct_series(folder, hu, like.meta, identity)
 
 
