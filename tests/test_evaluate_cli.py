@@ -223,3 +223,22 @@ def test_a_perfect_prediction_scores_zero_with_a_couch_or_padding_in_the_referen
     assert result.exit_code == 0, result.output
     case = json.loads((tmp_path / "scores.json").read_text())["cases"][0]
     assert case["mae"] == 0.0 and case["ssim"] > 0.999, case
+
+
+def test_segmentation_metrics_are_hu_classes_with_monai_dice_and_hd95_in_mm(tmp_path):
+    """--segmentation: a perfect sCT scores Dice 1 and HD95 0 in every class; bone painted one voxel (1.2 mm)
+    further along x scores an HD95 of 1.2 mm and a Dice below 1."""
+    ref = _head(0)
+    shifted = ref.copy()
+    shifted[1:] = ref[:-1]  # everything one voxel along x: 1.2 mm on AFFINE's grid
+    _write(tmp_path / "ref", "case", ref)
+    _write(tmp_path / "perfect", "case", ref)
+    _write(tmp_path / "shifted", "case", shifted)
+    for name, dice, hd95 in (("perfect", 1.0, 0.0), ("shifted", None, 1.2)):
+        result = CliRunner().invoke(app, ["evaluate", str(tmp_path / name), str(tmp_path / "ref"), "--segmentation",
+                                          "--json", str(tmp_path / f"{name}.json")])
+        assert result.exit_code == 0, result.output
+        case = json.loads((tmp_path / f"{name}.json").read_text())["cases"][0]
+        assert case["hu_hd95_bone_mm"] == pytest.approx(hd95, abs=1e-3), case
+        assert case["hu_dice_bone"] == pytest.approx(dice) if dice else case["hu_dice_bone"] < 0.95
+        assert {"hu_dice_air", "hu_dice_soft", "hu_hd95_air_mm", "hu_hd95_soft_mm"} <= set(case)

@@ -30,6 +30,9 @@ def evaluate(
         help="Write per-case metrics, mean ± sd and failures to this JSON file.")] = None,
     series: Annotated[list[str] | None, typer.Option(
         "--series", help="Series Instance UID to read from a DICOM folder holding several (repeatable).")] = None,
+    segmentation: Annotated[bool, typer.Option(
+        "--segmentation", help="Also Dice and HD95 (mm) of bone, air and soft tissue thresholded in HU on sCT and "
+                               "CT (hu_dice_*, hu_hd95_*; not SynthRAD's TotalSegmentator structures).")] = False,
     dose: Annotated[bool, typer.Option(
         "--dose", help="Also plan on each CT, recompute on the sCT and compare doses (extra medsynth[dose]).")] = False,
     target: Annotated[Path | None, typer.Option(
@@ -51,7 +54,8 @@ def evaluate(
     with console.status("evaluating") as status:
         report = evaluate_folders(pred, ref, mask, protocol,
                                   progress=lambda case: status.update(f"evaluating {escape(case)}"),
-                                  outputs=(csv, json, figures), series=tuple(series or ()))
+                                  outputs=(csv, json, figures), series=tuple(series or ()),
+                                  segmentation=segmentation)
     console.print(report.table())
     if report.ignored:
         console.print(f"ignored {len(report.ignored)} side products in {escape(str(pred))} (not predictions of a "

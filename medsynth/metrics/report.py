@@ -25,6 +25,8 @@ METRIC_LABELS = {
     "mae_soft": ("MAE soft", 1),
     "mae_bone": ("MAE bone", 1),
     "bone_dice": ("Dice bone", 4),
+    **{f"hu_dice_{name}": (f"HU-Dice {name}", 3) for name in ("bone", "air", "soft")},
+    **{f"hu_hd95_{name}_mm": (f"HU-HD95 {name} (mm)", 1) for name in ("bone", "air", "soft")},
 }
 
 

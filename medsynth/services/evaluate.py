@@ -16,6 +16,8 @@ from medsynth.io.cases import is_dicom_folder
 from medsynth.io.grids import check_same_grid, read_mask
 from medsynth.io.outputs import check_not_an_input
 from medsynth.metrics.report import CaseFailure, CaseResult, EvaluationReport
+from medsynth.metrics.segmentation import CLASSES as SEGMENTED
+from medsynth.metrics.segmentation import hu_segmentation_metrics
 from medsynth.metrics.synthrad import synthrad2023, synthrad2025
 from medsynth.metrics.tissue import tissue_metrics
 
@@ -27,16 +29,20 @@ AIR_BELOW_HU = -200.0
 _SCORERS = {Protocol.synthrad2023: synthrad2023, Protocol.synthrad2025: synthrad2025}
 
 
-def metric_names(protocol: Protocol) -> tuple[str, ...]:
-    """Report columns: the protocol's image metrics, then the per-tissue ones."""
+def metric_names(protocol: Protocol, segmentation: bool = False) -> tuple[str, ...]:
+    """Report columns: the protocol's image metrics, then the per-tissue ones (and with ``segmentation`` the
+    HU-class Dice and HD95, :mod:`medsynth.metrics.segmentation`)."""
     structural = "ssim" if Protocol(protocol) is Protocol.synthrad2023 else "ms_ssim"
-    return ("mae", "psnr", structural, "mae_air", "mae_soft", "mae_bone", "bone_dice")
+    extra = tuple(f"hu_{kind}_{name}" + ("_mm" if kind == "hd95" else "") for name in SEGMENTED
+                  for kind in ("dice", "hd95")) if segmentation else ()
+    return ("mae", "psnr", structural, "mae_air", "mae_soft", "mae_bone", "bone_dice", *extra)
 
 
 def evaluate_folders(pred: Path, ref: Path, mask: Path | None = None,
                      protocol: Protocol = Protocol.synthrad2023,
                      progress: Callable[[str], None] | None = None,
-                     outputs: Sequence[Path | None] = (), series: tuple[str, ...] = ()) -> EvaluationReport:
+                     outputs: Sequence[Path | None] = (), series: tuple[str, ...] = (),
+                     segmentation: bool = False) -> EvaluationReport:
     """Score every prediction in ``pred`` against the reference of the same case id in ``ref``.
 
     ``pred``/``ref``/``mask`` are each an image, a DICOM series folder or a folder of them; ``ref``
@@ -50,7 +56,8 @@ def evaluate_folders(pred: Path, ref: Path, mask: Path | None = None,
     prediction that shows no air where its reference does (an MR, normalised values) is scored with
     a warning in ``report.warnings``. ``outputs`` (the files the caller will write the report to) are
     checked first: none may be an input or lie inside an input folder (:class:`UsageError`).
-    ``series``: Series Instance UIDs choosing among several series of a DICOM folder.
+    ``series``: Series Instance UIDs choosing among several series of a DICOM folder. ``segmentation`` adds
+    the HU-class Dice and HD95 of SynthRAD2025's segmentation metrics (:mod:`medsynth.metrics.segmentation`).
     """
     protocol = Protocol(protocol)
     for output in outputs:
@@ -64,7 +71,7 @@ def evaluate_folders(pred: Path, ref: Path, mask: Path | None = None,
             progress(case)
         try:
             mask_path = mask_for(case, masks, mask)
-            metrics, warning = _score_case(pred_path, ref_path, mask_path, protocol, series)
+            metrics, warning = _score_case(pred_path, ref_path, mask_path, protocol, series, segmentation)
             results.append(CaseResult(case, metrics))
             if warning:
                 warnings.append(CaseFailure(case, warning))
@@ -72,7 +79,8 @@ def evaluate_folders(pred: Path, ref: Path, mask: Path | None = None,
             failures.append(CaseFailure(case, str(error)))
     if not results:
         raise InputError(_nothing_scored(failures))
-    return EvaluationReport(protocol.value, metric_names(protocol), results, sorted(failures), ignored, warnings)
+    return EvaluationReport(protocol.value, metric_names(protocol, segmentation), results, sorted(failures), ignored,
+                            warnings)
 
 
 def match_cases(pred: Path, ref: Path) -> tuple[dict[str, tuple[Path, Path]], list[CaseFailure], list[str]]:
@@ -106,15 +114,19 @@ def not_ct_warning(prediction: np.ndarray, reference: np.ndarray) -> str | None:
     return None
 
 
-def _score_case(pred_path: Path, ref_path: Path, mask_path: Path | None,
-                protocol: Protocol, series: tuple[str, ...] = ()) -> tuple[dict[str, float], str | None]:
+def _score_case(pred_path: Path, ref_path: Path, mask_path: Path | None, protocol: Protocol,
+                series: tuple[str, ...] = (), segmentation: bool = False) -> tuple[dict[str, float], str | None]:
     prediction, reference, mask = load_case(pred_path, ref_path, mask_path, series)
     try:
         scores = _SCORERS[Protocol(protocol)](prediction.array, reference.array, mask)
     except InputError as error:
         raise InputError(f"{ref_path}: {error}") from error
     warning = not_ct_warning(prediction.array, reference.array)
-    return {**scores, **tissue_metrics(prediction.array, reference.array, mask)}, warning
+    scores.update(tissue_metrics(prediction.array, reference.array, mask))
+    if segmentation:
+        spacing = np.linalg.norm(np.asarray(reference.meta.affine)[:3, :3], axis=0)[:reference.array.ndim]
+        scores.update(hu_segmentation_metrics(prediction.array, reference.array, mask, spacing))
+    return scores, warning
 
 
 def load_case(pred_path: Path, ref_path: Path, mask_path: Path | None,
