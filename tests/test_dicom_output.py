@@ -106,10 +106,16 @@ def test_from_a_dicom_mr_the_sct_joins_its_patient_study_and_frame_of_reference(
     series = tmp_path / "dicom" / "mr_series"
     _assert_valid(series)
     _assert_same_as_nifti(series, tmp_path / "nifti" / "mr_series.nii.gz")
+    mr_by_uid = {d.SOPInstanceUID: d for d in (pydicom.dcmread(f, stop_before_pixels=True) for f in files)}
     for ds in _series(series):
         assert ds.StudyInstanceUID == mr.StudyInstanceUID and ds.FrameOfReferenceUID == mr.FrameOfReferenceUID
         assert ds.PatientID == mr.PatientID and ds.PatientName == mr.PatientName
         assert ds.SeriesInstanceUID != mr.SeriesInstanceUID
+        assert ds.PatientPosition == mr.PatientPosition == "HFS"
+        source = mr_by_uid[ds.SourceImageSequence[0].ReferencedSOPInstanceUID]  # the MR slice it comes from
+        assert ds.SourceImageSequence[0].ReferencedSOPClassUID == source.SOPClassUID
+        np.testing.assert_allclose(np.asarray(ds.ImagePositionPatient, float),
+                                   np.asarray(source.ImagePositionPatient, float), atol=0.01)
 
 
 def test_a_series_is_skipped_when_present_and_replaced_whole_with_overwrite(tmp_path, model, write_volume):

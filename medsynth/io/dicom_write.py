@@ -42,6 +42,7 @@ class DicomIdentity:
     patient_name: str
     source: object | None = None
     patient_position: str = ""  # HFS, FFS, ...: how the patient lay, by which a planning system places the CT
+    source_images: tuple[tuple[str, str, tuple[float, ...]], ...] = ()  # MR (SOP class, SOP instance, position)
 
 
 def write_ct_series(folder: Path, hu: np.ndarray, meta: ImageMeta, identity: DicomIdentity) -> Path:
@@ -68,7 +69,8 @@ def write_ct_series(folder: Path, hu: np.ndarray, meta: ImageMeta, identity: Dic
     normal = np.cross(axes[:, 0], axes[:, 1])
     with atomic_path(folder, folder=True) as partial:  # an old series there goes only once the new one is in
         for k in range(stored.shape[2]):
-            _slice(common, stored[:, :, k], lps[:, 3] + k * lps[:, 2], normal, k).save_as(
+            position = lps[:, 3] + k * lps[:, 2]
+            _slice(common, stored[:, :, k], position, normal, k, _nearest_source(identity, position, normal)).save_as(
                 partial / f"CT{k + 1:04d}.dcm", enforce_file_format=True)
     return folder
 
@@ -118,8 +120,19 @@ def _common_header(identity: DicomIdentity, series_uid: str, now: datetime.datet
     return ds
 
 
-def _slice(common, pixels: np.ndarray, position: np.ndarray, normal: np.ndarray, index: int):
-    """One slice: a copy of the common header with its position, number, UID and pixels (rows along y)."""
+def _nearest_source(identity: DicomIdentity, position: np.ndarray, normal: np.ndarray) -> tuple[str, str] | None:
+    """The MR image (SOP class, instance) nearest to a sCT slice along the normal, which it is derived from."""
+    if not identity.source_images:
+        return None
+    offsets = [abs(float((np.asarray(p) - position) @ normal)) for _, _, p in identity.source_images]
+    sop_class, instance, _ = identity.source_images[int(np.argmin(offsets))]
+    return sop_class, instance
+
+
+def _slice(common, pixels: np.ndarray, position: np.ndarray, normal: np.ndarray, index: int,
+           source: tuple[str, str] | None = None):
+    """One slice: a copy of the common header with its position, number, UID and pixels (rows along y), and
+    the MR image it was derived from in its Source Image Sequence (as highdicom does for derived images)."""
     import copy
 
     from pydicom.dataset import FileMetaDataset
@@ -132,6 +145,12 @@ def _slice(common, pixels: np.ndarray, position: np.ndarray, normal: np.ndarray,
     ds.SliceLocation = _ds(float(position @ normal))
     ds.Rows, ds.Columns = int(pixels.shape[1]), int(pixels.shape[0])
     ds.PixelData = np.ascontiguousarray(pixels.T).astype("<i2").tobytes()
+    if source is not None:
+        from pydicom.dataset import Dataset
+
+        item = Dataset()
+        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = source
+        ds.SourceImageSequence = [item]
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -173,15 +192,19 @@ def identity_for(source: Path | None, series: tuple[str, ...], description: str,
     from medsynth.io.cases import is_dicom_file
     from medsynth.io.dicom import choose_series
 
-    header = None
+    header, headers = None, ()
     if source is not None and Path(source).is_dir():
-        header = choose_series(Path(source), series).headers[0]
+        headers = choose_series(Path(source), series).headers
+        header = headers[0]
     elif source is not None and is_dicom_file(Path(source)):
         header = pydicom.dcmread(source, stop_before_pixels=True)
+        headers = (header,)
     if header is not None and not ("StudyInstanceUID" in header and "FrameOfReferenceUID" in header):
         header = None  # without them the sCT could not be placed on the input anyway: a new study
+    images = tuple((str(h.SOPClassUID), str(h.SOPInstanceUID), tuple(float(v) for v in h.ImagePositionPatient))
+                   for h in headers if header is not None and "SOPInstanceUID" in h and "ImagePositionPatient" in h)
     return DicomIdentity(description, patient_id, patient_name, header,
-                         _patient_position(header, patient_position, source))
+                         _patient_position(header, patient_position, source), images)
 
 
 def _patient_position(header, given: str | None, source: Path | None) -> str:
