@@ -22,7 +22,7 @@ from medsynth.io.image import ImageMeta, read_image, write_image
 from medsynth.modelfile import NetworkSpec, save_model
 from medsynth.nets.generators import UNetGenerator
 from medsynth.phantom.anatomy import make_head
-from medsynth.services.batch import BatchReport, CaseResult, CaseStatus
+from medsynth.services.batch import BatchCase, BatchReport, CaseStatus
 
 SPACING = 6.0
 SHAPE = (16, 16, 16)  # on the model grid already (6 mm, RAS): the grid steps are the identity
@@ -157,8 +157,8 @@ def test_out_of_memory_even_when_reduced_fails_that_case_and_the_batch_goes_on(p
 
 
 def test_report_counts_statuses_given_as_members_or_strings():
-    report = BatchReport([CaseResult("a", CaseStatus.WRITTEN), CaseResult("b", CaseStatus.FAILED),
-                          CaseResult("c", CaseStatus.WRITTEN)])
+    report = BatchReport([BatchCase("a", CaseStatus.WRITTEN), BatchCase("b", CaseStatus.FAILED),
+                          BatchCase("c", CaseStatus.WRITTEN)])
     assert report.count(CaseStatus.WRITTEN) == report.count("written") == 2
     assert report.count("failed") == 1 and report.count("skipped") == 0
     assert [r.case for r in report.failures] == ["b"]

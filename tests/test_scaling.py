@@ -19,7 +19,7 @@ from medsynth.cli import app
 from medsynth.errors import InputError
 from medsynth.modelfile import load_model
 from medsynth.phantom.anatomy import make_head
-from medsynth.services.batch import BatchReport, CaseResult, CaseStatus
+from medsynth.services.batch import BatchCase, BatchReport, CaseStatus
 from medsynth.services.reports import merge_reports
 from medsynth.training import train
 
@@ -84,15 +84,15 @@ def test_a_slurm_array_translates_each_case_once_and_its_reports_merge(setting, 
     assert done.returncode == 1 and "missing shard report(s): 1/3" in done.stdout
 
 
-def _report(path: Path, *results: CaseResult) -> None:
+def _report(path: Path, *results: BatchCase) -> None:
     BatchReport(list(results)).write_json(path)
 
 
 def test_merging_keeps_each_case_once_with_its_most_complete_outcome(tmp_path):
-    _report(tmp_path / "translate_report_0of2.json", CaseResult("a", CaseStatus.FAILED, reason="out of memory"),
-            CaseResult("b", CaseStatus.WRITTEN, 1.0, ["b.nii.gz"]))
-    _report(tmp_path / "translate_report_1of2.json", CaseResult("a", CaseStatus.WRITTEN, 2.0, ["a.nii.gz"]),
-            CaseResult("c", CaseStatus.FAILED, reason="not an image"))
+    _report(tmp_path / "translate_report_0of2.json", BatchCase("a", CaseStatus.FAILED, reason="out of memory"),
+            BatchCase("b", CaseStatus.WRITTEN, 1.0, ["b.nii.gz"]))
+    _report(tmp_path / "translate_report_1of2.json", BatchCase("a", CaseStatus.WRITTEN, 2.0, ["a.nii.gz"]),
+            BatchCase("c", CaseStatus.FAILED, reason="not an image"))
     merged = merge_reports(tmp_path)
     assert merged.missing == []
     assert [(r.case, r.status.value) for r in merged.report.results] == [("a", "written"), ("b", "written"),
@@ -100,7 +100,7 @@ def test_merging_keeps_each_case_once_with_its_most_complete_outcome(tmp_path):
     document = json.loads((tmp_path / "translate_report.json").read_text())
     assert (document["written"], document["failed"]) == (2, 1)
 
-    _report(tmp_path / "translate_report_0of4.json", CaseResult("d", CaseStatus.WRITTEN))
+    _report(tmp_path / "translate_report_0of4.json", BatchCase("d", CaseStatus.WRITTEN))
     with pytest.raises(InputError, match="different splits"):
         merge_reports(tmp_path)
     with pytest.raises(InputError, match="no translate_report"):

@@ -40,7 +40,9 @@ class CaseStatus(StrEnum):
 
 
 @dataclass
-class CaseResult:
+class BatchCase:
+    """One case of a batch (translate, attribute): its outcome, time, outputs and what it says."""
+
     case: str
     status: CaseStatus
     seconds: float = 0.0
@@ -54,11 +56,11 @@ class CaseResult:
 class BatchReport:
     """Per-case outcome of a batch."""
 
-    results: list[CaseResult] = field(default_factory=list)
+    results: list[BatchCase] = field(default_factory=list)
     model: str | None = None  # fingerprint of the model whose outputs these are (modelfile.model_fingerprint)
 
     @property
-    def failures(self) -> list[CaseResult]:
+    def failures(self) -> list[BatchCase]:
         return [r for r in self.results if r.status == CaseStatus.FAILED]
 
     def count(self, status: CaseStatus | str) -> int:
@@ -240,7 +242,7 @@ def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], p
     for cid in todo:  # a killed earlier run may have left temporaries of these cases' outputs
         remove_partials_of(outputs_of(cid))
     for cid in sorted(set(cases) - set(todo)):
-        report.results.append(CaseResult(cid, CaseStatus.SKIPPED, outputs=[str(o) for o in outputs_of(cid)],
+        report.results.append(BatchCase(cid, CaseStatus.SKIPPED, outputs=[str(o) for o in outputs_of(cid)],
                                          reason="exists" + (", made by this model" if provenance else "")
                                          + " (use --overwrite to redo)"))
     with _progress(transient=single) as progress:
@@ -249,12 +251,12 @@ def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], p
             started = time.perf_counter()
             try:
                 written = _run_case(process, cid, future)
-                report.results.append(CaseResult(cid, CaseStatus.WRITTEN, time.perf_counter() - started,
+                report.results.append(BatchCase(cid, CaseStatus.WRITTEN, time.perf_counter() - started,
                                                  [str(w) for w in written]))
             except Exception as error:
                 if single and isinstance(error, InputError):
                     raise
-                report.results.append(CaseResult(cid, CaseStatus.FAILED, time.perf_counter() - started,
+                report.results.append(BatchCase(cid, CaseStatus.FAILED, time.perf_counter() - started,
                                                  reason=failure_reason(error)))
             progress.advance(task)
     report.results.sort(key=lambda r: r.case)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medsynth.errors import InputError
-from medsynth.services.batch import BatchReport, CaseResult, CaseStatus
+from medsynth.services.batch import BatchCase, BatchReport, CaseStatus
 
 _SHARD = re.compile(r"(?P<command>\w+)_report_(?P<index>\d+)of(?P<count>\d+)\.json")
 # When two reports hold one case (a shard redone with other settings), the most complete outcome wins.
@@ -20,7 +20,7 @@ def read_report(path: Path) -> BatchReport:
     """A report written by :meth:`BatchReport.write_json`. Errors: unreadable or not such a report."""
     try:
         document = json.loads(Path(path).read_text())
-        results = [CaseResult(c["case"], CaseStatus(c["status"]), float(c.get("seconds", 0.0)),
+        results = [BatchCase(c["case"], CaseStatus(c["status"]), float(c.get("seconds", 0.0)),
                               list(c.get("outputs", [])), c.get("reason", "")) for c in document["cases"]]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise InputError(f"{path}: not a readable batch report ({error}).") from error
@@ -56,7 +56,7 @@ def merge_reports(out_dir: Path, command: str = "translate") -> MergedReport:
         raise InputError(f"{out_dir}: shard reports of different splits ({', '.join(f'of{c}' for c in sorted(counts))})"
                          "; remove the stale ones and merge again.")
     (count,) = counts
-    cases: dict[str, CaseResult] = {}
+    cases: dict[str, BatchCase] = {}
     for path in found:
         for result in read_report(path).results:
             kept = cases.get(result.case)
