@@ -43,7 +43,7 @@ def translate(
     patient_position: Annotated[str | None, typer.Option(
         "--patient-position", help="DICOM output: how the patient lay (HFS, FFS, HFP, ...), needed when the input "
                                    "does not say it (NIfTI/MHA).")] = None,
-    engine: Annotated[Engine, typer.Option(help="torch, or onnxruntime (extra medsynth[onnx]).")] = Engine.TORCH,
+    engine: Annotated[Engine, typer.Option(help="torch, or onnxruntime (extra medsynth\\[onnx]).")] = Engine.TORCH,
     sw_batch_size: Annotated[int, typer.Option("--sw-batch-size", help="Windows per network call.")] = 4,
     workers: Annotated[int, typer.Option(help="Cases read and preprocessed ahead in parallel.")] = 1,
 ) -> None:
