@@ -8,6 +8,7 @@ completion answer at once.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -21,7 +22,9 @@ from typer.core import TyperCommand, TyperGroup
 from medsynth import __version__
 from medsynth.errors import MedsynthError
 
-console = Console()
+# Piped into a Slurm log or CI, Rich would fold tables to 80 columns and cut every case id to ``case_0…``; a
+# log is read, not fitted to a screen: without a terminal (and no COLUMNS set) tables get 200 columns.
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
 error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 # Options that take one value or one per axis, written as the README does: ``--patch-size 32 32 32``.

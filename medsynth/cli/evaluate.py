@@ -34,7 +34,8 @@ def evaluate(
         "--segmentation", help="Also Dice and HD95 (mm) of bone, air and soft tissue thresholded in HU on sCT and "
                                "CT (hu_dice_*, hu_hd95_*; not SynthRAD's TotalSegmentator structures).")] = False,
     dose: Annotated[bool, typer.Option(
-        "--dose", help="Also plan on each CT, recompute on the sCT and compare doses (extra medsynth\\[dose]).")] = False,
+        "--dose",
+        help="Also plan on each CT, recompute on the sCT and compare doses (extra medsynth\\[dose]).")] = False,
     target: Annotated[Path | None, typer.Option(
         help="With --dose: target masks (folder or one file); default: a 15 mm sphere deep in the body.")] = None,
     modality: Annotated[Modality, typer.Option(help="With --dose: which plans to make.")] = Modality.both,

@@ -23,7 +23,8 @@ DIMS_HELP = "2: slice-wise networks; 3: volumetric. Default: 3 (vox2vox is alway
 def train(
     family: Annotated[FamilyName, typer.Argument(
         case_sensitive=False, help="pix2pix (vox2vox: 3D pix2pix), cyclegan, vagan or fastgan.")],
-    data: Annotated[Path, typer.Argument(help="Dataset: a folder (mr/ and ct/ folders, or SynthRAD case folders <case>/mr.*, ct.*) or a datalist JSON.")],
+    data: Annotated[Path, typer.Argument(help="Dataset: a folder (mr/ and ct/ folders, or SynthRAD case folders "
+                                              "<case>/mr.*, ct.*) or a datalist JSON.")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: config, checkpoints, logs, model.")],
     config: Annotated[Path | None, typer.Option("--config", help="YAML with 'train:' and 'model:' sections.")] = None,
     steps: Annotated[int | None, typer.Option(show_default=False, help=STEPS_HELP)] = None,
