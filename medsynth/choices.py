@@ -72,6 +72,13 @@ class OutputFormat(StrEnum):
     DICOM = "dicom"
 
 
+class ImageFormat(StrEnum):
+    """The formats of outputs that are no CT series (maps, slices): ``nifti`` or ``mha``, as :class:`OutputFormat`."""
+
+    NIFTI = "nifti"
+    MHA = "mha"
+
+
 class Engine(StrEnum):
     """What runs the network at inference: PyTorch, or the exported ONNX graph under onnxruntime."""
 

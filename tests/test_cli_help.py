@@ -166,3 +166,10 @@ def test_shell_completion_installs(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.stdout + result.stderr
     installed = "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
     assert "_MEDSYNTH_COMPLETE" in installed
+
+
+def test_map_and_slice_commands_offer_only_the_formats_they_write():
+    for command in ("attribute", "generate"):
+        result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+        line = next(line for line in result.output.splitlines() if "--format" in line)
+        assert "nifti|mha" in line and "dicom" not in line, line

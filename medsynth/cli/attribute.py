@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medsynth.choices import DeviceChoice, OutputFormat
+from medsynth.choices import DeviceChoice, ImageFormat
 from medsynth.cli.app import app, console
 
 
@@ -27,7 +27,7 @@ def attribute(
     mask: Annotated[Path | None, typer.Option("--mask", help="Folder of body masks named by case id: the region "
                                               "whose intensities set each image's scale (default: the model's).")
                     ] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="nifti or mha.")] = OutputFormat.NIFTI,
+    output_format: Annotated[ImageFormat, typer.Option("--format", help="nifti or mha.")] = ImageFormat.NIFTI,
     series: Annotated[list[str] | None, typer.Option(
         "--series", help="Series Instance UID to read from a DICOM folder holding several (repeatable).")] = None,
 ) -> None:

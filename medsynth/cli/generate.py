@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from medsynth.choices import DeviceChoice, OutputFormat
+from medsynth.choices import DeviceChoice, ImageFormat
 from medsynth.cli.app import app, console
 
 
@@ -33,7 +33,7 @@ def generate(
     overwrite: Annotated[bool, typer.Option("--overwrite",
                                             help="Replace slices already in OUT_DIR.")] = False,
     device: Annotated[DeviceChoice, typer.Option(help="auto, cpu or cuda.")] = DeviceChoice.AUTO,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="nifti or mha.")] = OutputFormat.NIFTI,
+    output_format: Annotated[ImageFormat, typer.Option("--format", help="nifti or mha.")] = ImageFormat.NIFTI,
 ) -> None:
     """Generate CT slices (2D NIfTI, int16 HU, the training pixel spacing) from a FastGAN model."""
     from medsynth.services.generate import GenerateOptions
