@@ -219,7 +219,7 @@ def amp_differences(network: torch.nn.Module, array: np.ndarray, patch: tuple[in
     for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
         try:
             difference = np.abs(sct(dtype) - reference)
-            note = f"|ΔHU| vs fp32: max {difference.max():.1f}, mean {difference.mean():.2f}"
+            note = f"HU difference from fp32: max {difference.max():.1f}, mean {difference.mean():.2f}"
         except RuntimeError as error:  # an autocast dtype this device does not run
             note = f"unsupported here ({str(error).splitlines()[0][:60]})"
         rows.append({"item": f"translate {label}: AMP against fp32", "path": "plain network", "variant": name,
