@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny import MODEL as TINY_MODEL
+from tiny import tiny_run
 from typer.testing import CliRunner
 
 from medsynth.cli import app
@@ -16,18 +18,15 @@ from medsynth.engine.initialise import initialise_from
 from medsynth.errors import UsageError
 from medsynth.families.pix2pix import Pix2Pix, Pix2PixConfig
 from medsynth.modelfile import load_model, model_fingerprint
-from medsynth.training import train
 
-TRAIN = {"steps": 3, "batch_size": 1, "val_every": 0, "ckpt_every": 100, "preview_every": 100, "device": "cpu"}
-MODEL = {"patch_size": [16, 16, 16], "channels": [8, 16], "disc_channels": 8, "disc_layers": 2, "lr": 1e-3}
+MODEL = {**TINY_MODEL, "lr": 1e-3}
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, paired_phantom) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("finetune")
     data = paired_phantom(root / "data", cases=2, shape=(20, 24, 20), spacing=7.0)
-    train("pix2pix", data, root / "base", TRAIN, MODEL)
-    return root / "base", data
+    return tiny_run(data, root / "base", lr=1e-3), data
 
 
 def test_a_fresh_run_starts_from_the_models_generator(trained):

@@ -9,34 +9,18 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from tiny import MODEL, TRAIN, one_error_line, run_cli, tiny_run
 
-from medsynth.cli import app
 from medsynth.errors import InputError
 from medsynth.io import read_image
 from medsynth.training import train
-
-TRAIN = {"steps": 2, "batch_size": 1, "val_every": 0, "ckpt_every": 100, "preview_every": 100, "device": "cpu"}
-MODEL = {"patch_size": [16, 16, 16], "channels": [8, 16], "disc_channels": 8, "disc_layers": 2}
-
-
-def _run(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2, (result.output, result.exception)
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, paired_phantom) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("small")
     data = paired_phantom(root / "data", cases=2, shape=(20, 24, 20), spacing=7.0)
-    train("pix2pix", data, root / "run", TRAIN, MODEL)
-    return root / "run", data
+    return tiny_run(data, root / "run"), data
 
 
 def test_an_empty_volume_is_said_to_hold_no_voxels(tmp_path):
@@ -58,18 +42,18 @@ def test_a_refused_single_input_leaves_no_output_folder(model, tmp_path, write_d
     run, _ = model
     localizer = write_dicom_series(tmp_path / "localizer", np.full((16, 16, 1), 100.0) + np.arange(16)[:, None, None],
                                    np.eye(4))
-    line = _one_error_line(_run("translate", run, localizer, tmp_path / "out", "--device", "cpu"))
+    line = one_error_line(run_cli("translate", run, localizer, tmp_path / "out", "--device", "cpu"))
     assert "localizer" in line and not (tmp_path / "out").exists()
 
 
 def test_a_ct_given_as_mr_is_translated_with_a_warning(model, tmp_path):
     run, data = model
-    result = _run("translate", run, data / "ct", tmp_path / "out", "--device", "cpu")
+    result = run_cli("translate", run, data / "ct", tmp_path / "out", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "does not look like an MR" in result.output
     cases = json.loads((tmp_path / "out" / "translate_report.json").read_text())["cases"]
     assert all("is it a CT?" in case["warning"] for case in cases)
-    mr_result = _run("translate", run, data / "mr", tmp_path / "mr_out", "--device", "cpu")
+    mr_result = run_cli("translate", run, data / "mr", tmp_path / "mr_out", "--device", "cpu")
     assert "does not look like an MR" not in mr_result.output
 
 
@@ -90,7 +74,7 @@ def test_a_volume_with_002_mm_voxels_is_refused_naming_the_file_and_the_voxel_si
     tiny = tmp_path / "in" / "tiny.nii.gz"
     tiny.parent.mkdir()
     nib.save(nib.Nifti1Image(mr.array, np.diag([0.02, 0.02, 0.02, 1.0])), str(tiny))
-    line = _one_error_line(_run("translate", run, tiny, tmp_path / "out", "--device", "cpu"))
+    line = one_error_line(run_cli("translate", run, tiny, tmp_path / "out", "--device", "cpu"))
     assert "tiny.nii.gz" in line and "voxel size" in line and "constant" not in line
 
 
@@ -102,7 +86,7 @@ def test_a_2d_input_stored_as_h_w_1_is_written_as_h_w_1(tmp_path, paired_phantom
         path = tmp_path / "in" / f"s{len(shape)}.nii.gz"
         path.parent.mkdir(exist_ok=True)
         nib.save(nib.Nifti1Image(mr.array[:, :, 10].reshape(shape), mr.meta.affine), str(path))
-    result = _run("translate", run, tmp_path / "in", tmp_path / "out", "--device", "cpu")
+    result = run_cli("translate", run, tmp_path / "in", tmp_path / "out", "--device", "cpu")
     assert result.exit_code == 0, result.output
     for shape in ((24, 28, 1), (24, 28, 1, 1), (24, 28)):
         assert nib.load(tmp_path / "out" / f"s{len(shape)}.nii.gz").shape == shape

@@ -37,5 +37,8 @@ def test_a_cgroup_v1_quota_and_no_cgroup(tmp_path):
 
 
 def test_info_says_how_many_threads_and_why():
-    result = CliRunner().invoke(app, ["info"])
-    assert result.exit_code == 0 and "torch threads" in result.output and "(" in result.output
+    from medsynth.engine.threads import thread_choice
+
+    result = CliRunner().invoke(app, ["info"], env={"COLUMNS": "200"})
+    line = next(line for line in result.output.splitlines() if "torch threads" in line)
+    assert result.exit_code == 0 and f"({thread_choice().reason})" in line, line

@@ -62,7 +62,7 @@ def without_couch(foreground: np.ndarray, shell: int = _COUCH_SHELL_VOXELS) -> t
     thinner than about 2·``shell`` voxels and reaches far beyond it (a couch whose thin top shell touches the
     patient's back), and that couch.
 
-    The core is the largest component of the foreground eroded ``shell`` times; what lies within ``shell`` − 1
+    The core is the largest component of the foreground eroded ``shell`` times; what lies within ``shell``
     steps of the core is body (an opening). The rest of the foreground is kept piece by piece where the piece
     stays within 3·``shell`` steps of the core (the rims and tips an opening shaves off any body) and is couch
     where it reaches farther and is thin throughout (a couch's shell runs under the whole patient and beyond;

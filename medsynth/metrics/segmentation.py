@@ -52,6 +52,6 @@ def hu_segmentation_metrics(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray,
 def _bounding_box(inside: np.ndarray) -> tuple[slice, ...]:
     if not inside.any():
         return tuple(slice(None) for _ in inside.shape)
-    return tuple(slice(int(np.flatnonzero(inside.any(axis=tuple(a for a in range(inside.ndim) if a != axis)))[0]),
-                       int(np.flatnonzero(inside.any(axis=tuple(a for a in range(inside.ndim) if a != axis)))[-1]) + 1)
-                 for axis in range(inside.ndim))
+    spans = [np.flatnonzero(inside.any(axis=tuple(a for a in range(inside.ndim) if a != axis)))
+             for axis in range(inside.ndim)]
+    return tuple(slice(int(span[0]), int(span[-1]) + 1) for span in spans)

@@ -227,23 +227,25 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     ndim = model_ndim(translator.dims)
 
     warnings: dict[str, str] = {}
+    checks: dict[str, InputCheck] = {}
 
     def load(item: Path | tuple[Path, ...]) -> PreparedVolume:
-        """One image, or the contrasts of a multi-contrast case in the model's channel order."""
+        """One image, or the contrasts of a multi-contrast case in the model's channel order, with its input
+        checks (in the prefetch thread, beside the network's work on the case before)."""
+        case = case_of[item]
         volumes = [read_image(path, ndim, series=options.series) for path in
                    (item if isinstance(item, tuple) else (item,))]
         if mr2ct and (warning := not_mr_warning(volumes[0].array)):
-            warnings[case_of[item]] = warning
-        mask = None if masks is None else read_mask(mask_of(case_of[item], masks, options.mask), volumes[0])
-        return translator.prepare(volumes if isinstance(item, tuple) else volumes[0], mask)
-
-    checks: dict[str, InputCheck] = {}
-
-    def process(case: str, prepared: PreparedVolume) -> list[Path]:
+            warnings[case] = warning
+        mask = None if masks is None else read_mask(mask_of(case, masks, options.mask), volumes[0])
+        prepared = translator.prepare(volumes if isinstance(item, tuple) else volumes[0], mask)
         if mr2ct and translator.input_profile:
             features = mr_features(prepared.image[0, 0].numpy(), translator.grid.spacing)
             if (check := check_input(features, translator.input_profile)) is not None:
                 checks[case] = check
+        return prepared
+
+    def process(case: str, prepared: PreparedVolume) -> list[Path]:
         mean, std = translator.run(prepared, options.overlap, options.tta, options.uncertainty)
         targets, count = outputs_of(case), len(written_channels)
         means, stds = (mean[None], None if std is None else std[None]) if count == 1 else (mean, std)
