@@ -92,7 +92,7 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
                      path=run_dir / SPLIT_FILENAME)
     created = not run_dir.exists()
     _prepare_run_dir(run_dir, fresh=not resume)
-    runtime = make_runtime(train_config.device, train_config.amp)
+    runtime = make_runtime(train_config.device, train_config.amp, train_config.cpu_bf16)
     with process_group_closed_at_exit(runtime):
         _seed_everything(train_config.seed + runtime.rank)
         with _nothing_left_on_refusal(run_dir, created, runtime.is_main):

@@ -40,14 +40,15 @@ class TrainConfig:
     # fraction of the steps after which the learning rate falls linearly to 0
     decay_start: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
     workers: Annotated[int, Field(ge=-1)] = -1  # data-loading processes; -1 chooses (0 on the CPU, 2 with CUDA)
-    channels_last: bool = False  # channels-last memory format on CUDA (faster convolutions with AMP on tensor cores)
+    channels_last: bool = False  # channels-last memory format (faster convolutions: oneDNN on CPUs, tensor cores)
+    cpu_bf16: bool = False  # bf16 autocast on the CPU (AVX-512 BF16/AMX); amp decides on CUDA
     fold: int | None = None  # with folds: train fold k of a seeded k-fold split (RUN/split.json)
     folds: int | None = None
 
     #: settings a resumed run may change (how long, how often, where); every other one defines the run
     resumable: ClassVar[frozenset[str]] = frozenset({
         "steps", "device", "amp", "val_every", "ckpt_every", "log_every", "preview_every", "decay_start",
-        "workers", "channels_last"})
+        "workers", "channels_last", "cpu_bf16"})
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:

@@ -56,9 +56,14 @@ def pick_device(choice: DeviceChoice | str, local_rank: int = 0) -> torch.device
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
-def pick_amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """bf16 where the GPU supports it, else fp16; the CPU trains in fp32 (CPU autocast gains little)."""
-    if not amp or device.type != "cuda":
+def pick_amp_dtype(device: torch.device, amp: bool, cpu_bf16: bool = False) -> torch.dtype | None:
+    """CUDA: bf16 where the GPU supports it, else fp16. CPU: fp32 unless ``cpu_bf16`` asks for bf16 autocast
+    (about 1.4x faster convolutions on CPUs with AVX-512 BF16/AMX, docs/performance.md; emulated, and slow,
+    on others: see ``medsynth info``). Asked for, it is used on every CPU, so a run's numbers do not depend
+    on the machine's instruction set."""
+    if device.type != "cuda":
+        return torch.bfloat16 if cpu_bf16 else None
+    if not amp:
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
@@ -71,7 +76,7 @@ def process_rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def make_runtime(device: DeviceChoice | str, amp: bool) -> Runtime:
+def make_runtime(device: DeviceChoice | str, amp: bool, cpu_bf16: bool = False) -> Runtime:
     """Build the runtime; under ``torchrun`` also join the process group (nccl on GPU, gloo on CPU)."""
     rank, world_size = process_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -81,7 +86,7 @@ def make_runtime(device: DeviceChoice | str, amp: bool) -> Runtime:
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
         torch.backends.cudnn.benchmark = True
-    return Runtime(chosen, pick_amp_dtype(chosen, amp), rank, world_size, local_rank)
+    return Runtime(chosen, pick_amp_dtype(chosen, amp, cpu_bf16), rank, world_size, local_rank)
 
 
 def barrier(runtime: Runtime) -> None:
@@ -113,5 +118,7 @@ def device_report() -> dict[str, str]:
         report["bf16 supported"] = str(torch.cuda.is_bf16_supported())
         report["AMP dtype"] = str(pick_amp_dtype(torch.device("cuda"), True))
     else:
-        report["AMP"] = "off on the CPU (fp32); bf16/fp16 autocast on CUDA"
+        native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        report["AMP"] = ("fp32 on the CPU unless cpu_bf16: true (this CPU computes bf16 "
+                         f"{'natively' if native else 'by emulation, slower than fp32'}); bf16/fp16 autocast on CUDA")
     return report

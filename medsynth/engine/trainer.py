@@ -102,8 +102,8 @@ def linear_decay(steps: int, decay_start: float):
 
 
 def _memory_format(config: TrainConfig, runtime: Runtime, networks: nn.Module) -> torch.memory_format | None:
-    """channels_last(_3d) for CUDA runs that ask for it, by the dimensionality of the networks' convolutions."""
-    if not config.channels_last or runtime.device.type != "cuda":
+    """channels_last(_3d) for runs that ask for it, by the dimensionality of the networks' convolutions."""
+    if not config.channels_last:
         return None
     volumetric = any(isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) for m in networks.modules())
     return torch.channels_last_3d if volumetric else torch.channels_last
