@@ -52,8 +52,9 @@ class _Timed:
 
 def build(data: Path, config: Path, settings: dict[str, object], run: Path) -> Trainer:
     document = yaml.safe_load(config.read_text())
-    train = {**document.get("train", {}), **{k: v for k, v in settings.items() if k in TrainConfig.__dataclass_fields__}}
-    model = {**document.get("model", {}), **{k: v for k, v in settings.items() if k not in train}}
+    engine_keys = TrainConfig.__dataclass_fields__
+    train = {**document.get("train", {}), **{k: v for k, v in settings.items() if k in engine_keys}}
+    model = {**document.get("model", {}), **{k: v for k, v in settings.items() if k not in engine_keys}}
     family = Pix2Pix(Pix2PixConfig(**{**model, "val_cases": 0}), data)
     train_config = TrainConfig(**{**train, "val_every": 0, "ckpt_every": 10**6, "preview_every": 10**6,
                                   "log_every": 10**6, "device": "cpu"})
@@ -146,7 +147,8 @@ def main() -> None:
     for part, seconds in parts.items():
         print(f"| {part} | {1000 * seconds:.1f} | {seconds / plain:.0%} |")
     print(f"| plain loop, total | {1000 * plain:.1f} | {1 / plain:.2f} steps/s |")
-    print(f"| engine (Trainer.fit) | {1000 * engine:.1f} | {1 / engine:.2f} steps/s, overhead {engine / plain - 1:+.1%} |")
+    print(f"| engine (Trainer.fit) | {1000 * engine:.1f} | {1 / engine:.2f} steps/s, "
+          f"overhead {engine / plain - 1:+.1%} |")
     print(f"| G's convolutions at the machine's conv throughput (roofline) | {1000 * network_floor:.1f} | "
           f"{bound['G_gflop_per_step']:.1f} GFLOP at {bound['machine_conv_gflop_s']:.0f} GFLOP/s |")
     print(json.dumps({"parts_s": parts, "plain_s": plain, "engine_s": engine, **bound}))
