@@ -4,11 +4,13 @@ CPU quota (v2 and v1), never below one; ``medsynth info`` says what was chosen a
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 from typer.testing import CliRunner
 
 from medsynth.cli import app
-from medsynth.engine.threads import choose_threads, cpu_quota
+from medsynth.engine.threads import CpuShare, choose_threads, cpu_quota
 
 AFFINITY = len(os.sched_getaffinity(0))
 
@@ -42,3 +44,40 @@ def test_info_says_how_many_threads_and_why():
     result = CliRunner().invoke(app, ["info"], env={"COLUMNS": "200"})
     line = next(line for line in result.output.splitlines() if "torch threads" in line)
     assert result.exit_code == 0 and f"({thread_choice().reason})" in line, line
+
+
+def test_processes_on_the_same_cpus_split_them_and_a_lone_one_takes_them_back(tmp_path):
+    cpus = frozenset({0, 1})
+    with CpuShare(cpus, tmp_path, every_s=0.0) as mine:
+        assert mine.threads(limit=2) == 2 and mine.refresh(2, current=1, now=0.0) == 2  # alone: both cores
+        neighbour = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            (tmp_path / str(neighbour.pid)).write_text("1 2")  # overlaps CPU 1
+            assert mine.neighbours() == 2 and mine.refresh(2, current=2, now=1.0) == 1
+            (tmp_path / "999999999").write_text("0 1")  # a claim whose process died: ignored
+            assert mine.threads(limit=2) == 1
+            (tmp_path / str(neighbour.pid)).write_text("4 5")  # other CPUs: no neighbour
+            assert mine.threads(limit=2) == 2
+        finally:
+            neighbour.kill()
+            neighbour.wait()
+        (tmp_path / str(neighbour.pid)).write_text("0 1")  # it has stopped: both cores back
+        assert mine.refresh(2, current=1, now=2.0) == 2
+        assert mine.refresh(2, current=2, now=3.0) is None  # no change, nothing to do
+    assert not (tmp_path / str(os.getpid())).exists()  # the claim goes with the process's share
+
+
+def test_a_share_is_checked_every_few_seconds_not_every_step(tmp_path):
+    with CpuShare(frozenset({0, 1}), tmp_path, every_s=5.0) as mine:
+        assert mine.refresh(2, current=1, now=100.0) == 2
+        assert mine.refresh(2, current=1, now=103.0) is None  # within 5 s: not looked at
+        assert mine.refresh(2, current=1, now=106.0) == 2
+
+
+def test_given_threads_are_never_shared_out(monkeypatch):
+    import medsynth.engine.threads as threads
+
+    monkeypatch.setattr(threads, "_applied", [threads.ThreadChoice(3, "OMP_NUM_THREADS is set", given=True)])
+    assert threads.cpu_share() is None
+    monkeypatch.setattr(threads, "_applied", [threads.ThreadChoice(2, "the CPUs this process may run on")])
+    assert isinstance(threads.cpu_share(), CpuShare)

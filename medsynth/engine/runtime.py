@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 
 from medsynth.engine.config import DeviceChoice
-from medsynth.engine.threads import thread_choice
+from medsynth.engine.threads import CpuShare, thread_choice
 from medsynth.errors import UsageError
 
 
@@ -105,11 +105,19 @@ def process_group_closed_at_exit(runtime: Runtime) -> Iterator[None]:
             dist.destroy_process_group()
 
 
+def _share_now() -> str:
+    share = CpuShare()
+    others = share.neighbours() - 1
+    return f"{others} other medsynth process{'es' if others != 1 else ''} on them now"
+
+
 def device_report() -> dict[str, str]:
     """What ``medsynth info`` prints about compute."""
     cuda = torch.cuda.is_available()
     report = {
         "torch threads": f"{torch.get_num_threads()} ({thread_choice().reason})",
+        "CPU sharing": ("off (OMP_NUM_THREADS fixes the threads)" if thread_choice().given else
+                        f"on: trainings on the same CPUs split them ({_share_now()})"),
         "CUDA available": str(cuda),
         "device for auto": str(pick_device(DeviceChoice.AUTO)),
     }

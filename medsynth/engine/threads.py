@@ -10,8 +10,10 @@ choice is made before torch starts (its OpenMP pool reads ``OMP_NUM_THREADS`` on
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ class ThreadChoice:
 
     threads: int
     reason: str
+    given: bool = False  # OMP_NUM_THREADS was set by the user: kept as it is, never shared out
 
 
 def cpu_quota(cgroup: Path = _CGROUP) -> float | None:
@@ -45,7 +48,7 @@ def choose_threads(environ: dict[str, str] | None = None, cgroup: Path = _CGROUP
     environ = os.environ if environ is None else environ
     given = environ.get("OMP_NUM_THREADS", "").strip()
     if given.isdigit() and int(given) > 0:
-        return ThreadChoice(int(given), "OMP_NUM_THREADS is set")
+        return ThreadChoice(int(given), "OMP_NUM_THREADS is set", given=True)
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     quota = cpu_quota(cgroup)
     if quota is not None and math.ceil(quota) < affinity:
@@ -72,3 +75,77 @@ def apply_thread_choice() -> ThreadChoice:
 def thread_choice() -> ThreadChoice:
     """The choice :func:`apply_thread_choice` made in this process, else what it would make now."""
     return _applied[0] if _applied else choose_threads()
+
+
+_CLAIMS = Path(tempfile.gettempdir()) / "medsynth-cpu-share"
+
+
+class CpuShare:
+    """Threads shared fairly with the other medsynth processes on the same CPUs.
+
+    Each process claims its CPUs with a file ``<pid>`` (the CPU numbers it may run on) in ``directory``;
+    :meth:`threads` is its CPUs divided by the live claims that overlap them (at least 1). Two trainings
+    started on 2 cores then run with one thread each instead of two spinning against two (OpenMP's
+    busy-waiting threads lose most of their time to a neighbour that holds the core: 12x slower, not 2x;
+    docs/performance.md), and a job left alone takes both cores back at its next :meth:`refresh`.
+    A claim of a process that died without removing it is ignored (its pid no longer runs).
+    """
+
+    def __init__(self, cpus: frozenset[int] | None = None, directory: Path = _CLAIMS, every_s: float = 5.0) -> None:
+        self.cpus = cpus if cpus is not None else _affinity()
+        self.directory, self.every_s = directory, every_s
+        self._claim = directory / str(os.getpid())
+        self._checked = -math.inf
+
+    def __enter__(self) -> CpuShare:
+        with contextlib.suppress(OSError):  # no writable temp folder: no sharing, nothing else changes
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._claim.write_text(" ".join(map(str, sorted(self.cpus))))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._claim.unlink(missing_ok=True)
+
+    def neighbours(self) -> int:
+        """Live processes (this one included) whose claimed CPUs overlap this one's."""
+        live = 1
+        for claim in self.directory.glob("[0-9]*") if self.directory.is_dir() else ():
+            if claim == self._claim or not _running(int(claim.name)):
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                if self.cpus & {int(c) for c in claim.read_text().split()}:
+                    live += 1
+        return live
+
+    def threads(self, limit: int) -> int:
+        """This process's fair share of threads, at most ``limit`` (the choice made at start)."""
+        return max(1, min(limit, len(self.cpus) // self.neighbours()))
+
+    def refresh(self, limit: int, current: int, now: float) -> int | None:
+        """The share when it differs from ``current`` and ``every_s`` seconds have passed, else None."""
+        if now - self._checked < self.every_s:
+            return None
+        self._checked = now
+        share = self.threads(limit)
+        return share if share != current else None
+
+
+def cpu_share() -> CpuShare | None:
+    """A :class:`CpuShare` for this process, or None when the user fixed the threads (``OMP_NUM_THREADS``)."""
+    return None if thread_choice().given else CpuShare()
+
+
+def _affinity() -> frozenset[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return frozenset(os.sched_getaffinity(0))
+    return frozenset(range(os.cpu_count() or 1))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it runs
+        return True
+    return True
