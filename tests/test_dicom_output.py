@@ -95,6 +95,9 @@ def test_from_nifti_a_new_study_with_the_given_patient(tmp_path, model, oblique_
     assert "run" in slices[0].SeriesDescription  # the model (its run folder) is named
     assert len({ds.SOPInstanceUID for ds in slices}) == len(slices)
     assert len({(ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.FrameOfReferenceUID) for ds in slices}) == 1
+    assert all("SourceImageSequence" not in ds and "ReferencedSeriesSequence" not in ds for ds in slices)
+    assert {ds.ContributingEquipmentSequence[0].PurposeOfReferenceCodeSequence[0].CodeMeaning for ds in slices
+            } == {"Synthesizing Equipment"}  # no MR to refer to, still marked as synthesised
 
 
 def test_from_a_dicom_mr_the_sct_joins_its_patient_study_and_frame_of_reference(tmp_path, model):
@@ -114,8 +117,19 @@ def test_from_a_dicom_mr_the_sct_joins_its_patient_study_and_frame_of_reference(
         assert ds.PatientPosition == mr.PatientPosition == "HFS"
         source = mr_by_uid[ds.SourceImageSequence[0].ReferencedSOPInstanceUID]  # the MR slice it comes from
         assert ds.SourceImageSequence[0].ReferencedSOPClassUID == source.SOPClassUID
+        purpose = ds.SourceImageSequence[0].PurposeOfReferenceCodeSequence[0]
+        assert (purpose.CodeValue, purpose.CodingSchemeDesignator) == ("121322", "DCM")
         np.testing.assert_allclose(np.asarray(ds.ImagePositionPatient, float),
                                    np.asarray(source.ImagePositionPatient, float), atol=0.01)
+        # The MR series, and the instance referred to, as a derived series names its source.
+        (referenced,) = ds.ReferencedSeriesSequence
+        assert referenced.SeriesInstanceUID == mr.SeriesInstanceUID
+        assert [(i.ReferencedSOPClassUID, i.ReferencedSOPInstanceUID) for i in referenced.ReferencedInstanceSequence
+                ] == [(source.SOPClassUID, source.SOPInstanceUID)]
+        assert "DerivationCodeSequence" not in ds  # CID 7203 has no code for a CT predicted from MR
+        (equipment,) = ds.ContributingEquipmentSequence
+        assert equipment.PurposeOfReferenceCodeSequence[0].CodeValue == "109100"
+        assert equipment.Manufacturer == "medsynth"
 
 
 def test_a_series_is_skipped_when_present_and_replaced_whole_with_overwrite(tmp_path, model, write_volume):

@@ -4,7 +4,14 @@ One file per slice, int16 HU (Rescale Slope 1, Intercept 0), Image Type DERIVED\
 new Series and SOP Instance UIDs, and the geometry of the output grid: Image Position/Orientation
 (Patient), Pixel Spacing and Slice Thickness from the affine. Given the header of a DICOM source series,
 the sCT joins its Patient, Study and Frame of Reference (so a TPS places it on the MR without
-registration); otherwise it starts a new study with a new Frame of Reference.
+registration) and refers to the MR as highdicom's derived images refer to their source: each slice names
+the MR slice it comes from (Source Image Sequence, purpose (121322, DCM) "Source image for image processing
+operation") and the MR series (Referenced Series Sequence of the Common Instance Reference module).
+Otherwise it starts a new study with a new Frame of Reference. Every series names medsynth as its
+Contributing Equipment with purpose (109100, DCM) "Synthesizing Equipment" (the attribute Synthetic Data
+(0008,001C) is newer than the dciodvfy that Debian ships, which rejects it). No Derivation Code Sequence:
+none of the codes of CID 7203 "Image Derivation" (resampling, reformatting, filters, segmentation, ...)
+describes a CT predicted from an MR, and the Derivation Description says it in words.
 """
 
 from __future__ import annotations
@@ -70,8 +77,11 @@ def write_ct_series(folder: Path, hu: np.ndarray, meta: ImageMeta, identity: Dic
     with atomic_path(folder, folder=True) as partial:  # an old series there goes only once the new one is in
         for k in range(stored.shape[2]):
             position = lps[:, 3] + k * lps[:, 2]
-            _slice(common, stored[:, :, k], position, normal, k, _nearest_source(identity, position, normal)).save_as(
-                partial / f"CT{k + 1:04d}.dcm", enforce_file_format=True)
+            ds = _slice(common, stored[:, :, k], position, normal, k)
+            if identity.source_images:
+                _refer_to_source(ds, str(identity.source.get("SeriesInstanceUID", "")),
+                                 *_nearest_source(identity, position, normal))
+            ds.save_as(partial / f"CT{k + 1:04d}.dcm", enforce_file_format=True)
     return folder
 
 
@@ -109,6 +119,7 @@ def _common_header(identity: DicomIdentity, series_uid: str, now: datetime.datet
     ds.DerivationDescription = (f"Synthetic CT computed by medsynth {__version__}; not acquired. "
                                 f"{identity.description}")[:1024]
     ds.Manufacturer, ds.SoftwareVersions = "medsynth", __version__
+    ds.ContributingEquipmentSequence = [_synthesizing_equipment(date, time)]
     ds.ImageOrientationPatient = [_ds(v) for v in (*axes[:, 0], *axes[:, 1])]
     ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]  # between rows (along y), between columns (along x)
     ds.SliceThickness = _ds(spacing[2])
@@ -120,19 +131,56 @@ def _common_header(identity: DicomIdentity, series_uid: str, now: datetime.datet
     return ds
 
 
-def _nearest_source(identity: DicomIdentity, position: np.ndarray, normal: np.ndarray) -> tuple[str, str] | None:
+def _code(code):
+    """A pydicom ``Code`` (``pydicom.sr.codedict.codes``) as a Code Sequence item."""
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code.value, code.scheme_designator, code.meaning
+    return item
+
+
+def _synthesizing_equipment(date: str, time: str):
+    """The Contributing Equipment item naming medsynth as the equipment that synthesised the image."""
+    from pydicom.dataset import Dataset
+    from pydicom.sr.codedict import codes
+
+    item = Dataset()
+    item.PurposeOfReferenceCodeSequence = [_code(codes.DCM.SynthesizingEquipment)]
+    item.Manufacturer, item.SoftwareVersions = "medsynth", __version__
+    item.ContributionDateTime = date + time
+    item.ContributionDescription = "Synthetic CT predicted from MR by a trained network"
+    return item
+
+
+def _refer_to_source(ds, series_uid: str, sop_class: str, instance: str) -> None:
+    """Name the MR image a sCT slice was derived from, twice as DICOM wants it: in the Source Image Sequence
+    (with its purpose) and, under its series (when the MR names it), in the Referenced Series Sequence that
+    lists every instance this one refers to (Common Instance Reference module)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sr.codedict import codes
+
+    image = Dataset()
+    image.ReferencedSOPClassUID, image.ReferencedSOPInstanceUID = sop_class, instance
+    image.PurposeOfReferenceCodeSequence = [_code(codes.DCM.SourceImageForImageProcessingOperation)]
+    ds.SourceImageSequence = [image]
+    if not series_uid:
+        return
+    instance_item, series = Dataset(), Dataset()
+    instance_item.ReferencedSOPClassUID, instance_item.ReferencedSOPInstanceUID = sop_class, instance
+    series.SeriesInstanceUID, series.ReferencedInstanceSequence = series_uid, [instance_item]
+    ds.ReferencedSeriesSequence = [series]
+
+
+def _nearest_source(identity: DicomIdentity, position: np.ndarray, normal: np.ndarray) -> tuple[str, str]:
     """The MR image (SOP class, instance) nearest to a sCT slice along the normal, which it is derived from."""
-    if not identity.source_images:
-        return None
     offsets = [abs(float((np.asarray(p) - position) @ normal)) for _, _, p in identity.source_images]
     sop_class, instance, _ = identity.source_images[int(np.argmin(offsets))]
     return sop_class, instance
 
 
-def _slice(common, pixels: np.ndarray, position: np.ndarray, normal: np.ndarray, index: int,
-           source: tuple[str, str] | None = None):
-    """One slice: a copy of the common header with its position, number, UID and pixels (rows along y), and
-    the MR image it was derived from in its Source Image Sequence (as highdicom does for derived images)."""
+def _slice(common, pixels: np.ndarray, position: np.ndarray, normal: np.ndarray, index: int):
+    """One slice: a copy of the common header with its position, number, UID and pixels (rows along y)."""
     import copy
 
     from pydicom.dataset import FileMetaDataset
@@ -145,12 +193,6 @@ def _slice(common, pixels: np.ndarray, position: np.ndarray, normal: np.ndarray,
     ds.SliceLocation = _ds(float(position @ normal))
     ds.Rows, ds.Columns = int(pixels.shape[1]), int(pixels.shape[0])
     ds.PixelData = np.ascontiguousarray(pixels.T).astype("<i2").tobytes()
-    if source is not None:
-        from pydicom.dataset import Dataset
-
-        item = Dataset()
-        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = source
-        ds.SourceImageSequence = [item]
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
