@@ -82,7 +82,7 @@ def test_from_nifti_a_new_study_with_the_given_patient(tmp_path, model, oblique_
     affine = oblique_affine((5.0, 6.0, 7.0), angles=(8.0, -5.0, 10.0), origin=(-40.0, 30.0, -20.0), lps=True)
     write_volume(tmp_path / "in" / "p7.nii.gz", make_head(3, (14, 16, 12), 6.0).mr, affine)
     _translate(model, tmp_path / "in", tmp_path / "dicom", "--format", "dicom", "--patient-id", "ID-7",
-               "--patient-name", "Doe^Jane", "--patient-position", "FFS")
+               "--patient-name", "Doe^Jane", "--patient-position", "FFS", "--series-number", "42")
     _translate(model, tmp_path / "in", tmp_path / "nifti")
 
     series = tmp_path / "dicom" / "p7"
@@ -90,7 +90,7 @@ def test_from_nifti_a_new_study_with_the_given_patient(tmp_path, model, oblique_
     _assert_same_as_nifti(series, tmp_path / "nifti" / "p7.nii.gz")
     slices = _series(series)
     assert {ds.PatientID for ds in slices} == {"ID-7"} and str(slices[0].PatientName) == "Doe^Jane"
-    assert {ds.PatientPosition for ds in slices} == {"FFS"}
+    assert {ds.PatientPosition for ds in slices} == {"FFS"} and {ds.SeriesNumber for ds in slices} == {42}
     assert "SYNTHETIC" in slices[0].SeriesDescription.upper() and "pix2pix" in slices[0].SeriesDescription
     assert "run" in slices[0].SeriesDescription  # the model (its run folder) is named
     assert len({ds.SOPInstanceUID for ds in slices}) == len(slices)
@@ -114,6 +114,7 @@ def test_from_a_dicom_mr_the_sct_joins_its_patient_study_and_frame_of_reference(
         assert ds.StudyInstanceUID == mr.StudyInstanceUID and ds.FrameOfReferenceUID == mr.FrameOfReferenceUID
         assert ds.PatientID == mr.PatientID and ds.PatientName == mr.PatientName
         assert ds.SeriesInstanceUID != mr.SeriesInstanceUID
+        assert ds.SeriesNumber == mr.SeriesNumber + 1000 == 1003  # beside its MR in the series list
         assert ds.PatientPosition == mr.PatientPosition == "HFS"
         source = mr_by_uid[ds.SourceImageSequence[0].ReferencedSOPInstanceUID]  # the MR slice it comes from
         assert ds.SourceImageSequence[0].ReferencedSOPClassUID == source.SOPClassUID
@@ -136,6 +137,9 @@ def test_a_series_is_skipped_when_present_and_replaced_whole_with_overwrite(tmp_
     write_volume(tmp_path / "in" / "a.nii.gz", make_head(1, (14, 16, 12), 6.0).mr, np.diag([6.0, 6.0, 6.0, 1.0]))
     _translate(model, tmp_path / "in", tmp_path / "out", "--format", "dicom", "--patient-position", "HFS")
     first = {ds.SOPInstanceUID for ds in _series(tmp_path / "out" / "a")}
+    # No name given and none in a NIfTI: empty, not the file name; no MR series: the offset alone
+    assert {(str(ds.PatientName), ds.PatientID, ds.SeriesNumber) for ds in _series(tmp_path / "out" / "a")
+            } == {("", "a", 1000)}
     _translate(model, tmp_path / "in", tmp_path / "out", "--format", "dicom", "--patient-position", "HFS")
     assert {ds.SOPInstanceUID for ds in _series(tmp_path / "out" / "a")} == first
     _translate(model, tmp_path / "in", tmp_path / "out", "--format", "dicom", "--overwrite", "--patient-position",
@@ -160,3 +164,6 @@ def test_a_dicom_sct_always_has_a_patient_position_never_a_guessed_one(tmp_path,
     result = CliRunner().invoke(app, ["translate", str(model), str(tmp_path / "in"), str(tmp_path / "out"),
                                       "--format", "dicom", "--patient-position", "sideways", "--device", "cpu"])
     assert result.exit_code == 2 and "not a DICOM Patient Position" in result.output
+    result = CliRunner().invoke(app, ["translate", str(model), str(tmp_path / "in"), str(tmp_path / "out"),
+                                      "--format", "dicom", "--patient-position", "HFS", "--series-number", "-1"])
+    assert result.exit_code == 2 and "--series-number -1: a DICOM Series Number" in result.output

@@ -39,10 +39,14 @@ def translate(
     patient_id: Annotated[str | None, typer.Option(
         "--patient-id", help="DICOM output from NIfTI/MHA input: Patient ID (default: the case id).")] = None,
     patient_name: Annotated[str | None, typer.Option(
-        "--patient-name", help="DICOM output from NIfTI/MHA input: Patient's Name (default: the case id).")] = None,
+        "--patient-name", help="DICOM output from NIfTI/MHA input: Patient's Name, as DICOM writes it "
+                               "(Family^Given). Default: empty (a DICOM MR lends its own).")] = None,
     patient_position: Annotated[str | None, typer.Option(
         "--patient-position", help="DICOM output: how the patient lay (HFS, FFS, HFP, ...), needed when the input "
                                    "does not say it (NIfTI/MHA).")] = None,
+    series_number: Annotated[int | None, typer.Option(
+        "--series-number", help="DICOM output: the sCT's Series Number. Default: the MR's + 1000 (MR series 3 -> "
+                                "1003; 1000 from NIfTI/MHA input).")] = None,
     engine: Annotated[Engine, typer.Option(help="torch, or onnxruntime (extra medsynth\\[onnx]).")] = Engine.TORCH,
     sw_batch_size: Annotated[int, typer.Option("--sw-batch-size", help="Windows per network call.")] = 4,
     workers: Annotated[int, typer.Option(help="Cases read and preprocessed ahead in parallel.")] = 1,
@@ -55,6 +59,7 @@ def translate(
                                shard=shard, overwrite=overwrite, device=device, amp=amp, mask=mask,
                                format=output_format, series=tuple(series or ()), patient_id=patient_id,
                                patient_name=patient_name, patient_position=patient_position,
+                               series_number=series_number,
                                engine=engine, sw_batch_size=sw_batch_size, workers=workers)
     report = translate_cases(model, input_path, out_dir, options)
     console.print(report.table(f"translate -> {out_dir}"))

@@ -33,6 +33,10 @@ _PATIENT_KEYS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "
 _STUDY_KEYS = ("StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "StudyDescription",
                "ReferringPhysicianName")
 _ORTHOGONAL_TOLERANCE = 1e-4
+# The sCT's Series Number is its MR's plus this (MR series 3 -> sCT 1003), so that a planner sees in the
+# series list which MR it was made from; from NIfTI/MHA input (no MR series) it is this number itself.
+SERIES_NUMBER_OFFSET = 1000
+SERIES_NUMBER_MAX = 2**31 - 1  # Value Representation IS: a signed 32-bit integer
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,8 @@ class DicomIdentity:
     """Who and what the series belongs to.
 
     ``source``: the header (pydicom Dataset) of a slice of the input series, whose patient, study and
-    Frame of Reference the sCT joins; without it, ``patient_id``/``patient_name`` head a new study.
+    Frame of Reference the sCT joins; without it, ``patient_id``/``patient_name`` head a new study (an
+    empty name stays empty: DICOM's value for an unknown name).
     ``description``: the Series Description (64 characters at most are kept).
     """
 
@@ -50,6 +55,7 @@ class DicomIdentity:
     source: object | None = None
     patient_position: str = ""  # HFS, FFS, ...: how the patient lay, by which a planning system places the CT
     source_images: tuple[tuple[str, str, tuple[float, ...]], ...] = ()  # MR (SOP class, SOP instance, position)
+    series_number: int = SERIES_NUMBER_OFFSET
 
 
 def write_ct_series(folder: Path, hu: np.ndarray, meta: ImageMeta, identity: DicomIdentity) -> Path:
@@ -108,12 +114,13 @@ def _common_header(identity: DicomIdentity, series_uid: str, now: datetime.datet
         ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = generate_uid(), date, time
         ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = generate_uid(), ""
     ds.PatientPosition = identity.patient_position
-    for key, empty in (("PatientBirthDate", ""), ("PatientSex", ""), ("StudyID", "1"), ("AccessionNumber", ""),
-                       ("ReferringPhysicianName", ""), ("StudyDate", date), ("StudyTime", time),
-                       ("PatientPosition", ""), ("Laterality", "")):  # type 2: present, empty when unknown
+    # Type 2: present, and empty when unknown (an MR without a Patient's Name lends none)
+    for key, empty in (("PatientName", ""), ("PatientID", ""), ("PatientBirthDate", ""), ("PatientSex", ""),
+                       ("StudyID", "1"), ("AccessionNumber", ""), ("ReferringPhysicianName", ""),
+                       ("StudyDate", date), ("StudyTime", time), ("PatientPosition", ""), ("Laterality", "")):
         if key not in ds:
             setattr(ds, key, empty)
-    ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "CT", series_uid, 9001
+    ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "CT", series_uid, identity.series_number
     ds.SeriesDate, ds.SeriesTime, ds.ContentDate, ds.ContentTime = date, time, date, time
     ds.SeriesDescription = identity.description[:64]
     ds.DerivationDescription = (f"Synthetic CT computed by medsynth {__version__}; not acquired. "
@@ -224,11 +231,14 @@ PATIENT_POSITIONS = ("HFS", "HFP", "FFS", "FFP", "HFDR", "HFDL", "FFDR", "FFDL",
 
 
 def identity_for(source: Path | None, series: tuple[str, ...], description: str, patient_id: str,
-                 patient_name: str, patient_position: str | None = None) -> DicomIdentity:
+                 patient_name: str, patient_position: str | None = None,
+                 series_number: int | None = None) -> DicomIdentity:
     """The identity of a sCT made from ``source``: a DICOM series folder (or file) lends its header, whose
     patient, study and Frame of Reference the sCT joins; any other input gets ``patient_id``/``patient_name``
     in a new study. The Patient Position is the source's, or ``patient_position``; a sCT without one, or with
-    one that contradicts the MR's, is a :class:`UsageError`: a planning system places the CT by it."""
+    one that contradicts the MR's, is a :class:`UsageError`: a planning system places the CT by it. The
+    Series Number is ``series_number``, else the MR's plus :data:`SERIES_NUMBER_OFFSET` (the offset alone
+    without an MR series number), capped at :data:`SERIES_NUMBER_MAX`."""
     import pydicom
 
     from medsynth.io.cases import is_dicom_file
@@ -245,8 +255,11 @@ def identity_for(source: Path | None, series: tuple[str, ...], description: str,
         header = None  # without them the sCT could not be placed on the input anyway: a new study
     images = tuple((str(h.SOPClassUID), str(h.SOPInstanceUID), tuple(float(v) for v in h.ImagePositionPatient))
                    for h in headers if header is not None and "SOPInstanceUID" in h and "ImagePositionPatient" in h)
+    if series_number is None:
+        found = header.get("SeriesNumber") if header is not None else None
+        series_number = min((int(found) if found not in (None, "") else 0) + SERIES_NUMBER_OFFSET, SERIES_NUMBER_MAX)
     return DicomIdentity(description, patient_id, patient_name, header,
-                         _patient_position(header, patient_position, source), images)
+                         _patient_position(header, patient_position, source), images, series_number)
 
 
 def _patient_position(header, given: str | None, source: Path | None) -> str:

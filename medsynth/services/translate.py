@@ -27,7 +27,7 @@ from medsynth.inference.engines import (
     read_onnx_metadata,
 )
 from medsynth.inference.volume import Member, PreparedVolume, VolumeTranslator, is_ct
-from medsynth.io.dicom_write import PATIENT_POSITIONS
+from medsynth.io.dicom_write import PATIENT_POSITIONS, SERIES_NUMBER_MAX
 from medsynth.io.formats import OutputFormat, image_name
 from medsynth.io.grids import read_mask
 from medsynth.io.image import Volume, model_ndim, read_image, write_ct, write_image
@@ -67,8 +67,9 @@ class TranslateOptions:
     format: OutputFormat = OutputFormat.NIFTI  # dicom: a CT series folder per case
     series: tuple[str, ...] = ()  # Series Instance UIDs choosing among several series in a DICOM folder
     patient_id: str | None = None  # DICOM output from NIfTI/MHA input; default: the case id
-    patient_name: str | None = None
+    patient_name: str | None = None  # DICOM output from NIfTI/MHA input; default: empty (never the file name)
     patient_position: str | None = None  # DICOM output: HFS, FFS, ... when the input does not say it
+    series_number: int | None = None  # DICOM output; default: the MR's Series Number + 1000
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
@@ -83,6 +84,9 @@ class TranslateOptions:
         if self.patient_position and self.patient_position.strip().upper() not in PATIENT_POSITIONS:
             raise UsageError(f"--patient-position {self.patient_position}: not a DICOM Patient Position; use one of "
                              f"{', '.join(PATIENT_POSITIONS)}.")
+        if self.series_number is not None and not 0 <= self.series_number <= SERIES_NUMBER_MAX:
+            raise UsageError(f"--series-number {self.series_number}: a DICOM Series Number lies in "
+                             f"[0, {SERIES_NUMBER_MAX}].")
 
 
 def _load_member(path: Path, direction: Direction, options: TranslateOptions, device: torch.device
@@ -293,7 +297,7 @@ def _write_dicom(folder: Path, hu: np.ndarray, like: Volume, stamp: str, case: s
 
     description = f"SYNTHETIC CT {stamp}"
     identity = identity_for(like.path, options.series, description, options.patient_id or case,
-                            options.patient_name or case, options.patient_position)
+                            options.patient_name or "", options.patient_position, options.series_number)
     return write_ct_series(folder, hu, like.meta, identity)
 
 
