@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,12 +13,13 @@ import yaml
 
 from medsynth.choices import FamilyName
 from medsynth.data.splits import SPLIT_FILENAME, SplitPlan
-from medsynth.engine.checkpoint import CHECKPOINT_NAME
+from medsynth.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from medsynth.engine.config import TrainConfig, build_config, read_yaml, to_plain
+from medsynth.engine.family import Family, Validation
 from medsynth.engine.initialise import initialise_from
-from medsynth.engine.logbook import LOG_FILENAME
-from medsynth.engine.runtime import make_runtime, process_group_closed_at_exit, process_rank
-from medsynth.engine.trainer import TrainResult, run_training
+from medsynth.engine.logbook import LOG_FILENAME, VALIDATION_DIRNAME, write_validation
+from medsynth.engine.runtime import make_runtime, pick_device, process_group_closed_at_exit, process_rank
+from medsynth.engine.trainer import TrainResult, run_training, validation_table
 from medsynth.errors import UsageError
 from medsynth.families.registry import family_classes
 from medsynth.io.outputs import (
@@ -28,6 +29,7 @@ from medsynth.io.outputs import (
     remove_partials,
     write_text_atomically,
 )
+from medsynth.modelfile import MODEL_FILENAME, ModelFile, load_model
 
 CONFIG_FILENAME = "config.yaml"
 Config = TypeVar("Config")
@@ -106,6 +108,73 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
         result = run_training(instance, train_config, run_dir, runtime, resume=resume)
         result.warnings = instance.verdict(result.validation) if result.is_main else []
         return result
+
+
+@dataclass
+class ValidationRun:
+    """What :func:`validate` wrote: the validation (means and per-case rows), of the model at ``step``."""
+
+    validation: Validation
+    step: int
+    folder: Path
+
+
+def validate(family: FamilyName | str, data: Path, run_dir: Path, device: str = "auto") -> ValidationRun:
+    """A validation-only run of a trained model (nnU-Net's ``--val``): the validation training runs, on the
+    run's own validation cases (``RUN/split.json``), with ``RUN/model.safetensors``, written to
+    ``RUN/validation/`` as training writes it (:func:`~medsynth.engine.logbook.write_validation`); nothing is
+    trained and no other file of the run changes.
+
+    The family is rebuilt from ``RUN/config.yaml`` on ``data``, so the model grid, the normalisation and the
+    lookup baseline are the ones training had; networks validation uses that the model file does not hold
+    (CycleGAN's segmenters) come from the run's checkpoint. Raises :class:`UsageError`, one line, when the run
+    is unfinished or not of ``family``, when ``data`` is not the data the model was trained on (its data
+    fingerprint), or when the run has no validation cases.
+    """
+    run_dir = Path(run_dir)
+    family, _ = _vox2vox_is_3d_pix2pix(FamilyName(family), {})
+    family_cls, config_cls = family_classes(family)
+    model_path, config_path = run_dir / MODEL_FILENAME, run_dir / CONFIG_FILENAME
+    if not model_path.is_file() or not config_path.is_file():
+        raise UsageError(f"{run_dir}: holds no finished run ({MODEL_FILENAME} and {CONFIG_FILENAME}); train it "
+                         "first (an interrupted run: --resume).")
+    check_not_an_input(run_dir / VALIDATION_DIRNAME, [data])
+    saved = read_yaml(config_path)
+    if saved.get("family") != str(family):
+        raise UsageError(f"{run_dir}: is a {saved.get('family')} run, not {family}.")
+    if not (run_dir / SPLIT_FILENAME).is_file():
+        raise UsageError(f"{run_dir}: has no {SPLIT_FILENAME}, so its validation cases are unknown.")
+    train = saved.get("train", {})
+    plan = SplitPlan(seed=train.get("seed", 0), fold=train.get("fold"), folds=train.get("folds"),
+                     path=run_dir / SPLIT_FILENAME, write=False)
+    instance = family_cls(build_config(config_cls, saved.get("model") or {}, where=f" in {config_path}"),
+                          Path(data), split=plan)
+    model = load_model(model_path, str(family))
+    seen, given = model.metadata.get("data_fingerprint"), instance.export().document().get("data_fingerprint")
+    if seen != given:
+        raise UsageError(f"{data}: is not the data {model_path} was trained on (data fingerprint {given} vs "
+                         f"{seen}); --val validates on the run's own data, for other cases use translate and "
+                         "evaluate.")
+    _load_networks(instance, model, run_dir / "checkpoints" / CHECKPOINT_NAME)
+    torch_device = pick_device(device)
+    instance.networks.to(torch_device)
+    validation = validation_table(instance, dict(instance.networks.items()), torch_device)
+    if not validation.means:
+        raise UsageError(f"{run_dir}: its split ({SPLIT_FILENAME}) holds no validation cases; nothing to validate.")
+    step = int(model.metadata.get("training_steps", 0))
+    folder = write_validation(run_dir, step, validation, f"{MODEL_FILENAME} (train --val)")
+    return ValidationRun(validation, step, folder)
+
+
+def _load_networks(family: Family, model: ModelFile, checkpoint: Path) -> None:
+    """The model file's networks into ``family``; the others from the run's last checkpoint, which the
+    finished run wrote at the same step as its model file (without one they keep their initial weights)."""
+    others = [name for name in family.networks if name not in model.weights]
+    saved = load_checkpoint(checkpoint)["networks"] if others and checkpoint.is_file() else {}
+    for name, network in family.networks.items():
+        weights = model.weights.get(name, saved.get(name))
+        if weights is not None:
+            network.load_state_dict(weights)
 
 
 @contextmanager
@@ -199,7 +268,7 @@ def _prepare_run_dir(run_dir: Path, fresh: bool) -> None:
     if fresh and (run_dir / CONFIG_FILENAME).is_file():  # a medsynth run folder, not the user's own files
         (run_dir / LOG_FILENAME).unlink(missing_ok=True)
         (run_dir / SPLIT_FILENAME).unlink(missing_ok=True)  # a fresh run splits anew (its --fold/--seed may differ)
-        for stale in ("tensorboard", "previews"):
+        for stale in ("tensorboard", "previews", VALIDATION_DIRNAME):
             shutil.rmtree(run_dir / stale, ignore_errors=True)
 
 

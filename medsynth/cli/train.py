@@ -45,13 +45,21 @@ def train(
     folds: Annotated[int | None, typer.Option(help="N: a seeded N-fold split written to RUN/split.json.")] = None,
     init: Annotated[Path | None, typer.Option("--init", metavar="MODEL", help="Fine-tune: start the networks "
                                               "from this trained model (run folder or model file).")] = None,
+    val: Annotated[bool, typer.Option("--val", help="Validation only: validate RUN's trained model on the run's "
+                                      "validation cases as training does, write RUN/validation/; train nothing.")
+                   ] = False,
 ) -> None:
     """Train a model family; writes RUN/model.safetensors (and best.safetensors with validation)."""
-    from medsynth.training import train as train_family
-
     train_options = {"steps": steps, "batch_size": batch_size, "device": device, "amp": amp, "seed": seed,
                      "val_every": val_every, "ckpt_every": ckpt_every, "fold": fold, "folds": folds}
     model_options = {"patch_size": patch_size, "dims": dims}
+    if val:
+        others = {**train_options, **model_options, "config": config, "init": init, "resume": resume or None}
+        _validate_only(family, data, out, device, [name for name, value in others.items()
+                                                   if value is not None and name != "device"])
+        return
+    from medsynth.training import train as train_family
+
     result = train_family(family, data, out, train_options, model_options, config, resume,
                           note=lambda message: console.print(f"note: {escape(message)}", soft_wrap=True),
                           announce=lambda message: console.print(escape(message), soft_wrap=True), init=init)
@@ -65,3 +73,18 @@ def train(
                   + (f"\nvalidation: {shown}" if shown else ""))
     for warning in result.warnings:
         typer.secho(warning, err=True, fg="red", bold=True)
+
+
+
+def _validate_only(family: FamilyName, data: Path, out: Path, device: DeviceChoice | None, extra: list[str]) -> None:
+    """``--val``: the run's own settings define the validation, so only --device may come with it."""
+    from medsynth.errors import UsageError
+    from medsynth.training import validate
+
+    if extra:
+        shown = ", ".join("--" + name.replace("_", "-") for name in extra)
+        raise UsageError(f"--val validates with the run's own settings; drop {shown} (only --device may be given).")
+    run = validate(family, data, out, device or "auto")
+    shown = "  ".join(f"{k} {v:.4g}" for k, v in run.validation.means.items())
+    console.print(f"validated the model of step {run.step} -> {escape(str(run.folder))}\nvalidation: {shown}",
+                  soft_wrap=True)

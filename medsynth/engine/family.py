@@ -35,6 +35,15 @@ class ModelExport:
         return self.metadata.to_json() if isinstance(self.metadata, VolumeMetadata) else dict(self.metadata)
 
 
+@dataclass
+class Validation:
+    """One validation: the metrics (means over the held-out cases, as logged) and, for families that
+    validate case by case, one row per case (``{"case": id, metric: value, ...}``, in case order)."""
+
+    means: dict[str, float]
+    cases: list[dict[str, Any]] = field(default_factory=list)
+
+
 class Family(ABC):
     """A model family: networks + optimisers + samples + one training step."""
 
@@ -83,6 +92,11 @@ class Family(ABC):
     def validate(self, networks: Mapping[str, nn.Module], device: torch.device) -> dict[str, float]:
         """Metrics on held-out data with the networks that would be exported (EMA where kept)."""
         return {}
+
+    def validate_cases(self, networks: Mapping[str, nn.Module], device: torch.device) -> Validation:
+        """:meth:`validate` with its per-case rows, for the run's validation table; families that score case by
+        case override this (and derive :meth:`validate` from it). Default: the means, no rows."""
+        return Validation(self.validate(networks, device))
 
     def verdict(self, metrics: Mapping[str, float]) -> list[str]:
         """Warnings a user must see about the final validation ``metrics`` (e.g. a model no better than a

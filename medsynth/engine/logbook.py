@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from medsynth.engine.family import Validation
 from medsynth.engine.runtime import Runtime
+from medsynth.io.outputs import write_text_atomically
 
 LOG_FILENAME = "log.jsonl"
+VALIDATION_DIRNAME = "validation"  # nnU-Net's fold_K/validation: the latest validation's table
 
 
 class Logbook:
@@ -93,3 +100,29 @@ def _read_png(path: Path) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(path))
+
+
+def write_validation(run_dir: Path, step: int, validation: Validation, source: str) -> Path:
+    """The run's latest validation table, each file replaced atomically: ``RUN/validation/summary.json`` (step,
+    ``source``: what was validated, the means and the per-case rows; non-finite values as null) and
+    ``RUN/validation/cases.csv`` (one row per case, the metrics at full precision). Training writes it at every
+    validation and a validation-only run (``train --val``) the same way. Returns the folder."""
+    folder = Path(run_dir) / VALIDATION_DIRNAME
+    folder.mkdir(parents=True, exist_ok=True)
+    document = {"step": step, "source": source, "means": _finite_or_null(validation.means),
+                "cases": [_finite_or_null(row) for row in validation.cases]}
+    write_text_atomically(folder / "summary.json", json.dumps(document, indent=2, allow_nan=False) + "\n")
+    if validation.cases:
+        table = io.StringIO()
+        writer = csv.DictWriter(table, fieldnames=list(validation.cases[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: repr(v) if isinstance(v, float) else v for k, v in row.items()}
+                         for row in validation.cases)
+        write_text_atomically(folder / "cases.csv", table.getvalue())
+    else:
+        (folder / "cases.csv").unlink(missing_ok=True)  # a previous validation's rows would not be this one's
+    return folder
+
+
+def _finite_or_null(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}

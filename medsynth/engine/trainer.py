@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from medsynth.engine.checkpoint import CHECKPOINT_NAME, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from medsynth.engine.config import TrainConfig
 from medsynth.engine.context import StepContext
-from medsynth.engine.family import Family
-from medsynth.engine.logbook import Logbook
+from medsynth.engine.family import Family, Validation
+from medsynth.engine.logbook import Logbook, write_validation
 from medsynth.engine.modes import evaluating
 from medsynth.engine.runtime import Runtime, barrier
 from medsynth.engine.threads import CpuShare, cpu_share, thread_choice
@@ -123,6 +123,13 @@ def validation_metrics(family: Family, networks: Mapping[str, nn.Module], device
     module's mode restored afterwards (also for callers outside a run, e.g. an untrained family's score)."""
     with evaluating(networks.values()):
         return family.validate(networks, device)
+
+
+def validation_table(family: Family, networks: Mapping[str, nn.Module], device: torch.device) -> Validation:
+    """``family.validate_cases`` (the means and the per-case rows) as the engine runs it, see
+    :func:`validation_metrics`; what training and a validation-only run (``train --val``) write."""
+    with evaluating(networks.values()):
+        return family.validate_cases(networks, device)
 
 
 def preview_panels(family: Family, batch: dict[str, Tensor], networks: Mapping[str, nn.Module]
@@ -314,8 +321,11 @@ class Trainer:
     def _validate(self, logbook: Logbook) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if self.runtime.is_main:
-            metrics = validation_metrics(self.family, self.export_networks(), self.runtime.device)
+            validation = validation_table(self.family, self.export_networks(), self.runtime.device)
+            metrics = validation.means
             logbook.validation(self.step, metrics)
+            if metrics:
+                write_validation(self.run_dir, self.step, validation, "training")
             self._keep_best(metrics)
         barrier(self.runtime)
         return metrics

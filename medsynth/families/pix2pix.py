@@ -29,13 +29,13 @@ from medsynth.data.patches import PatchSampler
 from medsynth.data.splits import SplitPlan
 from medsynth.data.tissue import TISSUE_EDGES_HU, TISSUE_NAMES, tissue_labels_torch
 from medsynth.engine.context import StepContext
-from medsynth.engine.family import Family, ModelExport
+from medsynth.engine.family import Family, ModelExport, Validation
 from medsynth.errors import UsageError
 from medsynth.families.base import spatial_patch, unet_strides
 from medsynth.inference.predictor import GridPredictor
 from medsynth.io.cases import channel_suffixes
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
-from medsynth.metrics.tissue import validation_scores
+from medsynth.metrics.tissue import mean_rows, validation_rows
 from medsynth.modelfile import DirectionSpec, TranslationMetadata, data_fingerprint
 from medsynth.nets.generators import GeneratorNorm, head_width
 
@@ -225,19 +225,24 @@ class Pix2Pix(Family):
                              context_slices=c.context_slices)
 
     def validate(self, networks: Mapping[str, nn.Module], device: torch.device) -> dict[str, float]:
-        """SynthRAD2023 MAE/PSNR/SSIM and bone Dice on the held-out cases, inside the body mask, and beside
-        them the no-context lookup table's MAE and bone Dice on the same cases (``lookup_mae``,
+        """The means of :meth:`validate_cases`."""
+        return self.validate_cases(networks, device).means
+
+    def validate_cases(self, networks: Mapping[str, nn.Module], device: torch.device) -> Validation:
+        """SynthRAD2023 MAE/PSNR/SSIM and bone Dice of each held-out case, inside its body mask; their means, and
+        beside them the no-context lookup table's mean MAE and bone Dice on the same cases (``lookup_mae``,
         ``lookup_bone_dice``)."""
         if not self.data.validation:
-            return {}
-        scores = _scores(self.data.validation, lambda case: self.predictor.to_units(networks["G"], case.mr,
-                                                                               self.data.ct_intensity)[0],
-                         self.data.ct_intensity)
+            return Validation({})
+        rows = _rows(self.data.validation, lambda case: self.predictor.to_units(networks["G"], case.mr,
+                                                                             self.data.ct_intensity)[0],
+                     self.data.ct_intensity)
         if self._lookup_scores is None:
-            lookup = _scores(self.data.validation, lambda case: self.lookup.predict(case.raw_mr, case.mask),
-                             self.data.ct_intensity)
+            lookup = mean_rows(_rows(self.data.validation, lambda case: self.lookup.predict(case.raw_mr, case.mask),
+                                     self.data.ct_intensity))
             self._lookup_scores = {"lookup_mae": lookup["mae"], "lookup_bone_dice": lookup["bone_dice"]}
-        return {**scores, **self._lookup_scores}
+        return Validation({**mean_rows(rows), **self._lookup_scores},
+                          [{"case": case.name, **row} for case, row in zip(self.data.validation, rows, strict=True)])
 
     def verdict(self, metrics: Mapping[str, float]) -> list[str]:
         """A loud warning when the model is not better than the lookup table on the validation cases."""
@@ -272,6 +277,6 @@ class Pix2Pix(Family):
                         "perception_weight": c.perception_weight}))
 
 
-def _scores(cases: list[PreparedCase], predict, ct_intensity: CTIntensity) -> dict[str, float]:
-    """Mean SynthRAD2023 metrics and bone Dice of ``predict(case)`` (HU) over ``cases``, in each case's mask."""
-    return validation_scores((predict(case), ct_intensity.denormalise(case.ct[0]), case.mask) for case in cases)
+def _rows(cases: list[PreparedCase], predict, ct_intensity: CTIntensity) -> list[dict[str, float]]:
+    """SynthRAD2023 metrics and bone Dice of ``predict(case)`` (HU) for each of ``cases``, in each case's mask."""
+    return validation_rows((predict(case), ct_intensity.denormalise(case.ct[0]), case.mask) for case in cases)

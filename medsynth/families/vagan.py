@@ -31,7 +31,7 @@ from medsynth.data.patches import PatchSampler
 from medsynth.data.splits import SplitPlan
 from medsynth.data.volumes import IntensityRegion
 from medsynth.engine.context import StepContext
-from medsynth.engine.family import Family, ModelExport
+from medsynth.engine.family import Family, ModelExport, Validation
 from medsynth.errors import UsageError
 from medsynth.inference.predictor import GridPredictor
 from medsynth.losses.adversarial import gradient_penalty
@@ -208,12 +208,18 @@ class VAGAN(Family):
         return GridPredictor(self.config.dims, self.patch_size, self.config.val_overlap)
 
     def validate(self, networks: Mapping[str, nn.Module], device: torch.device) -> dict[str, float]:
-        """NCC(M(x), −effect) of the held-out patients: mean (the best-model metric) and sd."""
+        """The means of :meth:`validate_cases`."""
+        return self.validate_cases(networks, device).means
+
+    def validate_cases(self, networks: Mapping[str, nn.Module], device: torch.device) -> Validation:
+        """NCC(M(x), −effect) of each held-out patient; their mean (the best-model metric) and sd."""
         if not self.data.validation:
-            return {}
+            return Validation({})
         predict = self.predictor.volume
-        scores = list(held_out_ncc(self.data, lambda image: predict(networks["M"], image)[0].cpu().numpy()).values())
-        return {"ncc": float(np.nanmean(scores)), "ncc_sd": float(np.nanstd(scores))}
+        scores = held_out_ncc(self.data, lambda image: predict(networks["M"], image)[0].cpu().numpy())
+        values = list(scores.values())
+        return Validation({"ncc": float(np.nanmean(values)), "ncc_sd": float(np.nanstd(values))},
+                          [{"case": case, "ncc": value} for case, value in scores.items()])
 
     def preview(self, batch: dict[str, Tensor], networks: Mapping[str, nn.Module]) -> list[list[np.ndarray]]:
         """Axial and coronal rows: patient, healthy y, map, and −effect where known (red > 0 > blue)."""

@@ -58,14 +58,21 @@ def tissue_metrics(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> dict[
     return {**tissue_mae(pred, ref, mask), "bone_dice": bone_dice(pred, ref, mask)}
 
 
-def validation_scores(cases: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """Means over ``cases`` of (prediction HU, reference HU, body mask) of the SynthRAD2023 MAE, PSNR and SSIM
-    and the bone Dice (NaN-aware: a case without bone does not void the mean), as the families validate.
+def validation_rows(cases: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[dict[str, float]]:
+    """Per case of (prediction HU, reference HU, body mask): the SynthRAD2023 MAE, PSNR and SSIM and the bone
+    Dice, as the families validate. ``cases`` is consumed one at a time, so a generator holds one prediction
+    at once."""
+    return [{**synthrad2023(pred, ref, mask), "bone_dice": bone_dice(pred, ref, mask)} for pred, ref, mask in cases]
 
-    ``cases`` is consumed one at a time, so a generator holds one prediction at once.
-    """
-    rows = [{**synthrad2023(pred, ref, mask), "bone_dice": bone_dice(pred, ref, mask)} for pred, ref, mask in cases]
+
+def mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The NaN-aware mean of each metric over ``rows`` (a case without bone does not void the bone Dice)."""
     return {key: float(np.nanmean([row[key] for row in rows])) for key in rows[0]}
+
+
+def validation_scores(cases: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Means over ``cases`` of :func:`validation_rows`."""
+    return mean_rows(validation_rows(cases))
 
 
 def _mean_or_nan(values: np.ndarray) -> float:
