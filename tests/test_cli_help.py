@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from importlib.metadata import requires
+from pathlib import Path
 
 import pytest
 import yaml
@@ -131,6 +132,18 @@ def test_usage_errors_are_one_line_with_exit_2(tmp_path):
         assert result.exit_code == 2, args
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:"), (args, result.stderr)
+
+
+def test_bare_medsynth_shows_the_help_with_the_exit_code_of_a_usage_error():
+    result = CliRunner().invoke(app, [])
+    assert result.exit_code == 2 and "Usage: medsynth" in result.stdout and not result.stderr
+
+
+def test_the_cli_uses_only_typers_public_api():
+    # A private module (typer._click) pinned typer below its next release; the public names suffice.
+    cli = Path(__file__).parents[1] / "medsynth" / "cli"
+    for source in cli.glob("*.py"):
+        assert not re.search(r"\b(typer|click)\._", source.read_text()), source.name
 
 
 def test_debug_is_accepted_after_the_command(tmp_path):

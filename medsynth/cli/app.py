@@ -98,6 +98,9 @@ class _ErrorReportingGroup(TyperGroup):
         return _flags_without_type(super().get_params(ctx))
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            typer.echo(ctx.get_help())  # bare ``medsynth``: the help, and the exit code of a usage error
+            ctx.exit(2)
         args, debug = _without_debug(args)
         if debug:
             ctx.meta[_DEBUG_KEY] = True
@@ -115,13 +118,9 @@ class _ErrorReportingGroup(TyperGroup):
     def main(self, args: Sequence[str] | None = None, *pos: Any, standalone_mode: bool = True, **kw: Any) -> Any:
         if not standalone_mode:
             return super().main(args, *pos, standalone_mode=False, **kw)
-        from typer._click import exceptions as click_errors  # vendored click: its error classes
-
         try:
             code = super().main(args, *pos, standalone_mode=False, **kw)
-        except click_errors.NoArgsIsHelpError as error:
-            sys.exit(error.exit_code)  # the help has been printed
-        except click_errors.ClickException as error:
+        except typer.TyperException as error:  # the base of every usage and parameter error typer raises
             where = f" (see '{error.ctx.command_path} --help')" if getattr(error, "ctx", None) else ""
             error_console.print(f"[bold red]error:[/] {escape(error.format_message())}{escape(where)}")
             sys.exit(error.exit_code)
