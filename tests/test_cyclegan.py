@@ -170,7 +170,7 @@ def test_samples_hold_both_domains_and_label_maps(unpaired):
     assert sample["mr"].shape == sample["ct"].shape == (1, 32, 32)
     assert sample["mr_labels"].dtype == torch.int64 and int(sample["ct_labels"].max()) < 6
     assert bool(sample["mr_labelled"]) and torch.equal(family.sample(0)["ct"], sample["ct"])
-    assert len(family.training["mr"]) == 2 and len(family.validation["mr"]) == 1  # val_cases: 1
+    assert len(family.data.training["mr"]) == 2 and len(family.data.validation["mr"]) == 1  # val_cases: 1
 
 
 # -- training ---------------------------------------------------------------------------------------------------

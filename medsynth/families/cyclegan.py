@@ -35,27 +35,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from medsynth.data.bodymask import body_mask
-from medsynth.data.geometry import model_grid
-from medsynth.data.intensity import CTIntensity, MRIntensity, MRScaling
-from medsynth.data.layouts import (
-    channel_count,
-    channel_roles,
-    count_labels,
-    discover_domains,
-    discover_paired,
-    read_cases,
-)
-from medsynth.data.patches import PatchSampler, body_anchors
-from medsynth.data.splits import Split, SplitPlan
-from medsynth.data.volumes import channels_on_grid, labels_on_grid, mask_on_grid, normalise_channels
+from medsynth.data.intensity import MRScaling
+from medsynth.data.patches import PatchSampler
+from medsynth.data.splits import SplitPlan
+from medsynth.data.unpaired import DOMAINS, DomainCase, UnpairedData
 from medsynth.engine.context import StepContext
 from medsynth.engine.family import Family, ModelExport
 from medsynth.errors import UsageError
 from medsynth.families.base import spatial_patch, unet_strides
 from medsynth.inference.predictor import GridPredictor
 from medsynth.io.cases import channel_suffixes
-from medsynth.io.image import Volume, model_ndim
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
 from medsynth.losses.cycle import cycle_consistency_loss, identity_loss, segmentation_loss, shape_consistency_loss
 from medsynth.losses.image_pool import PAPER_POOL_SIZE, ImagePool
@@ -64,7 +53,6 @@ from medsynth.metrics.tissue import validation_scores
 from medsynth.modelfile import DirectionSpec, TranslationMetadata, data_fingerprint
 from medsynth.viz import mid_slices, overlay_labels, window
 
-DOMAINS = ("mr", "ct")
 _OTHER = {"mr": "ct", "ct": "mr"}
 
 
@@ -117,16 +105,6 @@ class CycleGANConfig:
             raise UsageError(f"{', '.join(negative)} must not be negative.")
 
 
-@dataclass
-class DomainCase:
-    """One image on the model grid, normalised to [-1, 1], with its body mask and optional labels."""
-
-    image: np.ndarray  # (C, X, Y, Z) float32: C MR contrasts, or 1 for CT
-    mask: np.ndarray  # (X, Y, Z) bool
-    labels: np.ndarray | None  # (1, X, Y, Z) uint8
-    anchors: np.ndarray
-
-
 class CycleGAN(Family):
     """CycleGAN with shape consistency on the shared engine."""
 
@@ -136,87 +114,29 @@ class CycleGAN(Family):
     def __init__(self, config: CycleGANConfig, data: Path, split: SplitPlan | None = None) -> None:
         super().__init__()
         self.config = config
-        cases = discover_domains(data, DOMAINS)
-        self.mr_channels = channel_count(cases["mr"], Path(data))
-        if self.mr_channels > 1 and config.lambda_identity > 0:
-            raise UsageError(f"lambda_identity feeds CT to the MR→CT generator, which takes {self.mr_channels} MR "
-                             "channels; set lambda_identity: 0 for several MR contrasts.")
-        self.case_ids = {d: [case.id for case in cases[d]] for d in DOMAINS}
-        self.files = [path for domain in cases.values() for case in domain for path in case.values()]
-        volumes = {d: read_cases(cases[d], Path(data), (d, f"{d}_labels"), model_ndim(config.dims)) for d in DOMAINS}
-        self.num_labels = self._count_labels(volumes)
-        images = [case[d] for d in DOMAINS for case in volumes[d]]  # first contrast of an MR
-        self.grid = model_grid([v.meta for v in images], config.spacing)
-        self.ct_intensity = CTIntensity()
-        self.mr_intensity = MRIntensity(scaling=config.mr_scaling)
-        self.training = {d: [self._prepare(case, d, case.get(f"{d}_labels")) for case in volumes[d]]
-                         for d in DOMAINS}
-        self.split = self._split(cases, split or SplitPlan(seed=config.seed))
-        self.validation = self._validation_cases()
+        self.data = UnpairedData(data, split or SplitPlan(seed=config.seed), config.dims, config.spacing,
+                                 config.mr_scaling, config.val_data, config.val_cases,
+                                 require_labels=config.shape_weight > 0 or config.seg_pretrain_steps > 0)
+        self._check_data()
+        self.split, self.num_labels = self.data.split, self.data.num_labels
         self.sampler = PatchSampler(config.patch_size, config.seed, config.body_fraction, config.flip_axes)
         self.pools = {d: ImagePool(config.pool_size, seed=2 * config.seed + i) for i, d in enumerate(DOMAINS)}
         self._build_networks()
 
-    # -- data -----------------------------------------------------------------------------------------
-    def _count_labels(self, volumes: dict[str, list[dict[str, Volume]]]) -> int:
-        """K, or 0 when the segmenters cannot be trained (a domain without any label map)."""
-        c = self.config
-        maps = {d: [case[f"{d}_labels"] for case in volumes[d] if f"{d}_labels" in case] for d in DOMAINS}
-        if not all(maps.values()) and (c.shape_weight > 0 or c.seg_pretrain_steps > 0):
-            raise UsageError("shape consistency needs label maps of both domains (mr_labels/ and ct_labels/); "
-                             "add them, or set shape_weight: 0 and seg_pretrain_steps: 0.")
-        count = count_labels(maps["mr"] + maps["ct"]) if all(maps.values()) else 0
+    def _check_data(self) -> None:
+        """The settings that depend on the data: identity loss with one MR channel, a name for every label."""
+        c, channels, count = self.config, self.data.mr_channels, self.data.num_labels
+        if channels > 1 and c.lambda_identity > 0:
+            raise UsageError(f"lambda_identity feeds CT to the MR→CT generator, which takes {channels} MR "
+                             "channels; set lambda_identity: 0 for several MR contrasts.")
         if c.label_names and count and len(c.label_names) != count:
             raise UsageError(f"label_names lists {len(c.label_names)} names but the label maps hold {count} "
                              "labels (0 included); name every label or none.")
-        return count
-
-    def _prepare(self, case: Mapping[str, Volume], domain: str, labels: Volume | None = None,
-                 mask: Volume | None = None) -> DomainCase:
-        """One image of ``domain`` in ``case`` (all its MR contrasts) on the model grid, normalised; its body
-        (for patch anchors) is ``mask``'s, else the first contrast's."""
-        image = channels_on_grid(self.grid, case, channel_roles(case, domain) if domain == "mr" else [domain])
-        normalised = normalise_channels(image, self.mr_intensity if domain == "mr" else self.ct_intensity)
-        body = body_mask(image[0], modality=domain) if mask is None else mask_on_grid(self.grid, mask.array, mask.meta)
-        label_grid = None if labels is None else labels_on_grid(self.grid, labels)
-        return DomainCase(normalised, body, label_grid, body_anchors(body))
-
-    def _split(self, cases: dict[str, list[dict[str, Path]]], plan: SplitPlan) -> Split:
-        """Labelled cases of each domain may be held out (``mr/<id>``, ``ct/<id>`` in the split file);
-        with ``val_data`` the validation cases are that folder's, named ``val_data/<id>``."""
-        labelled = {d: [cid for cid, case in zip(self.case_ids[d], cases[d], strict=True) if f"{d}_labels" in case]
-                    if self.num_labels else [] for d in DOMAINS}
-        others = [f"{d}/{cid}" for d in DOMAINS for cid in self.case_ids[d] if cid not in labelled[d]]
-        if self.config.val_data:
-            if plan.folds:
-                raise UsageError("--folds splits the training data; with val_data the validation cases are fixed.")
-            val_data = discover_paired(Path(self.config.val_data), DOMAINS, ("mask", "labels"))
-            named = [f"val_data/{c.id}" for c in val_data.training]
-            return plan.split_groups({}, 0, named, others + [f"{d}/{c}" for d in DOMAINS for c in labelled[d]])
-        return plan.split_groups(labelled, self.config.val_cases, always_train=others,
-                                 note="no labelled cases held out: no validation, no best model")
-
-    def _validation_cases(self) -> dict[str, list[DomainCase]]:
-        """From ``val_data`` (paired: the i-th MR and CT are one subject), else the held-out labelled cases."""
-        c = self.config
-        if c.val_data:
-            datalist = discover_paired(Path(c.val_data), DOMAINS, ("mask", "labels"))
-            found = channel_count(datalist.training, datalist.source)
-            if found != self.mr_channels:
-                raise UsageError(f"{c.val_data}: val_data has {found} MR channels per case, the training data "
-                                 f"{self.mr_channels}; give the same contrasts.")
-            cases = read_cases(datalist.training, datalist.source, (*DOMAINS, "mask", "labels"), model_ndim(c.dims))
-            return {d: [self._prepare(case, d, case.get("labels"), case.get("mask"))
-                        for case in cases] for d in DOMAINS}
-        held = {d: [i for i, cid in enumerate(self.case_ids[d]) if f"{d}/{cid}" in self.split.val] for d in DOMAINS}
-        validation = {d: [self.training[d][i] for i in held[d]] for d in DOMAINS}
-        self.training = {d: [case for i, case in enumerate(self.training[d]) if i not in held[d]] for d in DOMAINS}
-        return validation
 
     # -- networks -------------------------------------------------------------------------------------
     def _build_networks(self) -> None:
         c = self.config
-        width = {"mr": self.mr_channels, "ct": 1}  # image channels of each domain
+        width = {"mr": self.data.mr_channels, "ct": 1}  # image channels of each domain
         for source, target in (("mr", "ct"), ("ct", "mr")):
             self.add_network(f"G_{source}2{target}", "medsynth.UNetGenerator", spatial_dims=c.dims,
                              in_channels=width[source], out_channels=width[target], channels=list(c.channels),
@@ -249,7 +169,7 @@ class CycleGAN(Family):
         return {key: value for domain in DOMAINS for key, value in self._domain_patch(rng, domain).items()}
 
     def _domain_patch(self, rng: np.random.Generator, domain: str) -> dict[str, Tensor]:
-        case, draw = self.sampler.body(rng, self.training[domain])
+        case, draw = self.sampler.body(rng, self.data.training[domain])
         patch = {domain: torch.from_numpy(self.sampler.cut(case.image, draw))}
         if self.num_labels:
             # an unlabelled case gets an all-background map that its false flag keeps out of every loss
@@ -332,8 +252,9 @@ class CycleGAN(Family):
             for source, target in (("mr", "ct"), ("ct", "mr")):
                 generator = networks[f"G_{source}2{target}"]
                 segmenter = networks[f"S_{target}"]
-                metrics.update(self._dice(f"dice_{source}2{target}", segmenter, self.validation[source], generator))
-                metrics.update(self._dice(f"dice_real_{target}", segmenter, self.validation[target]))
+                cases = self.data.validation
+                metrics.update(self._dice(f"dice_{source}2{target}", segmenter, cases[source], generator))
+                metrics.update(self._dice(f"dice_real_{target}", segmenter, cases[target]))
         if self.config.val_data:
             metrics.update(self._synthrad(networks["G_mr2ct"]))
         return metrics
@@ -353,10 +274,10 @@ class CycleGAN(Family):
                 **{f"{prefix}_{self.label_name(k)}": v for k, v in per_label.items()}}
 
     def _synthrad(self, generator: nn.Module) -> dict[str, float]:
-        hu = self.ct_intensity.denormalise
-        return validation_scores((self.predictor.to_units(generator, mr_case.image, self.ct_intensity)[0],
-                                  hu(ct_case.image[0]), ct_case.mask)
-                                 for mr_case, ct_case in zip(self.validation["mr"], self.validation["ct"], strict=True))
+        ct, cases = self.data.ct_intensity, self.data.validation
+        return validation_scores((self.predictor.to_units(generator, mr_case.image, ct)[0],
+                                  ct.denormalise(ct_case.image[0]), ct_case.mask)
+                                 for mr_case, ct_case in zip(cases["mr"], cases["ct"], strict=True))
 
     def preview(self, batch: dict[str, Tensor], networks: Mapping[str, nn.Module]) -> list[list[np.ndarray]]:
         """Per direction: source, translation, cycle reconstruction, S_target(translation), true labels."""
@@ -364,7 +285,7 @@ class CycleGAN(Family):
 
     def _preview_row(self, networks: Mapping[str, nn.Module], source: str) -> list[np.ndarray]:
         target = _OTHER[source]
-        case = (self.validation[source] or self.training[source])[0]
+        case = (self.data.validation[source] or self.data.training[source])[0]
         translated = self.predictor.volume(networks[f"G_{source}2{target}"], case.image)
         reconstructed = self.predictor.volume(networks[f"G_{target}2{source}"], translated)
         panels = [self._grey(case.image[0], source), self._grey(translated[0].cpu().numpy(), target),
@@ -378,7 +299,7 @@ class CycleGAN(Family):
 
     def _grey(self, normalised: np.ndarray, domain: str) -> np.ndarray:
         if domain == "ct":
-            return window(self.ct_intensity.denormalise(normalised), -1000.0, 1500.0)
+            return window(self.data.ct_intensity.denormalise(normalised), -1000.0, 1500.0)
         return window(normalised, -1.0, 1.0)
 
     # -- checkpoints and export -----------------------------------------------------------------------
@@ -391,11 +312,11 @@ class CycleGAN(Family):
 
     def export(self) -> ModelExport:
         c = self.config
-        mr, ct = self.mr_intensity, self.ct_intensity
+        mr, ct = self.data.mr_intensity, self.data.ct_intensity
         return ModelExport(networks=("G_mr2ct", "G_ct2mr"), metadata=TranslationMetadata(
-            spatial_dims=c.dims, patch_size=c.patch_size, spacing=self.grid.spacing, flip_axes=c.flip_axes,
-            mr_channels=tuple(channel_suffixes(self.mr_channels)),  # file suffixes: G's inputs, F's outputs
+            spatial_dims=c.dims, patch_size=c.patch_size, spacing=self.data.grid.spacing, flip_axes=c.flip_axes,
+            mr_channels=tuple(channel_suffixes(self.data.mr_channels)),  # file suffixes: G's inputs, F's outputs
             directions={"mr2ct": DirectionSpec("G_mr2ct", mr, ct), "ct2mr": DirectionSpec("G_ct2mr", ct, mr)},
-            data_fingerprint=data_fingerprint(self.files),
-            training_cases={d: len(self.training[d]) for d in DOMAINS},
+            data_fingerprint=data_fingerprint(self.data.files()),
+            training_cases={d: len(self.data.training[d]) for d in DOMAINS},
             provenance={"shape_weight": c.shape_weight, "labels": self.num_labels}))
