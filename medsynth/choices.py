@@ -91,3 +91,8 @@ class Registration(StrEnum):
     AFFINE = "affine"
     DEFORMABLE = "deformable"
     NONE = "none"
+
+
+PATIENT_POSITIONS = ("HFS", "HFP", "FFS", "FFP", "HFDR", "HFDL", "FFDR", "FFDL", "LFP", "LFS", "RFP", "RFS",
+                     "AFDR", "AFDL", "PFDR", "PFDL")  # DICOM Patient Position, PS3.3 C.7.3.1.1.2
+SERIES_NUMBER_MAX = 2**31 - 1  # a DICOM Series Number is an IS: a signed 32-bit integer

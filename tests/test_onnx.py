@@ -102,7 +102,7 @@ def test_export_refuses_what_it_cannot_do_in_one_line(tmp_path):
     assert "--overwrite" in _one_error_line(runner.invoke(app, ["export", str(path), str(tmp_path / "taken.onnx")]))
     assert (tmp_path / "taken.onnx").read_bytes() == b"x"
     missing = runner.invoke(app, ["export", str(tmp_path / "none"), str(tmp_path / "a.onnx")])
-    assert "no model" in _one_error_line(missing)
+    assert "none' does not exist" in _one_error_line(missing)
 
 
 # ---------------------------------------------------------------------------------- the whole pipeline

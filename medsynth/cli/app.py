@@ -70,9 +70,36 @@ def _flags_without_type(params: list[Any]) -> list[Any]:
     return params
 
 
+def _shown_default(param: Any) -> str | None:
+    """A parameter's default as its help states it, or None where there is none to state (an absent option,
+    an off switch such as ``--overwrite``)."""
+    default = param.default
+    if default is None or (getattr(param, "is_flag", False) and not getattr(param, "secondary_opts", None)):
+        return None
+    if isinstance(default, bool):  # --amp/--no-amp
+        return "on" if default else "off"
+    if isinstance(default, (list, tuple)):
+        return " ".join(str(v) for v in default) or None
+    return str(getattr(default, "value", default))
+
+
+def _readable(params: list[Any]) -> list[Any]:
+    """Every command's help in one style: flags without a type, arguments named in capitals as the usage
+    line and the docs name them (MODEL, not ``model``), and each default in the help text as ``Default: X.``
+    (typer would add ``[default: X]``; the defaults that depend on the family can only be written in words,
+    so all are)."""
+    for param in _flags_without_type(params):
+        if param.param_type_name == "argument" and param.metavar is None:
+            param.metavar = param.name.upper()
+        if param.show_default is True and (shown := _shown_default(param)) is not None:
+            param.help = f"{param.help or ''} Default: {shown}.".strip()
+        param.show_default = False
+    return params
+
+
 class _Command(TyperCommand):
     def get_params(self, ctx: typer.Context) -> list[Any]:
-        return _flags_without_type(super().get_params(ctx))
+        return _readable(super().get_params(ctx))
 
 
 class _NoteHandler(logging.Handler):

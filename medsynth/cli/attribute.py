@@ -11,32 +11,34 @@ from medsynth.choices import DeviceChoice, ImageFormat
 from medsynth.cli.app import app, console
 
 
-@app.command()
+@app.command(epilog="Example: medsynth attribute runs/vagan patients/ maps/ --effect effects/")
 def attribute(
-    model: Annotated[Path, typer.Argument(help="VA-GAN run folder or its model.safetensors.")],
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="A patient volume, a DICOM series folder "
-                                               "or a folder of them.")],
+    model: Annotated[Path, typer.Argument(exists=True, help="VA-GAN run folder or its model.safetensors.")],
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", exists=True, help="A patient volume, a DICOM "
+                                               "series folder or a folder of them.")],
     out_dir: Annotated[Path, typer.Argument(help="Outputs: <case>_map.nii.gz, <case>_healthy.nii.gz, "
                                             "<case>_overlay.png.")],
-    effect: Annotated[Path | None, typer.Option(help="Folder of ground-truth effect maps (patient - control) by "
-                                                "case id: report NCC(map, -effect).")] = None,
+    effect: Annotated[Path | None, typer.Option(exists=True, help="Folder of ground-truth effect maps (patient - "
+                                                "control) by case id: report NCC(map, -effect).")] = None,
     overlap: Annotated[float, typer.Option(help="Sliding-window overlap fraction.")] = 0.25,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases whose outputs exist.")] = False,
     device: Annotated[DeviceChoice, typer.Option(help="auto, cpu or cuda.")] = DeviceChoice.AUTO,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
-    mask: Annotated[Path | None, typer.Option("--mask", help="Folder of body masks named by case id: the region "
-                                              "whose intensities set each image's scale (default: the model's).")
-                    ] = None,
+    mask: Annotated[Path | None, typer.Option("--mask", exists=True, help="Folder of body masks named by case id: "
+                                              "the region whose intensities set each image's scale. Default: the "
+                                              "model's.")] = None,
     output_format: Annotated[ImageFormat, typer.Option("--format", help="nifti or mha.")] = ImageFormat.NIFTI,
     series: Annotated[list[str] | None, typer.Option(
-        "--series", help="Series Instance UID to read from a DICOM folder holding several (repeatable).")] = None,
+        "--series", metavar="UID", help="Series Instance UID to read from a DICOM folder holding several "
+                                        "(repeatable).")] = None,
 ) -> None:
     """Abnormality maps: map = M(x), the change that makes the image look healthy (so map ~ -effect)."""
-    from medsynth.services.attribute import AttributeOptions
-    from medsynth.services.attribute import attribute as attribute_cases
+    from medsynth.services.options import AttributeOptions
 
     options = AttributeOptions(overlap=overlap, overwrite=overwrite, device=device, amp=amp, effect=effect,
                                mask=mask, format=output_format, series=tuple(series or ()))
+    from medsynth.services.attribute import attribute as attribute_cases  # torch: once the options hold
+
     report = attribute_cases(model, input_path, out_dir, options)
     console.print(report.table(f"attribute -> {out_dir}"))
     if report.ncc:

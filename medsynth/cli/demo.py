@@ -11,7 +11,7 @@ from medsynth.cli.app import app, console
 from medsynth.errors import UsageError
 
 
-@app.command()
+@app.command(epilog="Example: medsynth demo --out medsynth-demo --steps 500")
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for data, run, outputs and previews.")] = Path(
         "medsynth-demo"),

@@ -17,19 +17,21 @@ if TYPE_CHECKING:
     from medsynth.metrics.report import EvaluationReport
 
 
-@app.command()
+@app.command(epilog="Example: medsynth evaluate sct/ Task1/brain --protocol synthrad2025 --csv metrics.csv")
 def evaluate(
-    pred: Annotated[Path, typer.Argument(help="Synthetic CT (HU): a volume or a folder of volumes.")],
-    ref: Annotated[Path, typer.Argument(help="Reference CT: a volume or a folder, matched by case id.")],
+    pred: Annotated[Path, typer.Argument(exists=True, help="Synthetic CT (HU): a volume or a folder of volumes.")],
+    ref: Annotated[Path, typer.Argument(exists=True, help="Reference CT: a volume or a folder, matched by case id.")],
     mask: Annotated[Path | None, typer.Option(
-        "--mask", help="Body masks (folder or one file); default: the reference's Otsu body mask.")] = None,
+        "--mask", exists=True, help="Body masks (folder or one file). Default: the reference's Otsu body mask."
+    )] = None,
     protocol: Annotated[Protocol, typer.Option(help="Metric definitions of this SynthRAD challenge.")] = (
         Protocol.synthrad2023),
     csv: Annotated[Path | None, typer.Option(help="Write per-case metrics to this CSV file.")] = None,
     json: Annotated[Path | None, typer.Option(
         help="Write per-case metrics, mean ± sd and failures to this JSON file.")] = None,
     series: Annotated[list[str] | None, typer.Option(
-        "--series", help="Series Instance UID to read from a DICOM folder holding several (repeatable).")] = None,
+        "--series", metavar="UID", help="Series Instance UID to read from a DICOM folder holding several "
+                                        "(repeatable).")] = None,
     segmentation: Annotated[bool, typer.Option(
         "--segmentation", help="Also Dice and HD95 (mm) of bone, air and soft tissue thresholded in HU on sCT and "
                                "CT (hu_dice_*, hu_hd95_*; not SynthRAD's TotalSegmentator structures).")] = False,
@@ -37,7 +39,8 @@ def evaluate(
         "--dose",
         help="Also plan on each CT, recompute on the sCT and compare doses (extra medsynth\\[dose]).")] = False,
     target: Annotated[Path | None, typer.Option(
-        help="With --dose: target masks (folder or one file); default: a 15 mm sphere deep in the body.")] = None,
+        exists=True, help="With --dose: target masks (folder or one file). Default: a 15 mm sphere deep in the "
+                          "body.")] = None,
     modality: Annotated[Modality, typer.Option(help="With --dose: which plans to make.")] = Modality.both,
     figures: Annotated[Path | None, typer.Option(
         help="With --dose: write a PNG per case here (CT dose, sCT dose, difference, gamma).")] = None,
@@ -46,12 +49,12 @@ def evaluate(
 
     With --dose, also by dose: gamma pass rates, dose differences, target DVH points, proton range shifts.
     """
-    from medsynth.services.evaluate import evaluate_folders
-
     if not dose and (target is not None or figures is not None):
         raise UsageError("--target and --figures belong to the dose evaluation; add --dose.")
     if dose:
         require_dose_extra()
+    from medsynth.services.evaluate import evaluate_folders  # torch: once the options hold
+
     with console.status("evaluating") as status:
         report = evaluate_folders(pred, ref, mask, protocol,
                                   progress=lambda case: status.update(f"evaluating {escape(case)}"),

@@ -7,18 +7,20 @@ from typing import Annotated
 
 import typer
 
+from medsynth.choices import Direction
 from medsynth.cli.app import app, console
 
 
-@app.command()
+@app.command(epilog="Example: medsynth export runs/vox2vox vox2vox.onnx")
 def export(
-    model: Annotated[Path, typer.Argument(help="Run folder or its model.safetensors.")],
+    model: Annotated[Path, typer.Argument(exists=True, help="Run folder or its model.safetensors.")],
     out: Annotated[Path, typer.Argument(metavar="OUT.onnx", help="The ONNX file to write.")],
-    direction: Annotated[str, typer.Option(help="CycleGAN: which generator (mr2ct or ct2mr).")] = "mr2ct",
+    direction: Annotated[Direction, typer.Option(help="CycleGAN: which generator (mr2ct or ct2mr).")] = (
+        Direction.MR2CT),
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUT.onnx.")] = False,
 ) -> None:
     """Export the model's inference network to ONNX (opset 17, dynamic spatial axes, metadata kept)."""
     from medsynth.export import export_onnx
 
-    written = export_onnx(model, out, direction, overwrite)
+    written = export_onnx(model, out, direction.value, overwrite)
     console.print(f"exported -> {written}")

@@ -13,9 +13,9 @@ from medsynth.choices import DeviceChoice, ImageFormat
 from medsynth.cli.app import app, console
 
 
-@app.command()
+@app.command(epilog="Example: medsynth generate runs/fastgan slices/ --count 64 --eval data/")
 def generate(
-    model: Annotated[Path, typer.Argument(help="FastGAN run folder or its model.safetensors.")],
+    model: Annotated[Path, typer.Argument(exists=True, help="FastGAN run folder or its model.safetensors.")],
     out_dir: Annotated[Path, typer.Argument(help="Outputs: OUT_DIR/generated_0000.nii.gz, ... and a PNG grid.")],
     count: Annotated[int, typer.Option("--count", help="Number of slices to generate.")],
     seed: Annotated[int, typer.Option(help="Seed; the same seed writes identical slices.")] = 0,
@@ -23,11 +23,12 @@ def generate(
         help="Truncation trick: draw z from a normal truncated to |z_i| ≤ T (entries beyond T are redrawn); "
              "smaller T gives more typical, less varied slices. Default: no truncation.")] = None,
     eval_data: Annotated[Path | None, typer.Option(
-        "--eval", help="Real slices (the training DATA for the memorisation check) to compare with: HU-histogram "
-                       "distance, nearest-neighbour SSIM; writes OUT_DIR/generation_metrics.json.")] = None,
+        "--eval", metavar="DATA", exists=True,
+        help="Real slices (the training DATA for the memorisation check) to compare with: HU-histogram distance, "
+             "nearest-neighbour SSIM; writes OUT_DIR/generation_metrics.json.")] = None,
     features: Annotated[Path | None, typer.Option(
-        help="TorchScript feature extractor (input (B, 3, H, W) grey in [0, 1]) for FID and KID with --eval.")
-    ] = None,
+        exists=True, metavar="FILE",
+        help="TorchScript feature extractor (input (B, 3, H, W) grey in [0, 1]) for FID and KID with --eval.")] = None,
     copy_ssim: Annotated[float, typer.Option("--copy-ssim", help="Nearest-neighbour SSIM from which a generated "
                                              "slice is flagged as a near-copy.")] = 0.95,
     overwrite: Annotated[bool, typer.Option("--overwrite",
@@ -36,11 +37,12 @@ def generate(
     output_format: Annotated[ImageFormat, typer.Option("--format", help="nifti or mha.")] = ImageFormat.NIFTI,
 ) -> None:
     """Generate CT slices (2D NIfTI, int16 HU, the training pixel spacing) from a FastGAN model."""
-    from medsynth.services.generate import GenerateOptions
-    from medsynth.services.generate import generate as generate_slices
+    from medsynth.services.options import GenerateOptions
 
     options = GenerateOptions(count=count, seed=seed, truncation=truncation, device=device, overwrite=overwrite,
                               eval_data=eval_data, features=features, copy_ssim=copy_ssim, format=output_format)
+    from medsynth.services.generate import generate as generate_slices  # torch: once the options hold
+
     result = generate_slices(model, out_dir, options)
     console.print(f"wrote {len(result.files)} slices and {escape(result.grid.name)} to {escape(str(out_dir))}")
     if result.metrics_file is not None:

@@ -25,7 +25,7 @@ def dependency_versions() -> dict[str, str]:
     return versions
 
 
-@app.command()
+@app.command(epilog="Example: medsynth info")
 def info() -> None:
     """Versions of medsynth's dependencies, device, CUDA/AMP/bf16 availability and threads."""
     from medsynth.engine.runtime import device_report

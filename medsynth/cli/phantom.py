@@ -18,7 +18,7 @@ SPACING_HELP = "Isotropic voxel size in mm. Default: 2.0."
 CASES_HELP = "Subjects per group; slices: number of heads. Default: 8."
 
 
-@app.command()
+@app.command(epilog="Example: medsynth phantom paired data/ --cases 8 --shape 80 96 80")
 def phantom(
     kind: Annotated[PhantomKind, typer.Argument(
         case_sensitive=False,

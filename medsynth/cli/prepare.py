@@ -11,15 +11,15 @@ from medsynth.choices import Registration
 from medsynth.cli.app import app, console
 
 
-@app.command()
+@app.command(epilog="Example: medsynth prepare raw/ data/ --register rigid --workers 2")
 def prepare(
-    raw: Annotated[Path, typer.Argument(help="Raw cases: RAW/mr/ + RAW/ct/ (+ labels/), a datalist JSON, or "
-                                        "per-case folders RAW/<case>/mr.*, ct.*.")],
+    raw: Annotated[Path, typer.Argument(exists=True, help="Raw cases: RAW/mr/ + RAW/ct/ (+ labels/), a datalist "
+                                        "JSON, or per-case folders RAW/<case>/mr.*, ct.*.")],
     out: Annotated[Path, typer.Argument(help="Training set: OUT/mr, ct, mask (+ labels), overlays, report.")],
     register: Annotated[Registration, typer.Option(help="How the CT is moved onto the MR.")] = Registration.RIGID,
     n4: Annotated[bool, typer.Option("--n4/--no-n4", help="N4 bias-field correction of the MR.")] = True,
-    crop_margin: Annotated[float | None, typer.Option("--crop-margin", help="Crop to the body mask plus this "
-                                                      "many mm (default: keep the MR's grid).")] = None,
+    crop_margin: Annotated[float | None, typer.Option("--crop-margin", metavar="MM", help="Crop to the body mask "
+                                                      "plus this many mm. Default: keep the MR's grid.")] = None,
     workers: Annotated[int, typer.Option(help="Cases prepared in parallel.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases whose outputs exist.")] = False,
 ) -> None:

@@ -19,14 +19,15 @@ PATCH_HELP = ("Patch size in voxels: one value for every axis, or one per axis (
 DIMS_HELP = "2: slice-wise networks; 3: volumetric. Default: 3 (vox2vox is always 3; fastgan is 2D)."
 
 
-@app.command()
+@app.command(epilog="Example: medsynth train vox2vox data/ --out runs/vox2vox --steps 2000 --device cuda")
 def train(
     family: Annotated[FamilyName, typer.Argument(
         case_sensitive=False, help="pix2pix (vox2vox: 3D pix2pix), cyclegan, vagan or fastgan.")],
-    data: Annotated[Path, typer.Argument(help="Dataset: a folder (mr/ and ct/ folders, or SynthRAD case folders "
-                                              "<case>/mr.*, ct.*) or a datalist JSON.")],
+    data: Annotated[Path, typer.Argument(exists=True, help="Dataset: a folder (mr/ and ct/ folders, or SynthRAD "
+                                                          "case folders <case>/mr.*, ct.*) or a datalist JSON.")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: config, checkpoints, logs, model.")],
-    config: Annotated[Path | None, typer.Option("--config", help="YAML with 'train:' and 'model:' sections.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", metavar="FILE.yaml", exists=True,
+                                                help="YAML with 'train:' and 'model:' sections.")] = None,
     steps: Annotated[int | None, typer.Option(show_default=False, help=STEPS_HELP)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help=BATCH_HELP)] = None,
     patch_size: Annotated[list[int] | None, typer.Option("--patch-size", metavar="P [P P]", help=PATCH_HELP)] = None,
@@ -43,8 +44,8 @@ def train(
                           ] = None,
     fold: Annotated[int | None, typer.Option(help="Train fold K (0-based) of a --folds N split.")] = None,
     folds: Annotated[int | None, typer.Option(help="N: a seeded N-fold split written to RUN/split.json.")] = None,
-    init: Annotated[Path | None, typer.Option("--init", metavar="MODEL", help="Fine-tune: start the networks "
-                                              "from this trained model (run folder or model file).")] = None,
+    init: Annotated[Path | None, typer.Option("--init", metavar="MODEL", exists=True, help="Fine-tune: start the "
+                                              "networks from this trained model (run folder or model file).")] = None,
     val: Annotated[bool, typer.Option("--val", help="Validation only: validate RUN's trained model on the run's "
                                       "validation cases as training does, write RUN/validation/; train nothing.")
                    ] = False,

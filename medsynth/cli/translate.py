@@ -12,12 +12,13 @@ from medsynth.choices import DeviceChoice, Direction, Engine, OutputFormat
 from medsynth.cli.app import app, console, error_console
 
 
-@app.command()
+@app.command(epilog="Example: medsynth translate runs/vox2vox mr/ sct/ --format dicom --device cuda")
 def translate(
-    model: Annotated[Path, typer.Argument(help="Run folder, its model.safetensors, an exported .onnx, or a folder "
-                                          "of runs (an ensemble, e.g. folds).")],
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="A volume, a DICOM series folder, a folder "
-                                               "of them, or a SynthRAD task or case folder (<case>/mr.nii.gz).")],
+    model: Annotated[Path, typer.Argument(exists=True, help="Run folder, its model.safetensors, an exported .onnx, "
+                                          "or a folder of runs (an ensemble, e.g. folds).")],
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", exists=True, help="A volume, a DICOM series folder, "
+                                               "a folder of them, or a SynthRAD task or case folder "
+                                               "(<case>/mr.nii.gz).")],
     out_dir: Annotated[Path, typer.Argument(help="Outputs: OUT_DIR/<case>.nii.gz (.mha; DICOM: OUT_DIR/<case>/).")],
     direction: Annotated[Direction, typer.Option(help="mr2ct, or ct2mr for CycleGAN models.")] = Direction.MR2CT,
     overlap: Annotated[float, typer.Option(help="Sliding-window overlap fraction.")] = 0.25,
@@ -28,32 +29,33 @@ def translate(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases whose outputs exist.")] = False,
     device: Annotated[DeviceChoice, typer.Option(help="auto, cpu or cuda.")] = DeviceChoice.AUTO,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
-    mask: Annotated[Path | None, typer.Option("--mask", help="Folder of body masks named by case id: the region "
-                                              "whose intensities scale each MR (default: its Otsu body mask).")
-                    ] = None,
+    mask: Annotated[Path | None, typer.Option("--mask", exists=True, help="Folder of body masks named by case id: "
+                                              "the region whose intensities scale each MR. Default: each MR's "
+                                              "Otsu body mask.")] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="nifti, mha, or dicom (a CT Image "
                                                         "series per case, for a planning system).")] = (
         OutputFormat.NIFTI),
     series: Annotated[list[str] | None, typer.Option(
-        "--series", help="Series Instance UID to read from a DICOM folder holding several (repeatable).")] = None,
+        "--series", metavar="UID", help="Series Instance UID to read from a DICOM folder holding several "
+                                        "(repeatable).")] = None,
     patient_id: Annotated[str | None, typer.Option(
-        "--patient-id", help="DICOM output from NIfTI/MHA input: Patient ID (default: the case id).")] = None,
+        "--patient-id", metavar="ID", help="DICOM output from NIfTI/MHA input: Patient ID. Default: the case id."
+    )] = None,
     patient_name: Annotated[str | None, typer.Option(
-        "--patient-name", help="DICOM output from NIfTI/MHA input: Patient's Name, as DICOM writes it "
+        "--patient-name", metavar="NAME", help="DICOM output from NIfTI/MHA input: Patient's Name, as DICOM writes it "
                                "(Family^Given). Default: empty (a DICOM MR lends its own).")] = None,
     patient_position: Annotated[str | None, typer.Option(
-        "--patient-position", help="DICOM output: how the patient lay (HFS, FFS, HFP, ...), needed when the input "
-                                   "does not say it (NIfTI/MHA).")] = None,
+        "--patient-position", metavar="POSITION", help="DICOM output: how the patient lay (HFS, FFS, HFP, ...), "
+                                                       "needed when the input does not say it (NIfTI/MHA).")] = None,
     series_number: Annotated[int | None, typer.Option(
-        "--series-number", help="DICOM output: the sCT's Series Number. Default: the MR's + 1000 (MR series 3 -> "
-                                "1003; 1000 from NIfTI/MHA input).")] = None,
+        "--series-number", metavar="N", help="DICOM output: the sCT's Series Number. Default: the MR's + 1000 "
+                                             "(MR series 3 -> 1003; 1000 from NIfTI/MHA input).")] = None,
     engine: Annotated[Engine, typer.Option(help="torch, or onnxruntime (extra medsynth\\[onnx]).")] = Engine.TORCH,
     sw_batch_size: Annotated[int, typer.Option("--sw-batch-size", help="Windows per network call.")] = 4,
     workers: Annotated[int, typer.Option(help="Cases read and preprocessed ahead in parallel.")] = 1,
 ) -> None:
     """Translate MR into synthetic CT (int16 HU) on each input's own grid."""
-    from medsynth.services.translate import TranslateOptions
-    from medsynth.services.translate import translate as translate_cases
+    from medsynth.services.options import TranslateOptions
 
     options = TranslateOptions(direction=direction, overlap=overlap, tta=tta, uncertainty=uncertainty,
                                shard=shard, overwrite=overwrite, device=device, amp=amp, mask=mask,
@@ -61,6 +63,8 @@ def translate(
                                patient_name=patient_name, patient_position=patient_position,
                                series_number=series_number,
                                engine=engine, sw_batch_size=sw_batch_size, workers=workers)
+    from medsynth.services.translate import translate as translate_cases  # torch: once the options hold
+
     report = translate_cases(model, input_path, out_dir, options)
     console.print(report.table(f"translate -> {out_dir}"))
     for result in report.results:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from medsynth import __version__
+from medsynth.choices import PATIENT_POSITIONS, SERIES_NUMBER_MAX
 from medsynth.errors import UsageError
 from medsynth.io.image import CT_RANGE, ImageMeta
 from medsynth.io.outputs import atomic_path
@@ -36,7 +37,6 @@ _ORTHOGONAL_TOLERANCE = 1e-4
 # The sCT's Series Number is its MR's plus this (MR series 3 -> sCT 1003), so that a planner sees in the
 # series list which MR it was made from; from NIfTI/MHA input (no MR series) it is this number itself.
 SERIES_NUMBER_OFFSET = 1000
-SERIES_NUMBER_MAX = 2**31 - 1  # Value Representation IS: a signed 32-bit integer
 
 
 @dataclass(frozen=True)
@@ -224,10 +224,6 @@ def read_series_stamp(folder: Path) -> str | None:
         except (OSError, pydicom.errors.InvalidDicomError):
             return None
     return None
-
-
-PATIENT_POSITIONS = ("HFS", "HFP", "FFS", "FFP", "HFDR", "HFDL", "FFDR", "FFDL", "LFP", "LFS", "RFP", "RFS",
-                     "AFDR", "AFDL", "PFDR", "PFDL")  # DICOM PS3.3 C.7.3.1.1.2
 
 
 def identity_for(source: Path | None, series: tuple[str, ...], description: str, patient_id: str,

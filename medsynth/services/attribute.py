@@ -23,13 +23,12 @@ from torch import nn
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import MRIntensity, MRScaling
 from medsynth.data.volumes import IntensityRegion, mask_on_grid, normalisation_region, to_grid
-from medsynth.engine.config import DeviceChoice
 from medsynth.engine.runtime import pick_amp_dtype, pick_device, process_rank
-from medsynth.errors import InputError, ModelError, UsageError
+from medsynth.errors import InputError, ModelError
 from medsynth.families.registry import Capability, families_that
 from medsynth.inference.predictor import GridPredictor
 from medsynth.io.cases import list_images
-from medsynth.io.formats import OutputFormat, image_name
+from medsynth.io.formats import image_name
 from medsynth.io.grids import read_mask
 from medsynth.io.image import Volume, model_ndim, read_image, write_image
 from medsynth.io.outputs import no_empty_folder_on_refusal, prepare_output_dir, write_text_atomically
@@ -49,32 +48,10 @@ from medsynth.services.batch import (
     run_batch,
     select_cases,
 )
+from medsynth.services.options import AttributeOptions
 from medsynth.viz import auto_window, mid_slices, overlay_signed_map, save_grid
 
 _OVERLAY_PIXELS = 256  # overlays are enlarged to about this many pixels across
-
-
-@dataclass
-class AttributeOptions:
-    overlap: float = 0.25
-    overwrite: bool = False
-    device: DeviceChoice = DeviceChoice.AUTO
-    amp: bool = True
-    effect: Path | None = None  # folder of ground-truth effect maps (patient − control), by case id
-    sw_batch_size: int = 4
-    mask: Path | None = None  # folder of body masks by case id: the region that sets the intensity scale
-    format: OutputFormat = OutputFormat.NIFTI  # nifti or mha: maps are float images, no CT series
-    series: tuple[str, ...] = ()  # Series Instance UIDs choosing among several series in a DICOM folder
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.overlap < 1.0:
-            raise UsageError("--overlap is a fraction in [0, 1).")
-        self.format = OutputFormat(self.format)
-        if self.format is OutputFormat.DICOM:
-            raise UsageError("--format dicom writes synthetic CT; abnormality maps are float images: choose nifti "
-                             "or mha.")
-        if self.effect is not None and not Path(self.effect).is_dir():
-            raise UsageError(f"{self.effect}: --effect needs a folder of effect maps named by case id.")
 
 
 @dataclass

@@ -20,50 +20,22 @@ from torch import nn
 
 from medsynth.data.intensity import CTIntensity, intensity_from_json
 from medsynth.data.slices import load_slices
-from medsynth.engine.config import DeviceChoice
 from medsynth.engine.runtime import pick_device
 from medsynth.errors import UsageError
 from medsynth.families.registry import Capability, families_that
 from medsynth.inference.generation import display_slice, slice_meta, synthesise
-from medsynth.io.formats import OutputFormat, image_name
+from medsynth.io.formats import image_name
 from medsynth.io.image import CT_RANGE, write_ct
 from medsynth.io.outputs import prepare_output_dir, write_text_atomically
 from medsynth.metrics.generation import generation_metrics, load_feature_extractor
 from medsynth.modelfile import ModelFile, load_model
+from medsynth.services.options import GenerateOptions
 
 GRID_COLUMNS = 8
 GRID_MAX = 64  # slices shown in the PNG grid
 METRICS_FILENAME = "generation_metrics.json"
 GRID_FILENAME = "generated_grid.png"
 _OUTPUT = re.compile(r"generated_\d+\.(nii\.gz|mha)")
-
-
-@dataclass
-class GenerateOptions:
-    count: int
-    seed: int = 0
-    truncation: float | None = None  # |z_i| ≤ T, entries beyond it redrawn; None: plain N(0, I)
-    device: DeviceChoice = DeviceChoice.AUTO
-    overwrite: bool = False
-    eval_data: Path | None = None  # real slices to compare with (the training data for memorisation)
-    features: Path | None = None  # TorchScript feature extractor for FID/KID
-    copy_ssim: float = 0.95  # nearest-neighbour SSIM from which a generated slice counts as a copy
-    format: OutputFormat = OutputFormat.NIFTI  # nifti or mha
-
-    def __post_init__(self) -> None:
-        self.format = OutputFormat(self.format)
-        if self.format is OutputFormat.DICOM:
-            raise UsageError("--format dicom: generated slices belong to no patient or study; choose nifti or mha.")
-        if self.seed < 0:
-            raise UsageError(f"--seed {self.seed}: seeds are non-negative integers.")
-        if self.count < 1:
-            raise UsageError(f"--count {self.count}: generate at least 1 slice.")
-        if self.truncation is not None and self.truncation <= 0:
-            raise UsageError(f"--truncation {self.truncation}: give a positive bound T (|z| ≤ T), or leave it out.")
-        if self.features is not None and self.eval_data is None:
-            raise UsageError("--features is used by --eval; add --eval DATA with the real slices to compare with.")
-        if not 0.0 < self.copy_ssim <= 1.0:
-            raise UsageError(f"--copy-ssim {self.copy_ssim}: an SSIM threshold in (0, 1].")
 
 
 @dataclass

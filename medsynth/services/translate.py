@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ from torch import nn
 from medsynth.choices import Direction
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.profile import InputCheck, check_input, mr_features
-from medsynth.engine.config import DeviceChoice
 from medsynth.engine.runtime import pick_amp_dtype, pick_device, process_rank
 from medsynth.errors import ModelError, UsageError
 from medsynth.families.registry import Capability, families_that
@@ -27,7 +25,6 @@ from medsynth.inference.engines import (
     read_onnx_metadata,
 )
 from medsynth.inference.volume import Member, PreparedVolume, VolumeTranslator, is_ct
-from medsynth.io.dicom_write import PATIENT_POSITIONS, SERIES_NUMBER_MAX
 from medsynth.io.formats import OutputFormat, image_name
 from medsynth.io.grids import read_mask
 from medsynth.io.image import Volume, model_ndim, read_image, write_ct, write_image
@@ -46,47 +43,9 @@ from medsynth.services.batch import (
     run_batch,
     select_cases,
 )
+from medsynth.services.options import TranslateOptions
 
 TRANSLATION_FAMILIES = families_that(Capability.TRANSLATE)
-
-
-@dataclass
-class TranslateOptions:
-    direction: Direction = Direction.MR2CT
-    overlap: float = 0.25
-    tta: bool = False
-    uncertainty: int = 0  # K stochastic passes; writes <case>_std.nii.gz
-    shard: str | None = None  # "i/N"
-    overwrite: bool = False
-    device: DeviceChoice = DeviceChoice.AUTO
-    amp: bool = True
-    sw_batch_size: int = 4  # windows per network call
-    workers: int = 1  # cases read and preprocessed ahead, in parallel threads
-    engine: Engine = Engine.TORCH
-    mask: Path | None = None  # folder of body masks by case id: the MR region that sets the intensity scale
-    format: OutputFormat = OutputFormat.NIFTI  # dicom: a CT series folder per case
-    series: tuple[str, ...] = ()  # Series Instance UIDs choosing among several series in a DICOM folder
-    patient_id: str | None = None  # DICOM output from NIfTI/MHA input; default: the case id
-    patient_name: str | None = None  # DICOM output from NIfTI/MHA input; default: empty (never the file name)
-    patient_position: str | None = None  # DICOM output: HFS, FFS, ... when the input does not say it
-    series_number: int | None = None  # DICOM output; default: the MR's Series Number + 1000
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.overlap < 1.0:
-            raise UsageError("--overlap is a fraction in [0, 1).")
-        self.format = OutputFormat(self.format)
-        if self.format is OutputFormat.DICOM and Direction(self.direction) is not Direction.MR2CT:
-            raise UsageError("--format dicom writes synthetic CT series; for ct2mr choose nifti or mha.")
-        if self.uncertainty == 1 or self.uncertainty < 0:
-            raise UsageError("--uncertainty K needs K ≥ 2 passes (or 0 for none).")
-        if self.sw_batch_size < 1 or self.workers < 1:
-            raise UsageError("--sw-batch-size and --workers must be at least 1.")
-        if self.patient_position and self.patient_position.strip().upper() not in PATIENT_POSITIONS:
-            raise UsageError(f"--patient-position {self.patient_position}: not a DICOM Patient Position; use one of "
-                             f"{', '.join(PATIENT_POSITIONS)}.")
-        if self.series_number is not None and not 0 <= self.series_number <= SERIES_NUMBER_MAX:
-            raise UsageError(f"--series-number {self.series_number}: a DICOM Series Number lies in "
-                             f"[0, {SERIES_NUMBER_MAX}].")
 
 
 def _load_member(path: Path, direction: Direction, options: TranslateOptions, device: torch.device

@@ -1,0 +1,110 @@
+"""The options of ``translate``, ``attribute`` and ``generate``, checked when they are made.
+
+They import neither torch nor numpy, so that the CLI refuses a wrong option at once, before the service
+(and torch) loads; each service module re-exports its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from medsynth.choices import (
+    PATIENT_POSITIONS,
+    SERIES_NUMBER_MAX,
+    DeviceChoice,
+    Direction,
+    Engine,
+    OutputFormat,
+)
+from medsynth.errors import UsageError
+
+
+@dataclass
+class TranslateOptions:
+    direction: Direction = Direction.MR2CT
+    overlap: float = 0.25
+    tta: bool = False
+    uncertainty: int = 0  # K stochastic passes; writes <case>_std.nii.gz
+    shard: str | None = None  # "i/N"
+    overwrite: bool = False
+    device: DeviceChoice = DeviceChoice.AUTO
+    amp: bool = True
+    sw_batch_size: int = 4  # windows per network call
+    workers: int = 1  # cases read and preprocessed ahead, in parallel threads
+    engine: Engine = Engine.TORCH
+    mask: Path | None = None  # folder of body masks by case id: the MR region that sets the intensity scale
+    format: OutputFormat = OutputFormat.NIFTI  # dicom: a CT series folder per case
+    series: tuple[str, ...] = ()  # Series Instance UIDs choosing among several series in a DICOM folder
+    patient_id: str | None = None  # DICOM output from NIfTI/MHA input; default: the case id
+    patient_name: str | None = None  # DICOM output from NIfTI/MHA input; default: empty (never the file name)
+    patient_position: str | None = None  # DICOM output: HFS, FFS, ... when the input does not say it
+    series_number: int | None = None  # DICOM output; default: the MR's Series Number + 1000
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.overlap < 1.0:
+            raise UsageError("--overlap is a fraction in [0, 1).")
+        self.format = OutputFormat(self.format)
+        if self.format is OutputFormat.DICOM and Direction(self.direction) is not Direction.MR2CT:
+            raise UsageError("--format dicom writes synthetic CT series; for ct2mr choose nifti or mha.")
+        if self.uncertainty == 1 or self.uncertainty < 0:
+            raise UsageError("--uncertainty K needs K ≥ 2 passes (or 0 for none).")
+        if self.sw_batch_size < 1 or self.workers < 1:
+            raise UsageError("--sw-batch-size and --workers must be at least 1.")
+        if self.patient_position and self.patient_position.strip().upper() not in PATIENT_POSITIONS:
+            raise UsageError(f"--patient-position {self.patient_position}: not a DICOM Patient Position; use one of "
+                             f"{', '.join(PATIENT_POSITIONS)}.")
+        if self.series_number is not None and not 0 <= self.series_number <= SERIES_NUMBER_MAX:
+            raise UsageError(f"--series-number {self.series_number}: a DICOM Series Number lies in "
+                             f"[0, {SERIES_NUMBER_MAX}].")
+
+
+@dataclass
+class AttributeOptions:
+    overlap: float = 0.25
+    overwrite: bool = False
+    device: DeviceChoice = DeviceChoice.AUTO
+    amp: bool = True
+    effect: Path | None = None  # folder of ground-truth effect maps (patient − control), by case id
+    sw_batch_size: int = 4
+    mask: Path | None = None  # folder of body masks by case id: the region that sets the intensity scale
+    format: OutputFormat = OutputFormat.NIFTI  # nifti or mha: maps are float images, no CT series
+    series: tuple[str, ...] = ()  # Series Instance UIDs choosing among several series in a DICOM folder
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.overlap < 1.0:
+            raise UsageError("--overlap is a fraction in [0, 1).")
+        self.format = OutputFormat(self.format)
+        if self.format is OutputFormat.DICOM:
+            raise UsageError("--format dicom writes synthetic CT; abnormality maps are float images: choose nifti "
+                             "or mha.")
+        if self.effect is not None and not Path(self.effect).is_dir():
+            raise UsageError(f"{self.effect}: --effect needs a folder of effect maps named by case id.")
+
+
+@dataclass
+class GenerateOptions:
+    count: int
+    seed: int = 0
+    truncation: float | None = None  # |z_i| ≤ T, entries beyond it redrawn; None: plain N(0, I)
+    device: DeviceChoice = DeviceChoice.AUTO
+    overwrite: bool = False
+    eval_data: Path | None = None  # real slices to compare with (the training data for memorisation)
+    features: Path | None = None  # TorchScript feature extractor for FID/KID
+    copy_ssim: float = 0.95  # nearest-neighbour SSIM from which a generated slice counts as a copy
+    format: OutputFormat = OutputFormat.NIFTI  # nifti or mha
+
+    def __post_init__(self) -> None:
+        self.format = OutputFormat(self.format)
+        if self.format is OutputFormat.DICOM:
+            raise UsageError("--format dicom: generated slices belong to no patient or study; choose nifti or mha.")
+        if self.seed < 0:
+            raise UsageError(f"--seed {self.seed}: seeds are non-negative integers.")
+        if self.count < 1:
+            raise UsageError(f"--count {self.count}: generate at least 1 slice.")
+        if self.truncation is not None and self.truncation <= 0:
+            raise UsageError(f"--truncation {self.truncation}: give a positive bound T (|z| ≤ T), or leave it out.")
+        if self.features is not None and self.eval_data is None:
+            raise UsageError("--features is used by --eval; add --eval DATA with the real slices to compare with.")
+        if not 0.0 < self.copy_ssim <= 1.0:
+            raise UsageError(f"--copy-ssim {self.copy_ssim}: an SSIM threshold in (0, 1].")
