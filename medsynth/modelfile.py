@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medsynth import __version__
-from medsynth.data.intensity import Intensity, intensity_from_json
+from medsynth.data.intensity import CTIntensity, Intensity, intensity_from_json
 from medsynth.errors import ModelError
 from medsynth.io.outputs import atomic_path
 from medsynth.nets.registry import build_network
@@ -56,22 +56,16 @@ class DirectionSpec:
                    intensity_from_json(document["target"]))
 
 
-@dataclass(kw_only=True)
-class VolumeMetadata:
-    """What a volumetric family's export writes into the model file and inference reads back.
+class ModelMetadata:
+    """What a family's export writes into the model file and inference reads back, typed: the base of each
+    family kind's metadata dataclass (:class:`TranslationMetadata`, :class:`AttributionMetadata`,
+    :class:`GenerationMetadata`).
 
     The JSON keys are the field names (the on-disk format of every model file so far); keys inference does
     not read (training settings, versions, the ONNX export's own) travel in ``provenance``, unchanged.
     """
 
-    spatial_dims: int
-    patch_size: tuple[int, ...]  # voxels; the sliding window of networks that normalise per window
-    spacing: tuple[float, ...]  # mm of the model grid
-    orientation: str = "RAS"
-    flip_axes: tuple[int, ...] = ()  # training flips, used by test-time augmentation
-    data_fingerprint: str | None = None
-    training_cases: int | dict[str, int] | None = None
-    provenance: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any]  # declared by every subclass, as a dataclass field
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document (tuples as lists, intensities and directions as their JSON)."""
@@ -118,6 +112,20 @@ class VolumeMetadata:
 
 
 @dataclass(kw_only=True)
+class VolumeMetadata(ModelMetadata):
+    """What every volumetric family's model holds: its model grid and window."""
+
+    spatial_dims: int
+    patch_size: tuple[int, ...]  # voxels; the sliding window of networks that normalise per window
+    spacing: tuple[float, ...]  # mm of the model grid
+    orientation: str = "RAS"
+    flip_axes: tuple[int, ...] = ()  # training flips, used by test-time augmentation
+    data_fingerprint: str | None = None
+    training_cases: int | dict[str, int] | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
 class TranslationMetadata(VolumeMetadata):
     """A translation model (pix2pix, CycleGAN): its directions, MR channels and window rule."""
 
@@ -137,6 +145,24 @@ class AttributionMetadata(VolumeMetadata):
     intensity: Intensity
     intensity_region: str = "image"
     map_sign: str = ""
+
+
+@dataclass(kw_only=True)
+class GenerationMetadata(ModelMetadata):
+    """A slice generator (FastGAN): its latent size, the slices it makes and how its training slices were read."""
+
+    spatial_dims: int = 2
+    resolution: int  # pixels along each side of a generated slice
+    nz: int  # latent dimension: the generator takes (B, nz)
+    intensity: CTIntensity  # the CT window the generator's [-1, 1] maps to
+    spacing: tuple[float, ...]  # mm of a generated slice's pixels, in plane
+    slice_thickness: float = 1.0  # mm written into each generated slice's geometry
+    orientation: str = "RAS"
+    body_fraction: float  # training slices needed this share of body (data/slices.load_slices)
+    body_threshold: float  # HU above which a pixel is body
+    data_fingerprint: str | None = None
+    training_slices: int | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

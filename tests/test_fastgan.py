@@ -41,7 +41,7 @@ from medsynth.metrics.generation import (
     polynomial_mmd2,
     ssim_to_references,
 )
-from medsynth.modelfile import NetworkSpec, load_model, save_model
+from medsynth.modelfile import GenerationMetadata, NetworkSpec, load_model, save_model
 from medsynth.nets.fastgan import FastGANDiscriminator, FastGANGenerator, SkipLayerExcitation, quarter
 from medsynth.nets.generators import UNetGenerator
 from medsynth.phantom.kinds import write_phantom
@@ -355,6 +355,15 @@ def test_training_brings_the_hu_histogram_closer(trained, slices_dir):
     untrained = _body_distance(FastGANGenerator(64, nz=32, ngf=8), slices_dir)
     learnt = _body_distance(load_model(trained, "fastgan").build("G"), slices_dir)
     assert learnt < 0.6 * untrained, (learnt, untrained)  # measured: 358 vs 888 HU
+
+
+def test_the_model_metadata_is_typed_and_keeps_its_json_document(trained):
+    document = load_model(trained, "fastgan").metadata
+    metadata = GenerationMetadata.from_json(document, trained)
+    assert isinstance(metadata.intensity, CTIntensity) and metadata.nz == 32 and len(metadata.spacing) == 2
+    assert metadata.to_json() == document  # keys it does not type (versions, training steps) in provenance
+    del document["slice_thickness"]  # the generator's geometry assumed 1 mm where a file lacked it
+    assert GenerationMetadata.from_json(document).slice_thickness == 1.0
 
 
 def test_generate_writes_int16_hu_with_training_spacing_reproducibly(trained, tmp_path):

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from medsynth.data.splits import Split
 from medsynth.engine.context import StepContext
-from medsynth.modelfile import NetworkSpec, VolumeMetadata
+from medsynth.modelfile import ModelMetadata, NetworkSpec
 from medsynth.nets.registry import build_network
 
 
@@ -28,11 +28,11 @@ class ModelExport:
     """What goes into the model file: which networks (by name) and the metadata inference needs."""
 
     networks: tuple[str, ...]
-    metadata: VolumeMetadata | dict[str, Any] = field(default_factory=dict)  # typed for volumetric families
+    metadata: ModelMetadata | dict[str, Any] = field(default_factory=dict)  # typed; empty for a toy family
 
     def document(self) -> dict[str, Any]:
         """The metadata as the model file's JSON document."""
-        return self.metadata.to_json() if isinstance(self.metadata, VolumeMetadata) else dict(self.metadata)
+        return self.metadata.to_json() if isinstance(self.metadata, ModelMetadata) else dict(self.metadata)
 
 
 @dataclass

@@ -37,7 +37,7 @@ from medsynth.errors import UsageError
 from medsynth.inference.generation import display_slice, synthesise
 from medsynth.metrics.anatomy import anatomy_values
 from medsynth.metrics.generation import body_hu_histogram, histogram_wasserstein
-from medsynth.modelfile import data_fingerprint
+from medsynth.modelfile import GenerationMetadata, data_fingerprint
 from medsynth.nets.fastgan import RESOLUTIONS, quarter
 
 TARGET_RANGE = (0.8, 1.0)  # the hinge's random targets (official code)
@@ -224,16 +224,7 @@ class FastGAN(Family):
 
     def export(self) -> ModelExport:
         c = self.config
-        return ModelExport(networks=("G",), metadata={
-            "spatial_dims": 2,
-            "resolution": c.resolution,
-            "nz": c.nz,
-            "intensity": self.intensity.to_json(),
-            "spacing": list(self.slices.spacing),
-            "slice_thickness": self.slices.thickness,
-            "orientation": "RAS",
-            "body_fraction": c.body_fraction,
-            "body_threshold": c.body_threshold,
-            "data_fingerprint": data_fingerprint(list(self.slices.files.values())),
-            "training_slices": len(self.slices),
-        })
+        return ModelExport(networks=("G",), metadata=GenerationMetadata(
+            resolution=c.resolution, nz=c.nz, intensity=self.intensity, spacing=tuple(self.slices.spacing),
+            slice_thickness=self.slices.thickness, body_fraction=c.body_fraction, body_threshold=c.body_threshold,
+            data_fingerprint=data_fingerprint(list(self.slices.files.values())), training_slices=len(self.slices)))

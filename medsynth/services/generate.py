@@ -18,7 +18,6 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from medsynth.data.intensity import CTIntensity, intensity_from_json
 from medsynth.data.slices import load_slices
 from medsynth.engine.runtime import pick_device
 from medsynth.errors import UsageError
@@ -28,7 +27,7 @@ from medsynth.io.formats import image_name
 from medsynth.io.image import CT_RANGE, write_ct
 from medsynth.io.outputs import prepare_output_dir, write_text_atomically
 from medsynth.metrics.generation import generation_metrics, load_feature_extractor
-from medsynth.modelfile import ModelFile, load_model
+from medsynth.modelfile import GenerationMetadata, ModelFile, load_model
 from medsynth.services.options import GenerateOptions
 
 GRID_COLUMNS = 8
@@ -63,42 +62,41 @@ def prepare_out_dir(out_dir: Path, overwrite: bool, inputs: Iterable[Path | None
             from error
 
 
-def load_generator(model_path: Path, device: torch.device) -> tuple[ModelFile, nn.Module, CTIntensity]:
-    """The EMA generator of a FastGAN model file and its HU window; other families are refused."""
+def load_generator(model_path: Path, device: torch.device) -> tuple[ModelFile, GenerationMetadata, nn.Module]:
+    """A FastGAN model file, its typed metadata and its EMA generator; other families are refused."""
     model = load_model(model_path, families_that(Capability.GENERATE))
-    intensity = intensity_from_json(model.metadata["intensity"])
-    return model, model.build("G", device), intensity
+    return model, GenerationMetadata.from_json(model.metadata, model.path), model.build("G", device)
 
 
 def generate(model_path: Path, out_dir: Path, options: GenerateOptions) -> GenerateResult:
     """Write ``options.count`` slices ``OUT_DIR/generated_NNNN.nii.gz`` (int16 HU), a PNG grid and, with
     ``eval_data``, the generation metrics (JSON)."""
     device = pick_device(options.device)
-    model, generator, intensity = load_generator(model_path, device)
+    model, meta, generator = load_generator(model_path, device)
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, options.overwrite,
                     [model_path, model.path, model.path.parent, options.eval_data, options.features])
-    slices, files = _write_slices(generator, model.metadata, intensity, out_dir, options, device)
+    slices, files = _write_slices(generator, meta, out_dir, options, device)
     grid = _save_grid(out_dir / GRID_FILENAME, slices[:GRID_MAX])
     result = GenerateResult(files=files, grid=grid)
     if options.eval_data is not None:
-        result.metrics = evaluate(np.stack(slices), model, intensity, options, device)
+        result.metrics = evaluate(np.stack(slices), model, meta, options, device)
         result.metrics_file = _write_json(out_dir / METRICS_FILENAME, result.metrics)
     return result
 
 
-def _write_slices(generator: nn.Module, meta: dict[str, Any], intensity: CTIntensity, out_dir: Path,
-                  options: GenerateOptions, device: torch.device) -> tuple[list[np.ndarray], list[Path]]:
+def _write_slices(generator: nn.Module, meta: GenerationMetadata, out_dir: Path, options: GenerateOptions,
+                  device: torch.device) -> tuple[list[np.ndarray], list[Path]]:
     """Generate and write every slice; return the slices (int16 HU) that the grid or the evaluation need
     (not all of them otherwise, so that a large --count does not pile up in memory) and the files."""
-    geometry = slice_meta(meta["spacing"], meta.get("slice_thickness", 1.0), meta["resolution"])
+    geometry = slice_meta(meta.spacing, meta.slice_thickness, meta.resolution)
     digits = max(4, len(str(options.count - 1)))
     kept, files = [], []
     with _progress() as progress:
         task = progress.add_task("generate", total=options.count)
         for index in range(options.count):
-            image = synthesise(generator, meta["nz"], [index], options.seed, options.truncation, device)[0]
-            hu = np.clip(np.rint(intensity.denormalise(image.numpy())), *CT_RANGE).astype(np.int16)
+            image = synthesise(generator, meta.nz, [index], options.seed, options.truncation, device)[0]
+            hu = np.clip(np.rint(meta.intensity.denormalise(image.numpy())), *CT_RANGE).astype(np.int16)
             files.append(write_ct(out_dir / image_name(f"generated_{index:0{digits}d}", options.format), hu, geometry))
             if index < GRID_MAX or options.eval_data is not None:
                 kept.append(hu)
@@ -106,16 +104,15 @@ def _write_slices(generator: nn.Module, meta: dict[str, Any], intensity: CTInten
     return kept, files
 
 
-def evaluate(generated_hu: np.ndarray, model: ModelFile, intensity: CTIntensity, options: GenerateOptions,
+def evaluate(generated_hu: np.ndarray, model: ModelFile, meta: GenerationMetadata, options: GenerateOptions,
              device: torch.device) -> dict[str, Any]:
     """Generation metrics against the real slices of ``options.eval_data``, read as the model was trained."""
-    meta = model.metadata
-    real = load_slices(options.eval_data, meta["resolution"], intensity.window, meta["body_fraction"],
-                       meta["body_threshold"])
+    real = load_slices(options.eval_data, meta.resolution, meta.intensity.window, meta.body_fraction,
+                       meta.body_threshold)
     extractor = load_feature_extractor(options.features, device) if options.features else None
     return {"model": str(model.path), "data": str(options.eval_data), "seed": options.seed,
             "truncation": options.truncation,
-            **generation_metrics(generated_hu, real, intensity, meta["body_threshold"], options.copy_ssim, extractor,
+            **generation_metrics(generated_hu, real, meta.intensity, meta.body_threshold, options.copy_ssim, extractor,
                                device)}
 
 
