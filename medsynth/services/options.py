@@ -20,31 +20,43 @@ from medsynth.choices import (
 from medsynth.errors import UsageError
 
 
-@dataclass
-class TranslateOptions:
-    direction: Direction = Direction.MR2CT
-    overlap: float = 0.25
-    tta: bool = False
-    uncertainty: int = 0  # K stochastic passes; writes <case>_std.nii.gz
-    shard: str | None = None  # "i/N"
+@dataclass(kw_only=True)
+class VolumeOptions:
+    """What ``translate`` and ``attribute`` share: sliding windows, device, masks, DICOM series and the output
+    format (each command checks which formats it writes)."""
+
+    overlap: float = 0.25  # of neighbouring sliding windows, a fraction in [0, 1)
     overwrite: bool = False
     device: DeviceChoice = DeviceChoice.AUTO
     amp: bool = True
     sw_batch_size: int = 4  # windows per network call
+    mask: Path | None = None  # folder of body masks by case id: the region that sets the intensity scale
+    format: OutputFormat = OutputFormat.NIFTI
+    series: tuple[str, ...] = ()  # Series Instance UIDs choosing among several series in a DICOM folder
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.overlap < 1.0:
+            raise UsageError("--overlap is a fraction in [0, 1).")
+        self.format = OutputFormat(self.format)
+
+
+@dataclass(kw_only=True)
+class TranslateOptions(VolumeOptions):
+    """``translate``'s options; ``format`` dicom writes a CT series folder per case (mr2ct only)."""
+
+    direction: Direction = Direction.MR2CT
+    tta: bool = False
+    uncertainty: int = 0  # K stochastic passes; writes <case>_std.nii.gz
+    shard: str | None = None  # "i/N"
     workers: int = 1  # cases read and preprocessed ahead, in parallel threads
     engine: Engine = Engine.TORCH
-    mask: Path | None = None  # folder of body masks by case id: the MR region that sets the intensity scale
-    format: OutputFormat = OutputFormat.NIFTI  # dicom: a CT series folder per case
-    series: tuple[str, ...] = ()  # Series Instance UIDs choosing among several series in a DICOM folder
     patient_id: str | None = None  # DICOM output from NIfTI/MHA input; default: the case id
     patient_name: str | None = None  # DICOM output from NIfTI/MHA input; default: empty (never the file name)
     patient_position: str | None = None  # DICOM output: HFS, FFS, ... when the input does not say it
     series_number: int | None = None  # DICOM output; default: the MR's Series Number + 1000
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.overlap < 1.0:
-            raise UsageError("--overlap is a fraction in [0, 1).")
-        self.format = OutputFormat(self.format)
+        super().__post_init__()
         if self.format is OutputFormat.DICOM and Direction(self.direction) is not Direction.MR2CT:
             raise UsageError("--format dicom writes synthetic CT series; for ct2mr choose nifti or mha.")
         if self.uncertainty == 1 or self.uncertainty < 0:
@@ -59,22 +71,14 @@ class TranslateOptions:
                              f"[0, {SERIES_NUMBER_MAX}].")
 
 
-@dataclass
-class AttributeOptions:
-    overlap: float = 0.25
-    overwrite: bool = False
-    device: DeviceChoice = DeviceChoice.AUTO
-    amp: bool = True
+@dataclass(kw_only=True)
+class AttributeOptions(VolumeOptions):
+    """``attribute``'s options; ``format`` nifti or mha: maps are float images, no CT series."""
+
     effect: Path | None = None  # folder of ground-truth effect maps (patient − control), by case id
-    sw_batch_size: int = 4
-    mask: Path | None = None  # folder of body masks by case id: the region that sets the intensity scale
-    format: OutputFormat = OutputFormat.NIFTI  # nifti or mha: maps are float images, no CT series
-    series: tuple[str, ...] = ()  # Series Instance UIDs choosing among several series in a DICOM folder
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.overlap < 1.0:
-            raise UsageError("--overlap is a fraction in [0, 1).")
-        self.format = OutputFormat(self.format)
+        super().__post_init__()
         if self.format is OutputFormat.DICOM:
             raise UsageError("--format dicom writes synthetic CT; abnormality maps are float images: choose nifti "
                              "or mha.")
