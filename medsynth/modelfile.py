@@ -135,6 +135,7 @@ class TranslationMetadata(VolumeMetadata):
     window_divisor: int | None = None  # set for networks free of window statistics (whole-volume windows)
     context_slices: int = 0  # 2.5D: neighbouring slices on either side as input channels (2D models)
     input_profile: dict[str, list[float]] | None = None  # the training MR's features (data/profile.py)
+    error_calibration: dict[str, Any] | None = None  # spread -> expected error (metrics/calibration.py)
 
 
 @dataclass(kw_only=True)
@@ -208,6 +209,16 @@ def save_model(path: Path, family: str, networks: dict[str, tuple[NetworkSpec, n
     with atomic_path(path) as partial:
         save_file(tensors, str(partial), metadata={_METADATA_KEY: json.dumps(document)})
     return path
+
+
+def update_metadata(path: Path, changes: dict[str, Any]) -> Path:
+    """Rewrite a model file (atomically) with ``changes`` merged into its metadata; the weights stay as they are."""
+    document = _read_metadata(path)
+    tensors = load_file(str(path))
+    document.update(changes)
+    with atomic_path(Path(path)) as partial:
+        save_file(tensors, str(partial), metadata={_METADATA_KEY: json.dumps(document)})
+    return Path(path)
 
 
 def _plain_state(module: nn.Module) -> dict[str, torch.Tensor]:

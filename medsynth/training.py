@@ -30,6 +30,7 @@ from medsynth.io.outputs import (
     write_text_atomically,
 )
 from medsynth.modelfile import MODEL_FILENAME, ModelFile, load_model
+from medsynth.services.calibrate import CalibrationCase, calibrate_model
 
 CONFIG_FILENAME = "config.yaml"
 Config = TypeVar("Config")
@@ -107,7 +108,23 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
             write_text_atomically(run_dir / CONFIG_FILENAME, yaml.safe_dump(document, sort_keys=False))
         result = run_training(instance, train_config, run_dir, runtime, resume=resume)
         result.warnings = instance.verdict(result.validation) if result.is_main else []
+        if result.is_main and result.model_path is not None:
+            _calibrate(instance, result.model_path, str(train_config.device), note)
         return result
+
+
+def _calibrate(family: Family, model_path: Path, device: str, note: Callable[[str], None]) -> None:
+    """Calibrate the model's spread on the run's paired validation cases (services/calibrate.py), if it has any."""
+    cases = [CalibrationCase(*reference) for reference in family.validation_references()]
+    if not cases:
+        return
+    calibration = calibrate_model(model_path, cases, device)
+    if calibration is None:
+        note(f"{model_path}: no spread to calibrate (no training flips, no dropout): translate --uncertainty "
+             "gives no expected-error map.")
+    else:
+        note(f"{model_path}: spread ({calibration.spread}) calibrated against the error on {len(cases)} validation "
+             f"case(s); translate --tta --uncertainty 4 writes expected-error maps and a predicted MAE.")
 
 
 @dataclass

@@ -53,6 +53,9 @@ def translate(
     engine: Annotated[Engine, typer.Option(help="torch, or onnxruntime (extra medsynth\\[onnx]).")] = Engine.TORCH,
     sw_batch_size: Annotated[int, typer.Option("--sw-batch-size", help="Windows per network call.")] = 4,
     workers: Annotated[int, typer.Option(help="Cases read and preprocessed ahead in parallel.")] = 1,
+    error_threshold: Annotated[float, typer.Option(
+        "--error-threshold", metavar="HU", help="With a calibrated model and --tta --uncertainty: the QA line's "
+                                                "share of the body whose expected error exceeds HU. Default: 100.")] = 100.0,
 ) -> None:
     """Translate MR into synthetic CT (int16 HU) on each input's own grid."""
     from medsynth.services.options import TranslateOptions
@@ -62,12 +65,15 @@ def translate(
                                format=output_format, series=tuple(series or ()), patient_id=patient_id,
                                patient_name=patient_name, patient_position=patient_position,
                                series_number=series_number,
-                               engine=engine, sw_batch_size=sw_batch_size, workers=workers)
+                               engine=engine, sw_batch_size=sw_batch_size, workers=workers,
+                               error_threshold=error_threshold)
     from medsynth.services.translate import translate as translate_cases  # torch: once the options hold
 
     report = translate_cases(model, input_path, out_dir, options)
     console.print(report.table(f"translate -> {out_dir}"))
     for result in report.results:
+        if result.expected_error:
+            console.print(f"QA {escape(result.case)}: {escape(result.expected_error)}")
         if result.warning:
             error_console.print(f"[bold yellow]warning:[/] {escape(result.case)}: {escape(result.warning)}")
     if report.failures:

@@ -8,7 +8,7 @@ data's, else the CT's) → MR normalisation, its landmarks fitted on the trainin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +51,7 @@ class PairedData:
                  min_spacing: float = 0.0) -> None:
         self.datalist, self.split = split_datalist(discover_paired(data, ("mr", "ct"), ("mask",)), split, val_cases)
         self.mr_channels = channel_count(self.datalist.training + self.datalist.validation, self.datalist.source)
-        ndim = model_ndim(dims)
+        self.ndim = ndim = model_ndim(dims)
         training = read_cases(self.datalist.training, self.datalist.source, ("mr", "ct", "mask"), ndim)
         validation = read_cases(self.datalist.validation, self.datalist.source, ("mr", "ct", "mask"), ndim)
         self.grid = model_grid([case["ct"].meta for case in training], spacing, min_spacing)
@@ -74,6 +74,13 @@ class PairedData:
     def _prepare(self, name: str, mr: np.ndarray, ct: np.ndarray, mask: np.ndarray) -> PreparedCase:
         return PreparedCase(name, normalise_channels(mr, self.mr_intensity), self.ct_intensity.normalise(ct[None]),
                             mask, body_anchors(mask), mr[0])
+
+    def validation_references(self) -> Iterator[tuple[str, list[Volume], Volume, np.ndarray | None]]:
+        """The validation cases as read, on their own grids: (id, MR volumes in channel order, CT, mask or None),
+        what a translation of them is scored against (services/calibrate.py)."""
+        for case in read_cases(self.datalist.validation, self.datalist.source, ("mr", "ct", "mask"), self.ndim):
+            mask = case["mask"].array > 0 if "mask" in case else None
+            yield case.id, [case[role] for role in channel_roles(case)], case["ct"], mask
 
     def files(self) -> list[Path]:
         """Every training file (for the model's data fingerprint)."""

@@ -9,7 +9,7 @@ and evaluation mode: :meth:`Family.validate` and :meth:`Family.preview` run in e
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from medsynth.data.splits import Split
 from medsynth.engine.context import StepContext
+from medsynth.io.image import Volume
 from medsynth.modelfile import ModelMetadata, NetworkSpec
 from medsynth.nets.registry import build_network
 
@@ -102,6 +103,12 @@ class Family(ABC):
         """Warnings a user must see about the final validation ``metrics`` (e.g. a model no better than a
         trivial baseline); none by default."""
         return []
+
+    def validation_references(self) -> Iterator[tuple[str, list[Volume], Volume, np.ndarray | None]]:
+        """Paired validation cases as read — (id, MR volumes in channel order, reference CT, mask or None) — on
+        which a translation family's spread is calibrated after training (services/calibrate.py); none by
+        default."""
+        return iter(())
 
     def preview(self, batch: dict[str, Tensor], networks: Mapping[str, nn.Module]) -> list[list[np.ndarray]]:
         """Rows of 2D panels (uint8 grey or RGB) showing what the networks do on ``batch``."""

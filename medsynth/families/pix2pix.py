@@ -11,7 +11,7 @@ where ℓ is least squares (LSGAN, default) or binary cross-entropy.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from medsynth.errors import UsageError
 from medsynth.families.base import spatial_patch, unet_strides
 from medsynth.inference.predictor import GridPredictor
 from medsynth.io.cases import channel_suffixes
+from medsynth.io.image import Volume
 from medsynth.losses.adversarial import GanLoss, discriminator_loss, generator_loss, patch_prediction
 from medsynth.metrics.tissue import mean_rows, validation_rows
 from medsynth.modelfile import DirectionSpec, TranslationMetadata, data_fingerprint
@@ -147,6 +148,9 @@ class Pix2Pix(Family):
         self.add_network("D", "monai.PatchDiscriminator", spatial_dims=c.dims, num_layers_d=c.disc_layers,
                          channels=c.disc_channels, in_channels=self.input_channels + 1, out_channels=1, norm="INSTANCE",
                          last_conv_kernel_size=4)
+
+    def validation_references(self) -> Iterator[tuple[str, list[Volume], Volume, np.ndarray | None]]:
+        return self.data.validation_references()
 
     @property
     def input_channels(self) -> int:

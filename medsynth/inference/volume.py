@@ -18,6 +18,7 @@ from medsynth.data.volumes import mask_on_grid, normalise_source, to_grid
 from medsynth.inference.predictor import GridPredictor
 from medsynth.io.grids import check_same_grid
 from medsynth.io.image import Volume
+from medsynth.metrics.calibration import ErrorCalibration, spread_kind
 
 
 # Largest difference of any affine entry (mm) at which a mask still lies on its image's grid.
@@ -65,6 +66,12 @@ class VolumeTranslator:
     window_divisor: int | None = None  # set for networks free of window statistics (see GridPredictor)
     mr_channels: tuple[str, ...] = ("0000",)  # the model's MR contrasts, in channel order
     context_slices: int = 0  # 2.5D: neighbouring slices on either side fed as channels (2D models)
+    mc_dropout: bool = False  # some member has dropout layers for MC-dropout passes
+    calibration: ErrorCalibration | None = None  # a single model's spread -> expected error (metrics/calibration)
+
+    def spread_kind(self, tta: bool, samples: int) -> str | None:
+        """What the spread of a run with ``tta`` and ``samples`` passes measures (metrics.calibration.spread_kind)."""
+        return spread_kind(tta, any(m.flip_axes for m in self.members), self.mc_dropout, samples)
 
     def predictor(self, member: Member, overlap: float) -> GridPredictor:
         """The grid predictor of one member: its window size with the ensemble's window rule."""

@@ -50,6 +50,8 @@ class BatchCase:
     reason: str = ""
     warning: str = ""  # written, but something about the input looks wrong (e.g. a CT given as MR)
     input_check: str = ""  # how far the input lies from the model's training MR (data/profile.py)
+    expected_error: str = ""  # the calibrated expected error's QA line (services/translate.expected_error_qa)
+    predicted_mae_hu: tuple[float, float, float] | None = None  # (predicted, low, high) with a calibrated spread
 
 
 @dataclass

@@ -47,6 +47,7 @@ class TranslateOptions(VolumeOptions):
     direction: Direction = Direction.MR2CT
     tta: bool = False
     uncertainty: int = 0  # K stochastic passes; writes <case>_std.nii.gz
+    error_threshold: float = 100.0  # HU: the QA line's share of the body whose expected error exceeds it
     shard: str | None = None  # "i/N"
     workers: int = 1  # cases read and preprocessed ahead, in parallel threads
     engine: Engine = Engine.TORCH
@@ -63,6 +64,8 @@ class TranslateOptions(VolumeOptions):
             raise UsageError("--uncertainty K needs K ≥ 2 passes (or 0 for none).")
         if self.sw_batch_size < 1 or self.workers < 1:
             raise UsageError("--sw-batch-size and --workers must be at least 1.")
+        if not self.error_threshold > 0:
+            raise UsageError(f"--error-threshold {self.error_threshold}: an expected error in HU, above 0.")
         if self.patient_position and self.patient_position.strip().upper() not in PATIENT_POSITIONS:
             raise UsageError(f"--patient-position {self.patient_position}: not a DICOM Patient Position; use one of "
                              f"{', '.join(PATIENT_POSITIONS)}.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from medsynth.choices import Direction
+from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.profile import InputCheck, check_input, mr_features
 from medsynth.engine.runtime import pick_amp_dtype, pick_device, process_rank
@@ -29,9 +31,11 @@ from medsynth.io.formats import OutputFormat, image_name
 from medsynth.io.grids import read_mask
 from medsynth.io.image import Volume, model_ndim, read_image, write_ct, write_image
 from medsynth.io.outputs import no_empty_folder_on_refusal, prepare_output_dir
+from medsynth.metrics.calibration import ErrorCalibration
 from medsynth.modelfile import TranslationMetadata, ensemble_fingerprint, load_model, resolve_model_paths
 from medsynth.services.batch import (
     BatchReport,
+    CaseStatus,
     Provenance,
     case_masks,
     is_single_input,
@@ -125,6 +129,10 @@ def load_translator(model_path: Path, direction: Direction, options: TranslateOp
         window_divisor=first.window_divisor,  # None in models that normalise per window
         mr_channels=first.mr_channels,
         context_slices=first.context_slices,
+        mc_dropout=stochastic,
+        # An ensemble's spread holds the members' disagreement too: a member's calibration does not apply.
+        calibration=ErrorCalibration.from_json(first.error_calibration)
+        if first.error_calibration and len(loaded) == 1 else None,
     )
 
 
@@ -223,8 +231,17 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
                         for t, s in zip(targets[count:], stds, strict=True)]
             written.append(write_uncertainty_preview(out_dir / f"{case}_std.png", means[0], stds[0], volume,
                                                      is_ct(translator.target)))
+            if calibrated:
+                expected = calibration.expected_error(stds[0])
+                written.append(write_image(out_dir / image_name(f"{case}_error", std_format), expected, volume.meta,
+                                           np.float32, stamp))
+                qa[case] = expected_error_qa(calibration, expected, body_mask(means[0]), options.error_threshold)
         return written
 
+    calibration = translator.calibration
+    kind = translator.spread_kind(options.tta, options.uncertainty)
+    calibrated = mr2ct and calibration is not None and kind == calibration.spread
+    qa: dict[str, ErrorQA] = {}
     stamp = output_stamp(translator.fingerprint, translator.label)
     with no_empty_folder_on_refusal(out_dir, created):
         report = run_batch(cases, outputs_of, process, options.overwrite, "translate", load=load,
@@ -236,8 +253,44 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
             result.input_check = checks[result.case].summary()
             if checks[result.case].unusual and not result.warning:
                 result.warning = f"the input is unlike the model's training MR: {result.input_check}"
+        if result.case in qa:
+            result.expected_error = qa[result.case].summary()
+            result.predicted_mae_hu = qa[result.case].interval
+        elif mr2ct and options.uncertainty and result.status is CaseStatus.WRITTEN:
+            result.expected_error = f"no expected error: {_not_calibrated(translator, kind)}"
     report.write_json(out_dir / report_name("translate", options.shard, ranks))
     return report
+
+
+def _not_calibrated(translator: VolumeTranslator, kind: str | None) -> str:
+    """Why a spread map is not turned into expected error (one clause)."""
+    if len(translator.members) > 1:
+        return "an ensemble's spread (the members' disagreement) has no calibration"
+    if translator.calibration is None:
+        return "the model file holds no calibration (trained without paired validation cases, or by an older medsynth)"
+    return (f"the model was calibrated for {translator.calibration.spread} spread, this run measures {kind}; "
+            "run with " + ("--tta and " if "tta" in translator.calibration.spread else "") + "--uncertainty")
+
+
+@dataclass(frozen=True)
+class ErrorQA:
+    """A case's expected error: predicted MAE (HU) with its interval, and the share of the body above a threshold."""
+
+    interval: tuple[float, float, float]  # (predicted, low, high) MAE in HU
+    share_above: float
+    threshold_hu: float
+
+    def summary(self) -> str:
+        mae, low, high = self.interval
+        return (f"predicted MAE {mae:.0f} HU ({low:.0f}-{high:.0f}), {100 * self.share_above:.0f} % of the body "
+                f"expected above {self.threshold_hu:g} HU")
+
+
+def expected_error_qa(calibration: ErrorCalibration, expected: np.ndarray, body: np.ndarray,
+                      threshold_hu: float) -> ErrorQA:
+    """The QA figures of one case's expected-error map (HU) in its body mask."""
+    share = float((expected[body] > threshold_hu).mean()) if body.any() else 0.0
+    return ErrorQA(calibration.predicted_mae(expected, body), share, threshold_hu)
 
 
 def not_mr_warning(image: np.ndarray) -> str | None:
