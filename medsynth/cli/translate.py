@@ -54,8 +54,9 @@ def translate(
     sw_batch_size: Annotated[int, typer.Option("--sw-batch-size", help="Windows per network call.")] = 4,
     workers: Annotated[int, typer.Option(help="Cases read and preprocessed ahead in parallel.")] = 1,
     error_threshold: Annotated[float, typer.Option(
-        "--error-threshold", metavar="HU", help="With a calibrated model and --tta --uncertainty: the QA line's "
-                                                "share of the body whose expected error exceeds HU. Default: 100.")] = 100.0,
+        "--error-threshold", metavar="HU",
+        help="With a calibrated model and --tta --uncertainty: the QA line's share of the body whose expected "
+             "error exceeds HU. Default: 100.")] = 100.0,
 ) -> None:
     """Translate MR into synthetic CT (int16 HU) on each input's own grid."""
     from medsynth.services.options import TranslateOptions
