@@ -18,15 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from torch import nn
 
-from medsynth.data.geometry import ModelGrid
-from medsynth.data.intensity import MRIntensity, MRScaling
-from medsynth.data.volumes import IntensityRegion, mask_on_grid, normalisation_region, to_grid
 from medsynth.engine.runtime import pick_amp_dtype, pick_device, process_rank
-from medsynth.errors import InputError, ModelError
+from medsynth.errors import InputError
 from medsynth.families.registry import Capability, families_that
-from medsynth.inference.predictor import GridPredictor
+from medsynth.inference.attribution import MapGenerator
 from medsynth.io.cases import list_images
 from medsynth.io.formats import image_name
 from medsynth.io.grids import read_mask
@@ -34,7 +30,7 @@ from medsynth.io.image import Volume, model_ndim, read_image, write_image
 from medsynth.io.outputs import no_empty_folder_on_refusal, prepare_output_dir, write_text_atomically
 from medsynth.metrics.report import MetricSummary, summarise
 from medsynth.metrics.similarity import ncc
-from medsynth.modelfile import AttributionMetadata, ModelFile, load_model, model_fingerprint
+from medsynth.modelfile import ModelFile, load_model, model_fingerprint
 from medsynth.services.batch import (
     BatchReport,
     CaseStatus,
@@ -79,56 +75,11 @@ def _number(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def normalised_unit(values: np.ndarray, intensity: MRIntensity) -> float:
-    """Input units per normalised unit: (p99.5 − p0.5)/2 of the scaling region's ``values``, or their sd
-    for z-scores.
-
-    Multiplying M(x) by it expresses the map in the input's own intensity units.
-    """
-    if MRScaling(intensity.scaling) is MRScaling.ZSCORE:
-        return float(values.std())
-    low, high = np.percentile(values, intensity.percentiles)
-    return float(high - low) / 2.0
-
-
-@dataclass
-class MapGenerator:
-    """VA-GAN's map generator M with everything needed to apply it to a volume on its own grid."""
-
-    network: nn.Module
-    predictor: GridPredictor
-    grid: ModelGrid
-    intensity: MRIntensity
-    region: IntensityRegion = IntensityRegion.IMAGE
-
-    def __call__(self, volume: Volume, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The map (input units, input grid) and the healthy-looking image y = x + map.
-
-        ``mask`` (boolean, the input's grid) replaces the model's own region for the intensity scale.
-        """
-        moved = to_grid(self.grid, volume)
-        region = normalisation_region(moved.values, self.region) if mask is None else \
-            mask_on_grid(self.grid, mask, volume.meta)
-        change = self.predictor.volume(self.network, self.intensity.normalise(moved.values, region)[None])
-        unit = normalised_unit(moved.values[region] if region.any() else moved.values.ravel(), self.intensity)
-        change = self.grid.inverse(change.cpu() * unit, moved.geometry)[0]
-        return change, volume.array + change
-
-
 def load_map_generator(model: ModelFile, options: AttributeOptions) -> MapGenerator:
-    """Rebuild M and its preprocessing from a VA-GAN model file."""
-    metadata = AttributionMetadata.from_json(model.metadata, model.path)
-    if not isinstance(metadata.intensity, MRIntensity):
-        raise ModelError(f"{model.path}: VA-GAN models read MR-like images; this one stores a CT normalisation.")
+    """Rebuild M and its preprocessing from a VA-GAN model file, on the device the options ask for."""
     device = pick_device(options.device)
-    return MapGenerator(
-        network=model.build(metadata.map_network, device),
-        predictor=GridPredictor(metadata.spatial_dims, metadata.patch_size, options.overlap, options.sw_batch_size,
-                                pick_amp_dtype(device, options.amp)),
-        grid=ModelGrid(metadata.spacing),
-        intensity=metadata.intensity,
-        region=IntensityRegion(metadata.intensity_region),
-    )
+    return MapGenerator.from_model(model, device, options.overlap, options.sw_batch_size,
+                                   pick_amp_dtype(device, options.amp))
 
 
 def write_overlay(path: Path, volume: Volume, change: np.ndarray) -> Path:
