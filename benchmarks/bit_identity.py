@@ -76,9 +76,10 @@ def run(out: Path) -> None:
 def infer(out: Path, results: Path) -> None:
     """Translate and attribute the phantom cases of ``out/data`` with the models of ``out/runs``; train the
     saliency baseline (which has no model file) on the attribution data."""
+    from vagan_vs_saliency import train_saliency_baseline  # benchmarks/: the baseline lives with its comparison
+
     from medsynth.choices import Direction
     from medsynth.data.splits import SplitPlan
-    from medsynth.families.saliency_baseline import train_saliency_baseline
     from medsynth.services.attribute import AttributeOptions, attribute
     from medsynth.services.translate import TranslateOptions, translate
 

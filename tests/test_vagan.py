@@ -24,8 +24,8 @@ from medsynth.cli.app import app
 from medsynth.data.attribution import AttributionData
 from medsynth.data.volumes import IntensityRegion
 from medsynth.engine.trainer import validation_metrics
-from medsynth.families.saliency_baseline import GradientSaliency
 from medsynth.families.vagan import VAGAN, VAGANConfig, critic_iterations, map_weight
+from medsynth.inference.attribution import GradientSaliency
 from medsynth.io import ImageMeta, write_image
 from medsynth.losses.adversarial import gradient_penalty
 from medsynth.modelfile import NetworkSpec, load_model, save_model

@@ -1,6 +1,7 @@
 """Attribution maps: one volume through VA-GAN's map generator M (model grid, the model's normalisation region
 or a given mask, the grid predictor :class:`~medsynth.inference.predictor.GridPredictor`, the map in the input's
-units and exact return to the input grid)."""
+units and exact return to the input grid), and the gradient saliency of a classifier, the baseline M is
+compared with (Simonyan et al., 2014)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import MRIntensity, MRScaling
@@ -68,3 +69,18 @@ class MapGenerator:
         unit = normalised_unit(moved.values[region] if region.any() else moved.values.ravel(), self.intensity)
         change = self.grid.inverse(change.cpu() * unit, moved.geometry)[0]
         return change, volume.array + change
+
+
+class GradientSaliency(nn.Module):
+    """−∂f/∂x of a classifier's patient logit, image by image, wrapped as a network for the grid predictor."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            # Images are scored independently (eval mode), so the gradient of the sum is per image.
+            (gradient,) = torch.autograd.grad(self.classifier(x).sum(), x)
+        return -gradient
