@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-pytest.importorskip("pyRadPlan", reason='the dose extra is not installed (pip install "medsynth[dose]")')
-pytest.importorskip("pymedphys", reason='the dose extra is not installed (pip install "medsynth[dose]")')
+pytest.importorskip("pyRadPlan", reason="the dose extra is not installed (docs/evaluation.md)")
+pytest.importorskip("pymedphys", reason="the dose extra is not installed (docs/evaluation.md)")
 
 import medsynth.cli.evaluate  # noqa: F401  (registers the command)
 from medsynth.cli.app import app
