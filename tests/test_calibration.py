@@ -95,3 +95,15 @@ def test_a_model_without_calibration_translates_and_says_why_there_is_no_expecte
     without_tta = run_cli("translate", run, data / "mr" / f"{val[0]}.nii.gz", tmp_path / "mc", "--uncertainty", "4",
                           "--device", "cpu")
     assert without_tta.exit_code == 2  # a deterministic model needs --tta for any spread (unchanged refusal)
+
+
+def test_a_dicom_sct_carries_its_qa_line(calibrated, tmp_path):
+    import pydicom
+
+    data, run, val = calibrated
+    out = tmp_path / "dicom"
+    result = run_cli("translate", run, data / "mr" / f"{val[0]}.nii.gz", out, "--tta", "--uncertainty", "4",
+                     "--format", "dicom", "--patient-position", "HFS", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    first = pydicom.dcmread(next((out / val[0]).glob("*.dcm")), stop_before_pixels=True)
+    assert first.ImageComments.startswith("QA ") and "predicted MAE" in first.ImageComments

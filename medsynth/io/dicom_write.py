@@ -56,6 +56,7 @@ class DicomIdentity:
     patient_position: str = ""  # HFS, FFS, ...: how the patient lay, by which a planning system places the CT
     source_images: tuple[tuple[str, str, tuple[float, ...]], ...] = ()  # MR (SOP class, SOP instance, position)
     series_number: int = SERIES_NUMBER_OFFSET
+    comments: str = ""  # Image Comments: the case's QA line (input check, predicted error), empty when none
 
 
 def write_ct_series(folder: Path, hu: np.ndarray, meta: ImageMeta, identity: DicomIdentity) -> Path:
@@ -126,6 +127,8 @@ def _common_header(identity: DicomIdentity, series_uid: str, now: datetime.datet
     ds.DerivationDescription = (f"Synthetic CT computed by medsynth {__version__}; not acquired. "
                                 f"{identity.description}")[:1024]
     ds.Manufacturer, ds.SoftwareVersions = "medsynth", __version__
+    if identity.comments:
+        ds.ImageComments = identity.comments[:10240]  # LT
     ds.ContributingEquipmentSequence = [_synthesizing_equipment(date, time)]
     ds.ImageOrientationPatient = [_ds(v) for v in (*axes[:, 0], *axes[:, 1])]
     ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]  # between rows (along y), between columns (along x)

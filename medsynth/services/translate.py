@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -221,8 +221,14 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
         targets, count = outputs_of(case), len(written_channels)
         means, stds = (mean[None], None if std is None else std[None]) if count == 1 else (mean, std)
         volume = prepared.volume
+        expected = calibration.expected_error(stds[0]) if calibrated and stds is not None else None
+        if expected is not None:
+            qa[case] = expected_error_qa(calibration, expected, body_mask(means[0]), options.error_threshold)
         if options.format is OutputFormat.DICOM:
-            written = [_write_dicom(targets[0], mean, volume, stamp, case, options)]
+            lines = [f"input check: {checks[case].summary()}" if case in checks else "",
+                     f"expected error: {qa[case].summary()}" if case in qa else ""]
+            written = [_write_dicom(targets[0], mean, volume, stamp, case, options,
+                                    "QA " + "; ".join(line for line in lines if line) if any(lines) else "")]
         else:
             written = [_write_output(t, m, volume, is_ct(translator.target), stamp)
                        for t, m in zip(targets[:count], means, strict=True)]
@@ -231,11 +237,9 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
                         for t, s in zip(targets[count:], stds, strict=True)]
             written.append(write_uncertainty_preview(out_dir / f"{case}_std.png", means[0], stds[0], volume,
                                                      is_ct(translator.target)))
-            if calibrated:
-                expected = calibration.expected_error(stds[0])
+            if expected is not None:
                 written.append(write_image(out_dir / image_name(f"{case}_error", std_format), expected, volume.meta,
                                            np.float32, stamp))
-                qa[case] = expected_error_qa(calibration, expected, body_mask(means[0]), options.error_threshold)
         return written
 
     calibration = translator.calibration
@@ -304,13 +308,13 @@ def not_mr_warning(image: np.ndarray) -> str | None:
 
 
 def _write_dicom(folder: Path, hu: np.ndarray, like: Volume, stamp: str, case: str,
-                 options: TranslateOptions) -> Path:
+                 options: TranslateOptions, qa: str = "") -> Path:
     from medsynth.io.dicom_write import identity_for, write_ct_series
 
     description = f"SYNTHETIC CT {stamp}"
     identity = identity_for(like.path, options.series, description, options.patient_id or case,
                             options.patient_name or "", options.patient_position, options.series_number)
-    return write_ct_series(folder, hu, like.meta, identity)
+    return write_ct_series(folder, hu, like.meta, replace(identity, comments=qa))
 
 
 def _write_output(path: Path, values: np.ndarray, like: Volume, as_ct: bool, stamp: str) -> Path:
