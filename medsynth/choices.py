@@ -10,11 +10,27 @@ from enum import StrEnum
 
 
 class DeviceChoice(StrEnum):
-    """Where to train or infer: ``auto`` picks CUDA when available, else the CPU."""
+    """Where to train or infer: ``auto`` picks CUDA when available, else the CPU; ``cuda`` is GPU 0 (under
+    ``torchrun`` each rank's own), ``cuda:N`` GPU N, ``mps`` an Apple GPU. See :func:`parse_device`."""
 
     AUTO = "auto"
     CPU = "cpu"
     CUDA = "cuda"
+    MPS = "mps"
+
+
+DEVICE_METAVAR = "auto|cpu|cuda[:N]|mps"
+DEVICE_HELP = "auto (CUDA when available, else the CPU), cpu, cuda (GPU 0), cuda:N (GPU N) or mps. Default: auto."
+
+
+def parse_device(text: str) -> str:
+    """A device as typed (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``, any case), lower-cased; a
+    ValueError naming the choices otherwise. Whether the device exists is checked where it is used."""
+    value = str(text).strip().lower()
+    kind, colon, index = value.partition(":")
+    if (not colon and value in set(DeviceChoice)) or (kind == "cuda" and colon and index.isdigit()):
+        return value
+    raise ValueError(f"device '{text}': use auto, cpu, cuda, cuda:N or mps (N: a GPU number, e.g. cuda:1)")
 
 
 class FamilyName(StrEnum):

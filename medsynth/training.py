@@ -109,11 +109,12 @@ def train(family: FamilyName | str, data: Path, run_dir: Path, train_options: di
         result = run_training(instance, train_config, run_dir, runtime, resume=resume)
         result.warnings = instance.verdict(result.validation) if result.is_main else []
         if result.is_main and result.model_path is not None:
-            _calibrate(instance, result.model_path, str(train_config.device), note)
+            _calibrate(instance, result.model_path, str(train_config.device), note, announce or (lambda line: None))
         return result
 
 
-def _calibrate(family: Family, model_path: Path, device: str, note: Callable[[str], None]) -> None:
+def _calibrate(family: Family, model_path: Path, device: str, note: Callable[[str], None],
+               announce: Callable[[str], None]) -> None:
     """Calibrate the model's spread on the run's paired validation cases (services/calibrate.py), if it has any."""
     cases = [CalibrationCase(*reference) for reference in family.validation_references()]
     if not cases:
@@ -123,7 +124,7 @@ def _calibrate(family: Family, model_path: Path, device: str, note: Callable[[st
         note(f"{model_path}: no spread to calibrate (no training flips, no dropout): translate --uncertainty "
              "gives no expected-error map.")
     else:
-        note(f"{model_path}: spread ({calibration.spread}) calibrated against the error on {len(cases)} validation "
+        announce(f"{model_path}: spread ({calibration.spread}) calibrated against the error on {len(cases)} validation "
              f"case(s); translate --tta --uncertainty 4 writes expected-error maps and a predicted MAE.")
 
 

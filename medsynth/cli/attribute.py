@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medsynth.choices import DeviceChoice, ImageFormat
+from medsynth.choices import DEVICE_HELP, DEVICE_METAVAR, DeviceChoice, ImageFormat
 from medsynth.cli.app import app, console
 
 
@@ -22,7 +22,7 @@ def attribute(
                                                 "control) by case id: report NCC(map, -effect).")] = None,
     overlap: Annotated[float, typer.Option(help="Sliding-window overlap fraction.")] = 0.25,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases whose outputs exist.")] = False,
-    device: Annotated[DeviceChoice, typer.Option(help="auto, cpu or cuda.")] = DeviceChoice.AUTO,
+    device: Annotated[str, typer.Option(metavar=DEVICE_METAVAR, help=DEVICE_HELP)] = DeviceChoice.AUTO,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
     mask: Annotated[Path | None, typer.Option("--mask", exists=True, help="Folder of body masks named by case id: "
                                               "the region whose intensities set each image's scale. Default: the "

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from medsynth.choices import DeviceChoice, ImageFormat
+from medsynth.choices import DEVICE_HELP, DEVICE_METAVAR, DeviceChoice, ImageFormat
 from medsynth.cli.app import app, console
 
 
@@ -33,7 +33,7 @@ def generate(
                                              "slice is flagged as a near-copy.")] = 0.95,
     overwrite: Annotated[bool, typer.Option("--overwrite",
                                             help="Replace slices already in OUT_DIR.")] = False,
-    device: Annotated[DeviceChoice, typer.Option(help="auto, cpu or cuda.")] = DeviceChoice.AUTO,
+    device: Annotated[str, typer.Option(metavar=DEVICE_METAVAR, help=DEVICE_HELP)] = DeviceChoice.AUTO,
     output_format: Annotated[ImageFormat, typer.Option("--format", help="nifti or mha.")] = ImageFormat.NIFTI,
 ) -> None:
     """Generate CT slices (2D NIfTI, int16 HU, the training pixel spacing) from a FastGAN model."""

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from medsynth.choices import DeviceChoice, FamilyName
+from medsynth.choices import DEVICE_HELP, DEVICE_METAVAR, FamilyName
 from medsynth.cli.app import app, console
 
 # The defaults shown here are the families' own (tests/test_cli_help.py checks them against the configs).
@@ -32,7 +32,7 @@ def train(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help=BATCH_HELP)] = None,
     patch_size: Annotated[list[int] | None, typer.Option("--patch-size", metavar="P [P P]", help=PATCH_HELP)] = None,
     dims: Annotated[int | None, typer.Option(help=DIMS_HELP)] = None,
-    device: Annotated[DeviceChoice | None, typer.Option(help="auto (CUDA when available), cpu or cuda.")] = None,
+    device: Annotated[str | None, typer.Option(metavar=DEVICE_METAVAR, help=DEVICE_HELP)] = None,
     amp: Annotated[bool | None, typer.Option("--amp/--no-amp",
                                              help="Mixed precision on CUDA. Default: on.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed. Default: 0.")] = None,
@@ -77,7 +77,7 @@ def train(
 
 
 
-def _validate_only(family: FamilyName, data: Path, out: Path, device: DeviceChoice | None, extra: list[str]) -> None:
+def _validate_only(family: FamilyName, data: Path, out: Path, device: str | None, extra: list[str]) -> None:
     """``--val``: the run's own settings define the validation, so only --device may come with it."""
     from medsynth.errors import UsageError
     from medsynth.training import validate

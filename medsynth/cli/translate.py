@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from medsynth.choices import DeviceChoice, Direction, Engine, OutputFormat
+from medsynth.choices import DEVICE_HELP, DEVICE_METAVAR, DeviceChoice, Direction, Engine, OutputFormat
 from medsynth.cli.app import app, console, error_console
 
 
@@ -27,7 +27,7 @@ def translate(
     shard: Annotated[str | None, typer.Option(
         metavar="I/N", help="This machine's share of the cases: part I of N, I counting from 0 (0/4 ... 3/4).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases whose outputs exist.")] = False,
-    device: Annotated[DeviceChoice, typer.Option(help="auto, cpu or cuda.")] = DeviceChoice.AUTO,
+    device: Annotated[str, typer.Option(metavar=DEVICE_METAVAR, help=DEVICE_HELP)] = DeviceChoice.AUTO,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
     mask: Annotated[Path | None, typer.Option("--mask", exists=True, help="Folder of body masks named by case id: "
                                               "the region whose intensities scale each MR. Default: each MR's "

@@ -19,7 +19,7 @@ from typing import Annotated, Any, ClassVar, TypeVar
 import yaml
 from pydantic import Field, TypeAdapter, ValidationError
 
-from medsynth.choices import DeviceChoice
+from medsynth.choices import DeviceChoice, parse_device
 from medsynth.errors import UsageError
 
 
@@ -29,7 +29,7 @@ class TrainConfig:
 
     steps: Annotated[int, Field(ge=1)] = 2000
     batch_size: Annotated[int, Field(ge=1)] = 2
-    device: DeviceChoice = DeviceChoice.AUTO
+    device: str = DeviceChoice.AUTO  # auto, cpu, cuda, cuda:N or mps (choices.parse_device)
     amp: bool = True
     seed: Annotated[int, Field(ge=0)] = 0
     val_every: Annotated[int, Field(ge=0)] = 500  # 0: never
@@ -51,6 +51,10 @@ class TrainConfig:
         "workers", "channels_last", "cpu_bf16"})
 
     def __post_init__(self) -> None:
+        try:
+            self.device = parse_device(self.device)
+        except ValueError as error:
+            raise UsageError(f"device: {error}.") from error
         if self.steps < 1 or self.batch_size < 1:
             raise UsageError("steps and batch size must be at least 1.")
         if not 0.0 <= self.decay_start <= 1.0:

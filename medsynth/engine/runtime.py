@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from medsynth.engine.config import DeviceChoice
+from medsynth.choices import DeviceChoice, parse_device
 from medsynth.engine.threads import CpuShare, thread_choice
 from medsynth.errors import UsageError
 
@@ -47,13 +47,33 @@ class Runtime:
 
 
 def pick_device(choice: DeviceChoice | str, local_rank: int = 0) -> torch.device:
-    """``auto``: CUDA if available, else CPU. ``cuda`` without a GPU is a usage error."""
-    choice = DeviceChoice(choice)
-    if choice is DeviceChoice.CPU or (choice is DeviceChoice.AUTO and not torch.cuda.is_available()):
+    """The torch device of ``choice`` (:func:`medsynth.choices.parse_device`): ``auto`` is CUDA if available, else
+    the CPU; ``cuda`` is GPU ``local_rank`` (each ``torchrun`` rank its own), ``cuda:N`` GPU N (refused under
+    ``torchrun``, whose ranks choose their GPUs), ``mps`` an Apple GPU. A device this machine lacks is a
+    :class:`UsageError` naming what it has."""
+    try:
+        value = parse_device(choice)
+    except ValueError as error:
+        raise UsageError(f"--device: {error}.") from error
+    kind, _, index = value.partition(":")
+    if value == "cpu" or (value == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
+    if kind == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise UsageError("--device mps was asked for, but this machine has no Apple GPU (MPS); use --device cpu.")
+        return torch.device("mps")
     if not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but no CUDA device is available; use --device cpu.")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
+        raise UsageError(f"--device {value} was asked for, but no CUDA device is available; use --device cpu.")
+    count = torch.cuda.device_count()
+    if not index:
+        return torch.device("cuda", local_rank % count)
+    if process_rank()[1] > 1:
+        raise UsageError(f"--device {value}: under torchrun each rank takes its own GPU (LOCAL_RANK); give --device "
+                         "cuda and choose the GPUs with CUDA_VISIBLE_DEVICES.")
+    if int(index) >= count:
+        raise UsageError(f"--device {value}: this machine has {count} CUDA device{'s' if count > 1 else ''} "
+                         f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''}).")
+    return torch.device("cuda", int(index))
 
 
 def pick_amp_dtype(device: torch.device, amp: bool, cpu_bf16: bool = False) -> torch.dtype | None:
@@ -61,9 +81,9 @@ def pick_amp_dtype(device: torch.device, amp: bool, cpu_bf16: bool = False) -> t
     (about 1.4x faster convolutions on CPUs with AVX-512 BF16/AMX, docs/performance.md; emulated, and slow,
     on others: see ``medsynth info``). Asked for, it is used on every CPU, so a run's numbers do not depend
     on the machine's instruction set."""
-    if device.type != "cuda":
+    if device.type == "cpu":
         return torch.bfloat16 if cpu_bf16 else None
-    if not amp:
+    if device.type != "cuda" or not amp:  # MPS: fp32
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 

@@ -16,8 +16,17 @@ from medsynth.choices import (
     Direction,
     Engine,
     OutputFormat,
+    parse_device,
 )
 from medsynth.errors import UsageError
+
+
+def checked_device(text: str) -> str:
+    """``text`` as :func:`~medsynth.choices.parse_device` reads it; a :class:`UsageError` otherwise."""
+    try:
+        return parse_device(text)
+    except ValueError as error:
+        raise UsageError(f"--device: {error}.") from error
 
 
 @dataclass(kw_only=True)
@@ -27,7 +36,7 @@ class VolumeOptions:
 
     overlap: float = 0.25  # of neighbouring sliding windows, a fraction in [0, 1)
     overwrite: bool = False
-    device: DeviceChoice = DeviceChoice.AUTO
+    device: str = DeviceChoice.AUTO  # auto, cpu, cuda, cuda:N or mps (choices.parse_device)
     amp: bool = True
     sw_batch_size: int = 4  # windows per network call
     mask: Path | None = None  # folder of body masks by case id: the region that sets the intensity scale
@@ -37,6 +46,7 @@ class VolumeOptions:
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
             raise UsageError("--overlap is a fraction in [0, 1).")
+        self.device = checked_device(self.device)
         self.format = OutputFormat(self.format)
 
 
@@ -94,7 +104,7 @@ class GenerateOptions:
     count: int
     seed: int = 0
     truncation: float | None = None  # |z_i| ≤ T, entries beyond it redrawn; None: plain N(0, I)
-    device: DeviceChoice = DeviceChoice.AUTO
+    device: str = DeviceChoice.AUTO  # auto, cpu, cuda, cuda:N or mps (choices.parse_device)
     overwrite: bool = False
     eval_data: Path | None = None  # real slices to compare with (the training data for memorisation)
     features: Path | None = None  # TorchScript feature extractor for FID/KID
@@ -102,6 +112,7 @@ class GenerateOptions:
     format: OutputFormat = OutputFormat.NIFTI  # nifti or mha
 
     def __post_init__(self) -> None:
+        self.device = checked_device(self.device)
         self.format = OutputFormat(self.format)
         if self.format is OutputFormat.DICOM:
             raise UsageError("--format dicom: generated slices belong to no patient or study; choose nifti or mha.")
