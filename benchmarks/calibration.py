@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 from _common import print_header
-from scipy.stats import rankdata, spearmanr
+from scipy.stats import spearmanr
 
 from medsynth.demo import DEMO_MODEL, DEMO_SHAPE, DEMO_SPACING, DEMO_TRAIN, TEST_SEED
 from medsynth.io import read_image
+from medsynth.metrics.calibration import auroc
 from medsynth.phantom.kinds import write_phantom
 from medsynth.services.evaluate import evaluate_folders
 from medsynth.services.options import TranslateOptions
@@ -31,15 +32,6 @@ from medsynth.services.translate import translate
 from medsynth.training import train
 
 THRESHOLD_HU = 100.0
-
-
-def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve of ``scores`` for the boolean ``positive`` (Mann-Whitney, ties averaged)."""
-    ranks = rankdata(scores)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if not n_pos or not n_neg:
-        return float("nan")
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def one_model(work: Path, steps: int, val: int) -> list[dict]:

@@ -107,3 +107,34 @@ def test_a_dicom_sct_carries_its_qa_line(calibrated, tmp_path):
     assert result.exit_code == 0, result.output
     first = pydicom.dcmread(next((out / val[0]).glob("*.dcm")), stop_before_pixels=True)
     assert first.ImageComments.startswith("QA ") and "predicted MAE" in first.ImageComments
+
+
+def test_a_rerun_skips_a_case_whose_expected_error_map_is_there_and_redoes_one_without(calibrated, tmp_path):
+    data, run, val = calibrated
+    mr, out = data / "mr" / f"{val[0]}.nii.gz", tmp_path / "sct"
+    args = ("translate", run, mr, out, "--tta", "--uncertainty", "4", "--device", "cpu")
+    assert run_cli(*args).exit_code == 0
+    again = json.loads((out / "translate_report.json").read_text()) if run_cli(*args).exit_code == 0 else None
+    assert again["skipped"] == 1
+    (out / f"{val[0]}_error.nii.gz").unlink()
+    assert run_cli(*args).exit_code == 0 and (out / f"{val[0]}_error.nii.gz").exists()
+
+
+def test_gamma_overlap_counts_the_failures_the_expected_error_flags():
+    from medsynth.dose.evaluate import dose_metric_names, gamma_overlap
+    from medsynth.dose.protocol import DoseSettings, Modality
+
+    body = np.zeros((10, 10, 10), bool)
+    body[1:9, 1:9, 1:9] = True
+    gamma = np.where(body, 0.5, np.nan)
+    gamma[2:4, 2:6, 2:6] = 1.5  # the failures
+    expected = np.full(body.shape, 20.0)
+    expected[2:4, 2:6, 2:6] = 150.0  # flagged where they are
+    expected[2:4, 2:4, 2:4] = 60.0  # except a corner, still ranked above the rest
+    found = gamma_overlap(gamma, expected, body)
+    assert found["gamma_fail_flagged"] == pytest.approx(100.0 * 24 / 32) and found["gamma_fail_auroc"] == 1.0
+    assert gamma_overlap(gamma, -expected, body)["gamma_fail_auroc"] == 0.0  # a map pointing away scores 0
+    assert np.isnan(gamma_overlap(np.where(body, 0.5, np.nan), expected, body)["gamma_fail_flagged"])  # none fail
+    names = dose_metric_names(Modality.photon, DoseSettings(), expected_error=True)
+    assert "photon_gamma_fail_flagged" in names and "photon_gamma_fail_auroc" in names
+    assert "photon_gamma_fail_auroc" not in dose_metric_names(Modality.photon, DoseSettings())

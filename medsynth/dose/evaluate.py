@@ -18,8 +18,11 @@ import numpy as np
 from medsynth.dose import require_dose_extra
 from medsynth.dose.protocol import DoseSettings, Modality, PatientFrame, default_target
 from medsynth.errors import InputError
-from medsynth.io.grids import read_mask
+from medsynth.io import resolve_inputs
+from medsynth.io.grids import check_same_grid, read_mask
+from medsynth.io.image import Volume, read_image
 from medsynth.io.outputs import check_not_an_input
+from medsynth.metrics.calibration import auroc
 from medsynth.metrics.report import CaseFailure, CaseResult, EvaluationReport
 from medsynth.services.evaluate import body_masks, load_case, mask_for, match_cases, resolve_masks
 
@@ -53,11 +56,21 @@ class CaseDoses:
     pass_rate: float
 
 
-def dose_metric_names(modality: Modality, settings: DoseSettings) -> tuple[str, ...]:
-    """Report columns, per plan kind: gamma pass rates, dose differences, and for protons the range shift per field."""
+#: With expected-error maps (translate --tta --uncertainty of a calibrated model): how they meet the gamma failures
+_OVERLAP_LABELS = {
+    "gamma_fail_flagged": ("γ-fail flagged (%)", 1),
+    "gamma_fail_auroc": ("γ-fail AUROC", 3),
+}
+EXPECTED_ERROR_HU = 100.0  # "flagged": expected error above this (translate's --error-threshold default)
+
+
+def dose_metric_names(modality: Modality, settings: DoseSettings, expected_error: bool = False) -> tuple[str, ...]:
+    """Report columns, per plan kind: gamma pass rates, dose differences, for protons the range shift per field,
+    and with ``expected_error`` maps how they overlap the gamma 2%/2 mm failures."""
     names: list[str] = []
     for kind in Modality(modality).kinds():
         names += [f"{kind}_{n}" for n in _COMMON_LABELS]
+        names += [f"{kind}_{n}" for n in _OVERLAP_LABELS] if expected_error else []
         if kind == "proton":
             names += [f"proton_range_{i + 1}" for i in range(len(settings.proton_gantry_deg))]
     return tuple(names)
@@ -65,7 +78,8 @@ def dose_metric_names(modality: Modality, settings: DoseSettings) -> tuple[str, 
 
 def dose_labels(settings: DoseSettings) -> dict[str, tuple[str, int]]:
     """Column headings of :func:`dose_metric_names`."""
-    labels = {f"{kind}_{n}": label for kind in ("photon", "proton") for n, label in _COMMON_LABELS.items()}
+    labels = {f"{kind}_{n}": label for kind in ("photon", "proton")
+              for n, label in {**_COMMON_LABELS, **_OVERLAP_LABELS}.items()}
     for i, angle in enumerate(settings.proton_gantry_deg):
         labels[f"proton_range_{i + 1}"] = (f"Δrange {angle:g}° (mm)", 2)
     return labels
@@ -95,6 +109,7 @@ def evaluate_dose(pred: Path, ref: Path, mask: Path | None = None, target: Path 
         check_not_an_input(Path(figures), [pred, ref, mask, target])
     pairs, failures, _ = match_cases(Path(pred), Path(ref))  # side products (``<case>_std``) are not CTs
     (masks, mask), targets = body_masks(mask, Path(ref), pairs), resolve_masks(target, pairs)
+    error_maps = expected_error_maps(Path(pred), pairs)
     results = []
     for done, (case, (pred_path, ref_path)) in enumerate(pairs.items()):
         if progress is not None:
@@ -103,8 +118,9 @@ def evaluate_dose(pred: Path, ref: Path, mask: Path | None = None, target: Path 
             prediction, reference, body = load_case(pred_path, ref_path, mask_for(case, masks, mask), series)
             target_path = mask_for(case, targets, target, "--target")
             target_mask = None if target_path is None else read_mask(target_path, reference, "target")
+            expected = None if case not in error_maps else _expected_error(error_maps[case], reference)
             metrics, shown = evaluate_case_dose(prediction.array, reference.array, reference.meta.affine, body,
-                                                target_mask, modality, settings, beam_progress)
+                                                target_mask, modality, settings, beam_progress, expected)
             if figures is not None:
                 from medsynth.dose.figure import write_case_figure
 
@@ -118,14 +134,17 @@ def evaluate_dose(pred: Path, ref: Path, mask: Path | None = None, target: Path 
         first = min(failures)
         raise InputError(first.reason if len(failures) == 1 else
                          f"none of {len(failures)} cases could be evaluated by dose; {first.case}: {first.reason}")
-    return EvaluationReport(f"dose ({modality.value})", dose_metric_names(modality, settings), results,
-                            sorted(failures), labels=dose_labels(settings))
+    return EvaluationReport(f"dose ({modality.value})", dose_metric_names(modality, settings, bool(error_maps)),
+                            results, sorted(failures), labels=dose_labels(settings))
 
 
 def evaluate_case_dose(sct: np.ndarray, ct: np.ndarray, affine: np.ndarray, body: np.ndarray,
                        target: np.ndarray | None, modality: Modality, settings: DoseSettings,
-                       beam_progress: BeamProgress | None = None) -> tuple[dict[str, float], list[CaseDoses]]:
-    """Dose metrics of one case: ``sct``, ``ct`` (HU), ``body``/``target`` (boolean) share one grid (X, Y, Z).
+                       beam_progress: BeamProgress | None = None, expected: np.ndarray | None = None
+                       ) -> tuple[dict[str, float], list[CaseDoses]]:
+    """Dose metrics of one case: ``sct``, ``ct`` (HU), ``body``/``target`` (boolean) and the optional
+    ``expected`` error map (HU, from ``translate --tta --uncertainty`` with a calibrated model) share one grid
+    (X, Y, Z).
 
     ``affine`` (RAS+, mm) places the grid in the patient so the beams come from the stated
     directions. Returns the metrics (names of :func:`dose_metric_names`) and what the figure shows.
@@ -144,8 +163,35 @@ def evaluate_case_dose(sct: np.ndarray, ct: np.ndarray, affine: np.ndarray, body
         plan = make_plan(kind, ct_f, body_f, target_f, frame.spacing, settings, progress)
         kind_metrics, doses = compare_doses(plan, recompute(plan, sct_f, progress), body_f, target_f, settings)
         metrics.update(kind_metrics)
+        if expected is not None:
+            metrics.update({f"{kind}_{name}": value for name, value in
+                            gamma_overlap(doses.gamma, frame.forward(expected), body_f).items()})
         shown.append(doses)
     return metrics, shown
+
+
+def gamma_overlap(gamma: np.ndarray, expected: np.ndarray, body: np.ndarray,
+                  threshold_hu: float = EXPECTED_ERROR_HU) -> dict[str, float]:
+    """How an expected-error map (HU) meets the gamma 2%/2 mm failures (γ > 1) among the scored body voxels:
+    the percentage of failing voxels it flags (expected error above ``threshold_hu``) and its AUROC for them
+    (0.5: no better than chance). NaN where no voxel fails."""
+    scored = body & ~np.isnan(gamma)
+    failing = gamma[scored] > 1.0
+    flagged = float(100.0 * np.mean(expected[scored][failing] > threshold_hu)) if failing.any() else float("nan")
+    return {"gamma_fail_flagged": flagged, "gamma_fail_auroc": auroc(expected[scored], failing)}
+
+
+def expected_error_maps(pred: Path, pairs: dict[str, tuple[Path, Path]]) -> dict[str, Path]:
+    """The expected-error maps (``<case>_error``, translate's side product) beside the predictions, by case."""
+    found = resolve_inputs(pred, "ct") if pred.is_dir() else {}
+    return {case: found[f"{case}_error"] for case in pairs if f"{case}_error" in found}
+
+
+def _expected_error(path: Path, like: Volume) -> np.ndarray:
+    """An expected-error map (HU) on the grid of ``like``; :class:`InputError` naming it on another grid."""
+    expected = read_image(path, ndim=like.array.ndim, check_values=False)
+    check_same_grid(expected, like, "expected-error map", "translate writes it on the sCT's grid")
+    return expected.array.astype(np.float32)
 
 
 def compare_doses(plan: TreatmentPlan, doses: Doses, body: np.ndarray, target: np.ndarray,

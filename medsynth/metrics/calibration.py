@@ -70,6 +70,18 @@ class ErrorCalibration:
                    tuple(map(str, document.get("cases", ()))))
 
 
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for the boolean ``positive`` (Mann-Whitney U, ties averaged);
+    NaN when either class is empty."""
+    from scipy.stats import rankdata
+
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def spread_kind(tta: bool, flips: bool, mc_dropout: bool, samples: int) -> str | None:
     """The kind of spread a translation with these settings measures (None: no spread at all): test-time
     flips when asked for and the model has training flips, MC dropout when the model has dropout and
