@@ -5,8 +5,10 @@
 Both paths use the same default vox2vox generator (random weights: speed does not depend on them).
 The plain reference reads with nibabel, normalises, calls MONAI ``sliding_window_inference`` directly
 and writes with nibabel; the medsynth path is ``medsynth.services.translate.translate`` on a folder,
-with geometry handling, prefetching and atomic writes. Time per case is the mean over the cases after
-the first (warm-up).
+with geometry handling, prefetching and atomic writes, with torch or (``onnxruntime`` rows) the model
+exported to ONNX. Time per case is the wall time of a folder of ``--cases`` cases less that of a folder of
+one, over ``--cases`` − 1: loading, warm-up and the one-off costs cancel, the overlap of one case's reading
+with the previous one's network counts.
 """
 
 from __future__ import annotations
@@ -56,22 +58,16 @@ def write_inputs(folder: Path, cases: int, shape: tuple[int, ...] = SHAPE) -> No
         nib.save(nib.Nifti1Image(volume, np.eye(4)), folder / f"case_{i:03d}.nii.gz")
 
 
-def medsynth_path(model: Path, inputs: Path, out: Path, overlap: float, tta: bool) -> float:
-    started = time.perf_counter()
-    report = translate(model, inputs, out, TranslateOptions(overlap=overlap, tta=tta, device="cpu"))
-    total = time.perf_counter() - started
-    seconds = sorted(r.seconds for r in report.results)
-    return float(np.mean(seconds[:-1])) if len(seconds) > 1 else total
+def medsynth_path(model: Path, inputs: Path, out: Path, overlap: float, tta: bool, engine: str = "torch") -> None:
+    translate(model, inputs, out, TranslateOptions(overlap=overlap, tta=tta, device="cpu", engine=engine))
 
 
-def plain_path(model: Path, inputs: Path, out: Path, overlap: float) -> float:
+def plain_path(model: Path, inputs: Path, out: Path, overlap: float) -> None:
     from medsynth.modelfile import load_model
 
     network = load_model(model).build("G")
     out.mkdir(parents=True, exist_ok=True)
-    times = []
     for file in sorted(inputs.glob("*.nii.gz")):
-        started = time.perf_counter()
         image = nib.load(file)
         array = np.asarray(image.dataobj, dtype=np.float32)
         x = MRIntensity().normalise(array, body_mask(array))
@@ -80,8 +76,12 @@ def plain_path(model: Path, inputs: Path, out: Path, overlap: float) -> float:
                                          overlap=overlap, mode="gaussian")
         hu = CTIntensity().denormalise(y[0, 0].numpy())
         nib.save(nib.Nifti1Image(np.rint(hu).astype(np.int16), image.affine), out / file.name)
-        times.append(time.perf_counter() - started)
-    return float(np.mean(times[1:])) if len(times) > 1 else times[0]
+
+
+def folder_seconds(run, inputs: Path, out: Path) -> float:
+    started = time.perf_counter()
+    run(inputs, out)
+    return time.perf_counter() - started
 
 
 def one(args: argparse.Namespace) -> None:
@@ -89,18 +89,26 @@ def one(args: argparse.Namespace) -> None:
         root = Path(tmp)
         # The model in a folder of its own: translate refuses to write inside a model's (run) folder.
         model = write_model(root / "model" / "model.safetensors", args.spacing)
-        write_inputs(root / "in", args.cases, tuple(args.shape))
+        write_inputs(root / "all", args.cases, tuple(args.shape))
+        (root / "first").mkdir()
+        (root / "first" / "case_000.nii.gz").symlink_to(root / "all" / "case_000.nii.gz")
         if args.path == "plain":
-            seconds = plain_path(model, root / "in", root / "out", args.overlap)
+            def run(inputs, out):
+                plain_path(model, inputs, out, args.overlap)
         else:
-            seconds = medsynth_path(model, root / "in", root / "out", args.overlap, args.tta)
+            engine = "onnxruntime" if args.path == "onnxruntime" else "torch"
+
+            def run(inputs, out):
+                medsynth_path(model, inputs, out, args.overlap, args.tta, engine)
+        one_case = folder_seconds(run, root / "first", root / "out1")
+        seconds = (folder_seconds(run, root / "all", root / "out") - one_case) / (args.cases - 1)
     print(json.dumps({"seconds": seconds, "peak_mb": peak_rss_mb()}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spacing", type=float, default=1.0, help="model spacing in mm (input is 1 mm)")
-    parser.add_argument("--cases", type=int, default=3)
+    parser.add_argument("--cases", type=int, default=3, help="at least 2")
     parser.add_argument("--shape", type=int, nargs=3, default=list(SHAPE), metavar=("X", "Y", "Z"),
                         help="input size in voxels (1 mm)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
@@ -112,13 +120,14 @@ def main() -> None:
         return one(args)
     print_header(f"translate one {tuple(args.shape)} volume, model spacing {args.spacing} mm, default vox2vox, "
                  "64³ windows")
-    print("path      overlap  tta   s/case  peak MiB")
+    print(f"# threads: {torch.get_num_threads()}; s/case: (wall of {args.cases} cases - wall of 1) / {args.cases - 1}")
+    print("path         overlap  tta   s/case  peak MiB")
     common = ["--one", "--spacing", str(args.spacing), "--cases", str(args.cases), "--shape", *map(str, args.shape)]
     for overlap in (0.25, 0.5):
-        for path, tta in (("plain", False), ("medsynth", False), ("medsynth", True)):
+        for path, tta in (("plain", False), ("medsynth", False), ("onnxruntime", False), ("medsynth", True)):
             extra = ["--path", path, "--overlap", str(overlap)] + (["--tta"] if tta else [])
             figures = run_isolated(__file__, common + extra)
-            print(f"{path:9s} {overlap:7.2f}  {'yes' if tta else 'no ':3s} {figures['seconds']:8.2f} "
+            print(f"{path:12s} {overlap:7.2f}  {'yes' if tta else 'no ':3s} {figures['seconds']:8.2f} "
                   f"{figures['peak_mb']:9.0f}")
 
 
