@@ -9,6 +9,7 @@ import typer
 
 from medsynth.choices import DEVICE_HELP, DEVICE_METAVAR, DeviceChoice, ImageFormat
 from medsynth.cli.app import app, console
+from medsynth.cli.formats import MAPS_METAVAR, format_parser
 
 
 @app.command(epilog="Example: medsynth attribute runs/vagan patients/ maps/ --effect effects/")
@@ -27,7 +28,9 @@ def attribute(
     mask: Annotated[Path | None, typer.Option("--mask", exists=True, help="Folder of body masks named by case id: "
                                               "the region whose intensities set each image's scale. Default: the "
                                               "model's.")] = None,
-    output_format: Annotated[ImageFormat, typer.Option("--format", help="nifti or mha.")] = ImageFormat.NIFTI,
+    output_format: Annotated[str, typer.Option("--format", parser=format_parser(ct_series=False),
+                                               metavar=MAPS_METAVAR,
+                                               help="nifti or mha.")] = ImageFormat.NIFTI.value,
     series: Annotated[list[str] | None, typer.Option(
         "--series", metavar="UID", help="Series Instance UID to read from a DICOM folder holding several "
                                         "(repeatable).")] = None,

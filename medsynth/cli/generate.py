@@ -11,6 +11,7 @@ from rich.table import Table
 
 from medsynth.choices import DEVICE_HELP, DEVICE_METAVAR, DeviceChoice, ImageFormat
 from medsynth.cli.app import app, console
+from medsynth.cli.formats import MAPS_METAVAR, format_parser
 
 
 @app.command(epilog="Example: medsynth generate runs/fastgan slices/ --count 64 --eval data/")
@@ -34,7 +35,9 @@ def generate(
     overwrite: Annotated[bool, typer.Option("--overwrite",
                                             help="Replace slices already in OUT_DIR.")] = False,
     device: Annotated[str, typer.Option(metavar=DEVICE_METAVAR, help=DEVICE_HELP)] = DeviceChoice.AUTO,
-    output_format: Annotated[ImageFormat, typer.Option("--format", help="nifti or mha.")] = ImageFormat.NIFTI,
+    output_format: Annotated[str, typer.Option("--format", parser=format_parser(ct_series=False),
+                                               metavar=MAPS_METAVAR,
+                                               help="nifti or mha.")] = ImageFormat.NIFTI.value,
 ) -> None:
     """Generate CT slices (2D NIfTI, int16 HU, the training pixel spacing) from a FastGAN model."""
     from medsynth.services.options import GenerateOptions

@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from medsynth.choices import DEVICE_HELP, DEVICE_METAVAR, DeviceChoice, Direction, Engine, OutputFormat
 from medsynth.cli.app import app, console, error_console
+from medsynth.cli.formats import CT_SERIES_METAVAR, format_parser
 
 
 @app.command(epilog="Example: medsynth translate runs/vox2vox mr/ sct/ --format dicom --device cuda")
@@ -32,9 +33,10 @@ def translate(
     mask: Annotated[Path | None, typer.Option("--mask", exists=True, help="Folder of body masks named by case id: "
                                               "the region whose intensities scale each MR. Default: each MR's "
                                               "Otsu body mask.")] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="nifti, mha, or dicom (a CT Image "
-                                                        "series per case, for a planning system).")] = (
-        OutputFormat.NIFTI),
+    output_format: Annotated[str, typer.Option("--format", parser=format_parser(ct_series=True),
+                                               metavar=CT_SERIES_METAVAR,
+                                               help="nifti, mha, or dicom (a CT Image series per case, for a "
+                                                    "planning system).")] = OutputFormat.NIFTI.value,
     series: Annotated[list[str] | None, typer.Option(
         "--series", metavar="UID", help="Series Instance UID to read from a DICOM folder holding several "
                                         "(repeatable).")] = None,

@@ -23,6 +23,7 @@ from medsynth.data.layouts import Problems, read_datalist
 from medsynth.errors import InputError
 from medsynth.io.casefolders import role_files, task_cases
 from medsynth.io.cases import list_images
+from medsynth.io.formats import suffix_hint
 from medsynth.io.image import Volume, read_image
 
 BODY_THRESHOLD_HU = -500.0  # halfway between air and fat: the body/air boundary on CT
@@ -68,7 +69,7 @@ def slice_files(data: Path) -> dict[str, Path]:
     synthrad = task_cases(data)
     files = role_files(synthrad, "ct", data) if synthrad is not None else list_images(data)
     if not files:
-        raise InputError(f"{data}: holds no images (.nii, .nii.gz, .mha, .nrrd or DICOM series folders).")
+        raise InputError(f"{data}: holds no images ({suffix_hint()} or DICOM series folders).")
     return files
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from medsynth.errors import InputError
-from medsynth.io.cases import case_id, is_dicom_folder, is_image_file, list_images
+from medsynth.io.cases import case_id, is_image_file, list_images
+from medsynth.io.dicom import is_dicom_folder
 
 # The file names SynthRAD 2023/2025 use (cbct: task 2), plus label maps for CycleGAN's shape loss.
 ROLES = ("mr", "ct", "mask", "cbct", "mr_labels", "ct_labels", "labels")

@@ -24,13 +24,37 @@ import numpy as np
 
 from medsynth.errors import InputError
 from medsynth.io.dicom_frames import frame_count, frame_headers, frame_pixels
+from medsynth.io.volume import describe_pixels
 from medsynth.io.world import RAS_LPS
 
 REGULAR_TOLERANCE_MM = 0.05  # largest distance of a slice from the evenly spaced line it should lie on
 DUPLICATE_TOLERANCE_MM = 0.01  # slices closer than this along the normal share one position
 OFF_NORMAL_TOLERANCE_MM = 0.05  # largest in-plane drift of the slice origins (gantry tilt beyond it)
 
+_PREAMBLE = 128  # bytes before the ``DICM`` marker of a Part-10 file
+
 log = logging.getLogger("medsynth")
+
+
+def is_dicom_file(path: Path) -> bool:
+    """True for a DICOM Part-10 file (``DICM`` after the 128-byte preamble) or a ``.dcm`` file."""
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(_PREAMBLE)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dicom_folder(path: Path) -> bool:
+    """A folder whose visible files include DICOM files is one series (case)."""
+    return path.is_dir() and any(f.is_file() and is_dicom_file(f) for f in _visible(path))
+
+
+def _visible(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
 @dataclass(frozen=True)
@@ -51,8 +75,6 @@ class SeriesInfo:
 def list_series(folder: Path) -> dict[str, SeriesInfo]:
     """Every series among the visible DICOM files directly in ``folder``, by Series Instance UID."""
     import pydicom
-
-    from medsynth.io.cases import is_dicom_file
 
     groups: dict[str, list[tuple[Path, object]]] = {}
     for file in sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")):
@@ -249,8 +271,6 @@ def _pixels(file: Path) -> np.ndarray:
         values = _pixels_by_gdcm(file)
     values = np.asarray(values)
     if values.ndim != 2:
-        from medsynth.io.image import describe_pixels
-
         colour = str(dataset.get("PhotometricInterpretation", "")).startswith(("RGB", "YBR", "PALETTE"))
         raise InputError(f"{file}: holds {describe_pixels(values.shape[2:], values.dtype, colour)}; a "
                          "single-channel greyscale slice is needed (one frame, MONOCHROME).")

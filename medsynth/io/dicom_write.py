@@ -25,8 +25,9 @@ import numpy as np
 from medsynth import __version__
 from medsynth.choices import PATIENT_POSITIONS, SERIES_NUMBER_MAX
 from medsynth.errors import UsageError
-from medsynth.io.image import CT_RANGE, ImageMeta
+from medsynth.io.dicom import choose_series, is_dicom_file
 from medsynth.io.outputs import atomic_path
+from medsynth.io.volume import CT_RANGE, ImageMeta
 from medsynth.io.world import RAS_LPS
 
 _PATIENT_KEYS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "OtherPatientIDs",
@@ -239,9 +240,6 @@ def identity_for(source: Path | None, series: tuple[str, ...], description: str,
     Series Number is ``series_number``, else the MR's plus :data:`SERIES_NUMBER_OFFSET` (the offset alone
     without an MR series number), capped at :data:`SERIES_NUMBER_MAX`."""
     import pydicom
-
-    from medsynth.io.cases import is_dicom_file
-    from medsynth.io.dicom import choose_series
 
     header, headers = None, ()
     if source is not None and Path(source).is_dir():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from medsynth.errors import InputError
-from medsynth.io.image import ImageMeta
+from medsynth.io.volume import ImageMeta
 from medsynth.io.world import RAS_LPS
 
 _LPS = RAS_LPS[:3, :3]

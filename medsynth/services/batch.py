@@ -28,8 +28,9 @@ from rich.table import Table
 from medsynth.errors import InputError, MedsynthError, UsageError
 from medsynth.inference.predictor import reduced_memory
 from medsynth.io.casefolders import case_folder_roles
-from medsynth.io.cases import group_channels, list_images, resolve_inputs
+from medsynth.io.cases import group_channels, list_images
 from medsynth.io.image import read_image, read_stamp
+from medsynth.io.inputs import resolve_inputs
 from medsynth.io.outputs import remove_partials_of, write_text_atomically
 
 
@@ -192,9 +193,7 @@ def output_stamp(fingerprint: str, label: str) -> str:
 
 def made_by(output: Path) -> str | None:
     """The model fingerprint stamped into an existing output (image file or DICOM series folder), if any."""
-    from medsynth.io.dicom_write import read_series_stamp
-
-    text = read_series_stamp(output) if output.is_dir() else read_stamp(output)
+    text = read_stamp(output)
     found = re.search(r"medsynth model ([0-9a-f]{16})", text or "")
     return found[1] if found else None
 

@@ -40,14 +40,14 @@ class VolumeOptions:
     amp: bool = True
     sw_batch_size: int = 4  # windows per network call
     mask: Path | None = None  # folder of body masks by case id: the region that sets the intensity scale
-    format: OutputFormat = OutputFormat.NIFTI
+    format: str = OutputFormat.NIFTI  # an output-format name of io/formats.py (nifti, mha, dicom or a registered one)
     series: tuple[str, ...] = ()  # Series Instance UIDs choosing among several series in a DICOM folder
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
             raise UsageError("--overlap is a fraction in [0, 1).")
         self.device = checked_device(self.device)
-        self.format = OutputFormat(self.format)
+        self.format = str(self.format)
 
 
 @dataclass(kw_only=True)
@@ -68,7 +68,7 @@ class TranslateOptions(VolumeOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.format is OutputFormat.DICOM and Direction(self.direction) is not Direction.MR2CT:
+        if self.format == OutputFormat.DICOM and Direction(self.direction) is not Direction.MR2CT:
             raise UsageError("--format dicom writes synthetic CT series; for ct2mr choose nifti or mha.")
         if self.uncertainty == 1 or self.uncertainty < 0:
             raise UsageError("--uncertainty K needs K ≥ 2 passes (or 0 for none).")
@@ -92,7 +92,7 @@ class AttributeOptions(VolumeOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.format is OutputFormat.DICOM:
+        if self.format == OutputFormat.DICOM:
             raise UsageError("--format dicom writes synthetic CT; abnormality maps are float images: choose nifti "
                              "or mha.")
         if self.effect is not None and not Path(self.effect).is_dir():
@@ -109,12 +109,12 @@ class GenerateOptions:
     eval_data: Path | None = None  # real slices to compare with (the training data for memorisation)
     features: Path | None = None  # TorchScript feature extractor for FID/KID
     copy_ssim: float = 0.95  # nearest-neighbour SSIM from which a generated slice counts as a copy
-    format: OutputFormat = OutputFormat.NIFTI  # nifti or mha
+    format: str = OutputFormat.NIFTI  # an output-format name of io/formats.py, not dicom
 
     def __post_init__(self) -> None:
         self.device = checked_device(self.device)
-        self.format = OutputFormat(self.format)
-        if self.format is OutputFormat.DICOM:
+        self.format = str(self.format)
+        if self.format == OutputFormat.DICOM:
             raise UsageError("--format dicom: generated slices belong to no patient or study; choose nifti or mha.")
         if self.seed < 0:
             raise UsageError(f"--seed {self.seed}: seeds are non-negative integers.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medsynth.choices import Direction
+from medsynth.choices import Direction, OutputFormat
 from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.profile import InputCheck, check_input, mr_features
@@ -27,7 +27,8 @@ from medsynth.inference.engines import (
     read_onnx_metadata,
 )
 from medsynth.inference.volume import Member, PreparedVolume, VolumeTranslator, is_ct
-from medsynth.io.formats import OutputFormat, image_name
+from medsynth.io.contract import Origin
+from medsynth.io.formats import image_name, map_format
 from medsynth.io.grids import read_mask
 from medsynth.io.image import Volume, model_ndim, read_image, write_ct, write_image
 from medsynth.io.outputs import no_empty_folder_on_refusal, prepare_output_dir
@@ -169,7 +170,7 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     model_paths = resolve_model_paths(Path(model_path))
     translator = load_translator(Path(model_path), Direction(options.direction), options)
     # A DICOM sCT comes with a NIfTI std map: a float map is no CT series.
-    std_format = OutputFormat.NIFTI if options.format is OutputFormat.DICOM else options.format
+    std_format = map_format(options.format)
 
     mr2ct = Direction(options.direction) is Direction.MR2CT
     written_channels = [""] if mr2ct or len(translator.mr_channels) == 1 else [f"_{c}" for c in translator.mr_channels]
@@ -187,7 +188,7 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     files = [f for item in cases.values() for f in (item if isinstance(item, tuple) else (item,))]
     run_folders = [p.parent for p in model_paths if p.suffix != ".onnx"]  # an exported graph is one file
     ensemble = [Path(model_path)] if Path(model_path).is_dir() else []
-    if options.format is OutputFormat.DICOM and not options.patient_position and \
+    if options.format == OutputFormat.DICOM and not options.patient_position and \
             any(not (f.is_dir() or f.suffix.lower() == ".dcm") for f in files):
         raise UsageError(f"{input_path}: a DICOM sCT needs a Patient Position (a planning system places the CT by "
                          "it), which NIfTI/MHA inputs do not record; give --patient-position (e.g. HFS, head first "
@@ -224,14 +225,12 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
         expected = calibration.expected_error(stds[0]) if calibrated and stds is not None else None
         if expected is not None:
             qa[case] = expected_error_qa(calibration, expected, body_mask(means[0]), options.error_threshold)
-        if options.format is OutputFormat.DICOM:
-            lines = [f"input check: {checks[case].summary()}" if case in checks else "",
-                     f"expected error: {qa[case].summary()}" if case in qa else ""]
-            written = [_write_dicom(targets[0], mean, volume, stamp, case, options,
-                                    "QA " + "; ".join(line for line in lines if line) if any(lines) else "")]
-        else:
-            written = [_write_output(t, m, volume, is_ct(translator.target), stamp)
-                       for t, m in zip(targets[:count], means, strict=True)]
+        lines = [f"input check: {checks[case].summary()}" if case in checks else "",
+                 f"expected error: {qa[case].summary()}" if case in qa else ""]
+        origin = _origin(volume, case, options, stamp,
+                         "QA " + "; ".join(line for line in lines if line) if any(lines) else "")
+        written = [_write_output(t, m, volume, is_ct(translator.target), stamp, options.format, origin)
+                   for t, m in zip(targets[:count], means, strict=True)]
         if stds is not None:
             written += [write_image(t, s, volume.meta, np.float32, stamp)
                         for t, s in zip(targets[count:], stds, strict=True)]
@@ -307,20 +306,17 @@ def not_mr_warning(image: np.ndarray) -> str | None:
     return None
 
 
-def _write_dicom(folder: Path, hu: np.ndarray, like: Volume, stamp: str, case: str,
-                 options: TranslateOptions, qa: str = "") -> Path:
-    from medsynth.io.dicom_write import identity_for, write_ct_series
-
-    description = f"SYNTHETIC CT {stamp}"
-    identity = identity_for(like.path, options.series, description, options.patient_id or case,
-                            options.patient_name or "", options.patient_position, options.series_number)
-    return write_ct_series(folder, hu, like.meta, replace(identity, comments=qa))
+def _origin(like: Volume, case: str, options: TranslateOptions, stamp: str, qa: str = "") -> Origin:
+    """What a case's output is made from and whom it belongs to, for the formats that hold it (DICOM)."""
+    return Origin(like.path, options.series, f"SYNTHETIC CT {stamp}", options.patient_id or case,
+                  options.patient_name or "", options.patient_position, options.series_number, qa)
 
 
-def _write_output(path: Path, values: np.ndarray, like: Volume, as_ct: bool, stamp: str) -> Path:
+def _write_output(path: Path, values: np.ndarray, like: Volume, as_ct: bool, stamp: str, fmt: str,
+                  origin: Origin) -> Path:
     if as_ct:
-        return write_ct(path, values, like.meta, stamp)
-    return write_image(path, values, like.meta, np.float32, stamp)
+        return write_ct(path, values, like.meta, stamp, fmt, origin)
+    return write_image(path, values, like.meta, np.float32, stamp, fmt, origin)
 
 
 def write_uncertainty_preview(path: Path, mean: np.ndarray, std: np.ndarray, like: Volume, as_ct: bool) -> Path:
