@@ -1,7 +1,8 @@
-"""The package imports one way only, down the layers of docs/architecture.md, with no cycle between packages.
+"""The package imports one way only, down the layers of docs/architecture.md, with no cycle between packages
+and none between the modules of one package.
 
 Every ``import`` is read with ``ast``, function-level (lazy) imports included: a lazy import still couples
-the two packages, it only defers the cost.
+the two packages (or modules), it only defers the cost.
 """
 
 from __future__ import annotations
@@ -72,8 +73,24 @@ def package_edges(root: Path) -> dict[tuple[str, str], list[str]]:
     return edges
 
 
+def module_edges(root: Path) -> set[tuple[str, str]]:
+    """(importer, imported) modules of one component (a package such as ``io``, subpackages included), each
+    import resolved to the module it loads: ``from pkg.io import read_image`` loads ``pkg.io``."""
+    modules = {module_name(path, root) for path in root.rglob("*.py")}
+    edges = set()
+    for path in sorted(root.rglob("*.py")):
+        source = module_name(path, root)
+        for target in imports_of(path, root):
+            while target not in modules:  # a name defined in a module, not a module
+                target = target.rsplit(".", 1)[0]
+            if source != target and component(source) and component(source) == component(target):
+                edges.add((source, target))
+    return edges
+
+
 def layering_faults(root: Path, layers=LAYERS) -> list[str]:
-    """Every breach of ``layers`` in the package at ``root``: unplaced components, upward imports, cycles."""
+    """Every breach of ``layers`` in the package at ``root``: unplaced components, upward imports, cycles between
+    components and between the modules of one component."""
     level = {name: i for i, (_, names) in enumerate(layers) for name in names}
     components = {component(module_name(p, root)) for p in root.rglob("*.py")} - {""}
     faults = [f"{c}: in no layer; place it in LAYERS and docs/architecture.md" for c in sorted(components - set(level))]
@@ -83,6 +100,7 @@ def layering_faults(root: Path, layers=LAYERS) -> list[str]:
             faults.append(f"upward import {a} ({layers[level[a]][0]}) -> {b} ({layers[level[b]][0]}) "
                           f"in {', '.join(sorted(set(sources)))}")
     faults += [f"cycle between packages: {' -> '.join(cycle)}" for cycle in _cycles({e for e in edges})]
+    faults += [f"cycle between modules: {' -> '.join(cycle)}" for cycle in _cycles(module_edges(root))]
     return faults
 
 
@@ -150,3 +168,16 @@ def test_downward_imports_pass_and_cycles_and_unplaced_modules_fail(tmp_path: Pa
                                                 "c.py": "", "d.py": ""})
     assert layering_faults(circular, layers) == [
         "d: in no layer; place it in LAYERS and docs/architecture.md", "cycle between packages: a -> b -> a"]
+
+
+def test_a_cycle_between_modules_of_one_package_is_found_through_a_lazy_import(tmp_path: Path) -> None:
+    layers = (("base", frozenset({"a"})),)
+    looped = _package(tmp_path / "looped", {"a/__init__.py": "", "a/x.py": "from pkg.a.y import f\n",
+                                            "a/y.py": "def f():\n    from pkg.a import x\n"})
+    assert layering_faults(looped, layers) == ["cycle between modules: pkg.a.x -> pkg.a.y -> pkg.a.x"]
+    # a name of the package's __init__ is an import of the package: a loop when __init__ imports the module back
+    through_init = _package(tmp_path / "init", {"a/__init__.py": "from pkg.a.x import g\n",
+                                                "a/x.py": "def g():\n    from pkg.a import h\n"})
+    assert layering_faults(through_init, layers) == ["cycle between modules: pkg.a -> pkg.a.x -> pkg.a"]
+    chain = _package(tmp_path / "chain", {"a/__init__.py": "", "a/x.py": "from pkg.a import y\n", "a/y.py": ""})
+    assert layering_faults(chain, layers) == []

@@ -14,6 +14,7 @@ from medsynth.errors import InputError
 from medsynth.io.grids import grid_mismatch
 from medsynth.io.image import ImageMeta, Volume, read_image, write_ct, write_image, write_labels
 from medsynth.io.itk import from_sitk, to_sitk
+from medsynth.prepare.overlay import save_overlay
 from medsynth.prepare.sources import RawCase
 from medsynth.prepare.steps import (
     AIR_HU,
@@ -121,8 +122,6 @@ def prepare_case(case: RawCase, out: Path, settings: CaseSettings) -> CaseOutcom
         arrays = {role: array[window] for role, array in arrays.items()}
         meta = crop_meta(meta, [s.start for s in window], arrays["ct"].shape)
     outcome.outputs = [str(p) for p in _write(arrays, meta, output_paths(case, out))]
-    from medsynth.prepare.report import save_overlay
-
     outcome.outputs.append(str(save_overlay(output_paths(case, out)["overlay"], mr0, before, ct_on_mr,
                                             mr[0].meta)))
     outcome.seconds = time.perf_counter() - started

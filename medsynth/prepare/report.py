@@ -1,4 +1,4 @@
-"""What ``prepare`` shows: the per-case table, the JSON report and a checkerboard PNG per case."""
+"""What ``prepare`` reports: the per-case table and the JSON report (the PNG per case: ``overlay.py``)."""
 
 from __future__ import annotations
 
@@ -6,38 +6,12 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 from rich.table import Table
 
-from medsynth.io.image import ImageMeta
 from medsynth.io.outputs import write_text_atomically
 from medsynth.prepare.case import CaseOutcome
 
 REPORT_NAME = "prepare_report.json"
-_TILE_MM = 16.0  # checkerboard squares: a few per head, small enough to show a step at every edge
-
-
-def checkerboard(a: np.ndarray, b: np.ndarray, meta: ImageMeta, tile_mm: float = _TILE_MM) -> np.ndarray:
-    """3D checkerboard of two uint8 volumes on one grid: ``a`` in the even squares, ``b`` in the odd."""
-    index = np.indices(a.shape)
-    squares = sum((index[axis] * meta.spacing[axis] // tile_mm).astype(np.int64) for axis in range(3))
-    return np.where(squares % 2 == 0, a, b)
-
-
-def save_overlay(path: Path, mr: np.ndarray, ct_before: np.ndarray, ct_after: np.ndarray, meta: ImageMeta) -> Path:
-    """PNG: MR/CT checkerboards before and after registration (axial, coronal, sagittal mid-slices).
-
-    At a good alignment, edges run straight across the squares; a misregistered CT shows steps.
-    """
-    from medsynth.viz import auto_window, mid_slices, save_grid, window
-
-    grey_mr = auto_window(mr)
-    rows, titles = [], []
-    for label, ct in (("before", ct_before), ("after", ct_after)):
-        board = checkerboard(grey_mr, window(ct, -400, 1200), meta)
-        rows.append(list(mid_slices(board, meta.affine)))
-        titles += [f"{label}: axial", "coronal", "sagittal"]
-    return save_grid(path, rows, titles, scale=2 if max(mr.shape) < 160 else 1)
 
 
 def report_table(outcomes: list[CaseOutcome], title: str) -> Table:
