@@ -14,6 +14,9 @@ from typer.testing import CliRunner
 
 import medsynth.cli.translate  # noqa: F401  (registers the command)
 from medsynth.cli.app import app
+from medsynth.data.bodymask import body_mask
+from medsynth.data.intensity import LANDMARK_COUNT, MRIntensity, MRScaling, normalise_mr_body
+from medsynth.data.volumes import on_grid
 from medsynth.engine.trainer import validation_metrics
 from medsynth.errors import InputError, UsageError
 from medsynth.families.cyclegan import CycleGAN, CycleGANConfig
@@ -25,7 +28,7 @@ from medsynth.losses.cycle import (
     shape_consistency_loss,
 )
 from medsynth.losses.image_pool import ImagePool
-from medsynth.modelfile import load_model
+from medsynth.modelfile import TranslationMetadata, load_model
 from medsynth.phantom.kinds import write_phantom
 from medsynth.training import train
 
@@ -171,6 +174,27 @@ def test_samples_hold_both_domains_and_label_maps(unpaired):
     assert sample["mr_labels"].dtype == torch.int64 and int(sample["ct_labels"].max()) < 6
     assert bool(sample["mr_labelled"]) and torch.equal(family.sample(0)["ct"], sample["ct"])
     assert len(family.data.training["mr"]) == 2 and len(family.data.validation["mr"]) == 1  # val_cases: 1
+
+
+def test_histogram_landmarks_are_fitted_on_the_training_mr_bodies_and_travel_in_the_model(unpaired):
+    """With ``mr_scaling: histogram`` the landmarks are learnt from the training MRs' bodies (held-out cases
+    excluded), as for pix2pix, and the exported model carries them to translate; percentile scaling is as it was."""
+    family = CycleGAN(CycleGANConfig(**TINY, mr_scaling=MRScaling.HISTOGRAM), unpaired)
+    data = family.data
+    held = {name.removeprefix("mr/") for name in data.split.val if name.startswith("mr/")}
+    training = [on_grid(data.grid, read_image(path)) for path in sorted((unpaired / "mr").iterdir())
+                if path.name.removesuffix(".nii.gz") not in held]
+    expected = MRIntensity(scaling=MRScaling.HISTOGRAM).fit_landmarks(
+        mr[body_mask(mr, dilation=0, modality="mr")] for mr in training)
+    assert len(training) == 2 and len(held) == 1
+    assert data.mr_intensity == expected
+    assert np.abs(np.asarray(expected.landmarks) - np.linspace(-1.0, 1.0, LANDMARK_COUNT)).max() > 0.05
+    assert np.array_equal(data.training["mr"][0].image[0], normalise_mr_body(expected, training[0]))
+    stored = TranslationMetadata.from_json(json.loads(json.dumps(family.export().metadata.to_json())))
+    assert stored.directions["mr2ct"].source == expected and stored.directions["ct2mr"].target == expected
+    default = CycleGAN(CycleGANConfig(**TINY), unpaired).data
+    assert default.mr_intensity == MRIntensity()  # percentile: nothing fitted
+    assert np.array_equal(default.training["mr"][0].image[0], normalise_mr_body(MRIntensity(), training[0]))
 
 
 # -- training ---------------------------------------------------------------------------------------------------

@@ -22,13 +22,16 @@ from typer.testing import CliRunner
 import medsynth.cli.attribute  # noqa: F401  (registers the command)
 from medsynth.cli.app import app
 from medsynth.data.attribution import AttributionData
-from medsynth.data.volumes import IntensityRegion
+from medsynth.data.bodymask import body_mask
+from medsynth.data.intensity import LANDMARK_COUNT, MRIntensity, MRScaling
+from medsynth.data.volumes import IntensityRegion, on_grid
 from medsynth.engine.trainer import validation_metrics
 from medsynth.families.vagan import VAGAN, VAGANConfig, critic_iterations, map_weight
 from medsynth.inference.attribution import GradientSaliency
 from medsynth.io import ImageMeta, write_image
+from medsynth.io.image import read_image
 from medsynth.losses.adversarial import gradient_penalty
-from medsynth.modelfile import NetworkSpec, load_model, save_model
+from medsynth.modelfile import AttributionMetadata, NetworkSpec, load_model, save_model
 from medsynth.nets.critic import Classifier, Critic
 from medsynth.nets.generators import UNetGenerator
 from medsynth.phantom.anatomy import make_attribution_case
@@ -312,6 +315,27 @@ def test_the_disease_does_not_move_the_intensity_scale(tmp_path):
     assert gaps[IntensityRegion.IMAGE] < 1e-5
     # the MR body mask has no absolute threshold and moves little with the disease, so neither does its scale
     assert gaps[IntensityRegion.BODY] < 1e-3
+
+
+@pytest.mark.parametrize("region", list(IntensityRegion))
+def test_histogram_landmarks_are_fitted_on_the_training_images_and_travel_in_the_model(toy, region):
+    """With ``mr_scaling: histogram`` the landmarks are learnt from the controls and training patients (held-out
+    patients excluded), each over the voxels its scale comes from (the body with ``intensity_region: body``),
+    and the exported model carries them to attribute; percentile scaling is as it was."""
+    family = VAGAN(_config(mr_scaling=MRScaling.HISTOGRAM, intensity_region=region), toy)
+    data = family.data
+    held = {case.name for case in data.validation}
+    training = [on_grid(data.grid, read_image(path)) for group in ("control", "patient")
+                for path in sorted((toy / group).iterdir()) if path.name.removesuffix(".nii.gz") not in held]
+    voxels = (lambda image: image[body_mask(image, modality="mr")]) if region is IntensityRegion.BODY else np.ravel
+    expected = MRIntensity(scaling=MRScaling.HISTOGRAM).fit_landmarks(voxels(image) for image in training)
+    assert len(training) == 10 and len(held) == 2
+    assert data.intensity == expected
+    assert np.abs(np.asarray(expected.landmarks) - np.linspace(-1.0, 1.0, LANDMARK_COUNT)).max() > 0.05
+    stored = AttributionMetadata.from_json(json.loads(json.dumps(family.export().metadata.to_json())))
+    assert stored.intensity == expected and stored.intensity_region == region.value
+    default = VAGAN(_config(intensity_region=region), toy).data
+    assert default.intensity == MRIntensity()  # percentile: nothing fitted
 
 
 # -- medsynth attribute -------------------------------------------------------------------------------

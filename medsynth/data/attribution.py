@@ -14,7 +14,7 @@ from medsynth.data.geometry import model_grid
 from medsynth.data.intensity import MRIntensity, MRScaling
 from medsynth.data.layouts import Case, Datalist, discover_unpaired, read_cases
 from medsynth.data.splits import SplitPlan
-from medsynth.data.volumes import IntensityRegion, normalisation_region, on_grid
+from medsynth.data.volumes import IntensityRegion, fit_mr_intensity, normalisation_region, on_grid
 from medsynth.io.image import Volume, model_ndim
 
 _HEAD_FRACTION = 0.1  # an axial slice takes part in 2D training when the head covers this share of it
@@ -55,15 +55,20 @@ class AttributionData:
         # A 2D model also trains on 2D images, (H, W) or (H, W, 1).
         volumes = read_cases(controls + training + held, Path(root), ("patient", "effect"), model_ndim(dims))
         self.grid = model_grid([next(iter(v.values())).meta for v in volumes], spacing)
-        self.intensity = MRIntensity(scaling=scaling)
         self.region = IntensityRegion(region)
-        prepared = [self._prepare(v.id, v.get("control") or v["patient"], v.get("effect"), slab) for v in volumes]
+        images = [on_grid(self.grid, v.get("control") or v["patient"]) for v in volumes]
+        # HISTOGRAM scaling: landmarks fitted on the training images (controls and training patients), each
+        # over the region its scale comes from, as attribute will scale a new image
+        self.intensity = fit_mr_intensity(MRIntensity(scaling=scaling), images[:len(controls) + len(training)],
+                                          lambda image: normalisation_region(image, self.region))
+        prepared = [self._prepare(v.id, image, v.get("effect"), slab) for v, image in zip(volumes, images, strict=True)]
+        del images
         self.controls = prepared[:len(controls)]
         self.patients = prepared[len(controls):len(controls) + len(training)]
         self.validation = prepared[len(controls) + len(training):]
 
-    def _prepare(self, name: str, volume: Volume, effect: Volume | None, slab: float) -> PreparedImage:
-        image = on_grid(self.grid, volume)
+    def _prepare(self, name: str, image: np.ndarray, effect: Volume | None, slab: float) -> PreparedImage:
+        """One image on the model grid (X, Y, Z), normalised, with its effect map and training slices."""
         normalised = self.intensity.normalise(image, normalisation_region(image, self.region))
         effect_grid = None if effect is None else on_grid(self.grid, effect)
         body = body_mask(image, modality="mr")

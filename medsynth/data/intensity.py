@@ -76,7 +76,7 @@ class MRIntensity:
 
         Raises InputError when the foreground holds no intensity range.
         """
-        values = image[foreground] if foreground.any() else image.ravel()
+        values = foreground_values(image, foreground)
         if MRScaling(self.scaling) is MRScaling.HISTOGRAM:
             standard = np.asarray(self.landmarks or np.linspace(-1.0, 1.0, LANDMARK_COUNT))
             return np.interp(image, body_landmarks(values), standard).astype(np.float32)
@@ -148,9 +148,19 @@ def body_landmarks(values: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(points) + np.arange(points.size) * span * 1e-6
 
 
-def normalise_mr_body(intensity: MRIntensity, image: np.ndarray) -> np.ndarray:
-    """A 3D MR (X, Y, Z) normalised on its own body: the MR body mask, which no offset or scale of the MR
-    moves. Histogram standardisation uses the body itself (no background in its statistics); the older
-    scalings keep the dilated mask they were trained with."""
+def foreground_values(image: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """The voxels of ``image`` an MR scaling is computed on: those of ``foreground``, or all when it is empty."""
+    return image[foreground] if foreground.any() else image.ravel()
+
+
+def mr_scaling_body(intensity: MRIntensity, image: np.ndarray) -> np.ndarray:
+    """The body a 3D MR (X, Y, Z) is scaled on by :func:`normalise_mr_body`: the MR body mask, which no offset
+    or scale of the MR moves. Histogram standardisation uses the body itself (no background in its
+    statistics); the older scalings keep the dilated mask they were trained with."""
     dilation = 0 if MRScaling(intensity.scaling) is MRScaling.HISTOGRAM else 3
-    return intensity.normalise(image, body_mask(image, dilation=dilation, modality="mr"))
+    return body_mask(image, dilation=dilation, modality="mr")
+
+
+def normalise_mr_body(intensity: MRIntensity, image: np.ndarray) -> np.ndarray:
+    """A 3D MR (X, Y, Z) normalised on its own body (:func:`mr_scaling_body`)."""
+    return intensity.normalise(image, mr_scaling_body(intensity, image))

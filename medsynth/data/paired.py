@@ -21,7 +21,7 @@ from medsynth.data.layouts import Case, channel_count, channel_roles, discover_p
 from medsynth.data.patches import body_anchors
 from medsynth.data.profile import mr_features, training_profile
 from medsynth.data.splits import SplitPlan, split_datalist
-from medsynth.data.volumes import channels_on_grid, mask_on_grid, normalise_channels, on_grid
+from medsynth.data.volumes import channels_on_grid, fit_mr_intensity, mask_on_grid, normalise_channels, on_grid
 from medsynth.io.image import Volume, model_ndim
 
 
@@ -57,8 +57,8 @@ class PairedData:
         self.grid = model_grid([case["ct"].meta for case in training], spacing, min_spacing)
         self.ct_intensity = CTIntensity()
         moved = [self._on_grid(case) for case in training]
-        self.mr_intensity = MRIntensity(scaling=scaling).fit_landmarks(
-            channel[body_mask(channel, dilation=0, modality="mr")] for _, mr, _, _ in moved for channel in mr)
+        self.mr_intensity = fit_mr_intensity(MRIntensity(scaling=scaling),
+                                             (channel for _, mr, _, _ in moved for channel in mr))
         self.training = [self._prepare(*case) for case in moved]
         self.validation = [self._prepare(*self._on_grid(case)) for case in validation]
         # What the training MR looked like to the network, for translate's input check (data/profile.py)

@@ -3,8 +3,9 @@
 One pipeline, in the order the data flows: find each domain's cases and label maps (role folders, SynthRAD case
 folders, a datalist; :func:`medsynth.data.layouts.discover_domains`) → read them → count the labels of the
 shape-consistency segmenters → one model grid over both domains (:func:`medsynth.data.geometry.model_grid`) →
-each image on it, normalised (MR on its body, CT windowed), with its body mask and label map → split
-(``RUN/split.json``: labelled cases of each domain may be held out), or validate on a paired ``val_data`` folder.
+split (``RUN/split.json``: labelled cases of each domain may be held out), or validate on a paired ``val_data``
+folder → each image on the grid → MR normalisation, its landmarks fitted on the training MR bodies → each image
+normalised (MR on its body, CT windowed), with its body mask and label map.
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ from medsynth.data.layouts import (
 )
 from medsynth.data.patches import body_anchors
 from medsynth.data.splits import Split, SplitPlan
-from medsynth.data.volumes import channels_on_grid, labels_on_grid, mask_on_grid, normalise_channels
+from medsynth.data.volumes import (
+    channels_on_grid,
+    fit_mr_intensity,
+    labels_on_grid,
+    mask_on_grid,
+    normalise_channels,
+)
 from medsynth.errors import UsageError
 from medsynth.io.image import Volume, model_ndim
 
@@ -72,24 +79,29 @@ class UnpairedData:
         self.num_labels = _label_count(volumes, require_labels)
         self.grid = model_grid([case[d].meta for d in DOMAINS for case in volumes[d]], spacing)  # MR: 1st contrast
         self.ct_intensity = CTIntensity()
-        # Fixed landmarks for HISTOGRAM scaling: fitting them on the training bodies (as PairedData does)
-        # would change what CycleGAN's models learnt until now, so it waits for its own change.
-        self.mr_intensity = MRIntensity(scaling=scaling)
-        prepared = {d: [self._prepare(case, d, case.get(f"{d}_labels")) for case in volumes[d]] for d in DOMAINS}
         paired = _paired_folder(val_data, split) if val_data else None
         self.split = self._split(cases, split, paired, val_cases)
+        held = {d: [paired is None and f"{d}/{case.id}" in self.split.val for case in cases[d]] for d in DOMAINS}
+        images = {d: [self._image(case, d) for case in volumes[d]] for d in DOMAINS}
+        # HISTOGRAM scaling: landmarks fitted on the training MRs' bodies, as for the paired families
+        self.mr_intensity = fit_mr_intensity(MRIntensity(scaling=scaling), (
+            channel for image, out in zip(images["mr"], held["mr"], strict=True) if not out for channel in image))
+        prepared = {d: [self._prepare(image, d, case.get(f"{d}_labels"))
+                        for image, case in zip(images.pop(d), volumes[d], strict=True)] for d in DOMAINS}
         if paired is not None:
             self.training, self.validation = prepared, self._paired_validation(paired, val_data)
         else:
-            held = {d: [f"{d}/{case.id}" in self.split.val for case in cases[d]] for d in DOMAINS}
             self.training = {d: [c for c, out in zip(prepared[d], held[d], strict=True) if not out] for d in DOMAINS}
             self.validation = {d: [c for c, out in zip(prepared[d], held[d], strict=True) if out] for d in DOMAINS}
 
-    def _prepare(self, case: Mapping[str, Volume], domain: str, labels: Volume | None = None,
+    def _image(self, case: Mapping[str, Volume], domain: str) -> np.ndarray:
+        """The image of ``domain`` in ``case`` (all its MR contrasts) on the model grid, (C, X, Y, Z)."""
+        return channels_on_grid(self.grid, case, channel_roles(case, domain) if domain == "mr" else [domain])
+
+    def _prepare(self, image: np.ndarray, domain: str, labels: Volume | None = None,
                  mask: Volume | None = None) -> DomainCase:
-        """One image of ``domain`` in ``case`` (all its MR contrasts) on the model grid, normalised; its body
-        (for patch anchors) is ``mask``'s, else the first contrast's."""
-        image = channels_on_grid(self.grid, case, channel_roles(case, domain) if domain == "mr" else [domain])
+        """An image of ``domain`` on the model grid (:meth:`_image`), normalised; its body (for patch anchors)
+        is ``mask``'s, else the first contrast's."""
         normalised = normalise_channels(image, self.mr_intensity if domain == "mr" else self.ct_intensity)
         body = body_mask(image[0], modality=domain) if mask is None else mask_on_grid(self.grid, mask.array, mask.meta)
         label_grid = None if labels is None else labels_on_grid(self.grid, labels)
@@ -115,7 +127,8 @@ class UnpairedData:
             raise UsageError(f"{val_data}: val_data has {found} MR channels per case, the training data "
                              f"{self.mr_channels}; give the same contrasts.")
         cases = read_cases(paired.training, paired.source, (*DOMAINS, "mask", "labels"), self.ndim)
-        return {d: [self._prepare(case, d, case.get("labels"), case.get("mask")) for case in cases] for d in DOMAINS}
+        return {d: [self._prepare(self._image(case, d), d, case.get("labels"), case.get("mask")) for case in cases]
+                for d in DOMAINS}
 
     def files(self) -> list[Path]:
         """Every training file of both domains, held-out cases included (for the model's data fingerprint)."""

@@ -7,12 +7,13 @@ functions, so a network sees at inference exactly the preparation it was trained
   the geometry its way back needs (``ModelGrid.inverse``, exact); :func:`on_grid` is its values alone,
   :func:`mask_on_grid` / :func:`labels_on_grid` move masks and label maps (nearest neighbour);
 - :func:`normalise_channels` scales each MR contrast on its own foreground (by default its body mask) and
-  windows a CT; :func:`normalisation_region` is the region VA-GAN's scale comes from.
+  windows a CT; :func:`normalisation_region` is the region VA-GAN's scale comes from;
+  :func:`fit_mr_intensity` fits histogram landmarks on the training MRs over the voxels they are scaled on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -22,7 +23,13 @@ from monai.data import MetaTensor
 
 from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid
-from medsynth.data.intensity import Intensity, MRIntensity, normalise_mr_body
+from medsynth.data.intensity import (
+    Intensity,
+    MRIntensity,
+    foreground_values,
+    mr_scaling_body,
+    normalise_mr_body,
+)
 from medsynth.errors import InputError
 from medsynth.io.image import ImageMeta, Volume
 
@@ -92,6 +99,17 @@ def normalise_channels(image: np.ndarray, intensity: Intensity, foreground: np.n
     """Every channel of a (C, X, Y, Z) image by :func:`normalise_source`: each MR contrast on its own body
     (or on the one ``foreground``), so training scales a case exactly as ``translate`` does."""
     return np.stack([normalise_source(channel, intensity, foreground) for channel in image])
+
+
+def fit_mr_intensity(intensity: MRIntensity, channels: Iterable[np.ndarray],
+                     region: Callable[[np.ndarray], np.ndarray] | None = None) -> MRIntensity:
+    """``intensity`` with its histogram landmarks fitted (:meth:`~medsynth.data.intensity.MRIntensity.fit_landmarks`)
+    on the training MR ``channels`` ((X, Y, Z) each, on the model grid), each over the voxels it is scaled on:
+    ``region(channel)`` (a boolean mask), by default its own body as :func:`normalise_source` takes it. The one
+    rule of every family, so that the landmarks stored in the model match what translate and attribute do.
+    Other scalings come back unchanged, and no mask is computed for them."""
+    where = region or (lambda channel: mr_scaling_body(intensity, channel))
+    return intensity.fit_landmarks(foreground_values(channel, where(channel)) for channel in channels)
 
 
 class IntensityRegion(StrEnum):
