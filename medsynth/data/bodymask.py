@@ -28,6 +28,13 @@ PADDING_BELOW_HU = -1124.0
 _COUCH_SHELL_VOXELS = 3
 
 
+def body_mask_any(image: np.ndarray, modality: str = "ct") -> np.ndarray:
+    """:func:`body_mask` of a 3D image, or of a 2D one (a planar slice) taken as one slice thick."""
+    if image.ndim == 2:
+        return body_mask(image[..., None], modality=modality)[..., 0]
+    return body_mask(image, modality=modality)
+
+
 def body_mask(image: np.ndarray, dilation: int = 3, modality: str = "ct") -> np.ndarray:
     """Boolean body mask (X, Y, Z) of a 3D CT (HU, ``modality="ct"``) or MR (``"mr"``) image.
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from medsynth.choices import Direction
-from medsynth.data.bodymask import body_mask
+from medsynth.data.bodymask import body_mask_any
 from medsynth.io.image import Volume
 from medsynth.metrics.calibration import ErrorCalibration, fit_error_calibration
 from medsynth.modelfile import update_metadata
@@ -54,9 +54,9 @@ def calibrate_model(model_file: Path, cases: Iterable[CalibrationCase], device: 
         for case in cases:
             mean, std = translator.run(translator.prepare(case.mr), options.overlap, options.tta,
                                        options.uncertainty)
-            body = body_mask(case.ct.array) if case.mask is None else case.mask.astype(bool)
+            body = body_mask_any(case.ct.array) if case.mask is None else case.mask.astype(bool)
             # translate's mask for a predicted MAE: the sCT's own body (services/translate.py)
-            yield case.id, np.abs(mean - case.ct.array.astype(np.float32)), std, body, body_mask(mean)
+            yield case.id, np.abs(mean - case.ct.array.astype(np.float32)), std, body, body_mask_any(mean)
 
     try:
         calibration = fit_error_calibration(scored(), kind)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from medsynth.choices import Direction, OutputFormat
-from medsynth.data.bodymask import body_mask
+from medsynth.data.bodymask import body_mask_any
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.profile import InputCheck, check_input, mr_features
 from medsynth.engine.runtime import pick_amp_dtype, pick_device, process_rank
@@ -175,10 +175,15 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     mr2ct = Direction(options.direction) is Direction.MR2CT
     written_channels = [""] if mr2ct or len(translator.mr_channels) == 1 else [f"_{c}" for c in translator.mr_channels]
 
+    calibration = translator.calibration
+    kind = translator.spread_kind(options.tta, options.uncertainty)
+    calibrated = mr2ct and calibration is not None and kind == calibration.spread
+
     def outputs_of(case: str) -> list[Path]:
         paths = [out_dir / image_name(case + channel, options.format) for channel in written_channels]
         return paths + ([out_dir / image_name(f"{case}_std{channel}", std_format) for channel in written_channels]
-                        if options.uncertainty else [])
+                        if options.uncertainty else []) + \
+            ([out_dir / image_name(f"{case}_error", std_format)] if calibrated else [])
 
     channels = list(translator.mr_channels) if mr2ct else []
     ranks = process_rank()
@@ -224,7 +229,7 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
         volume = prepared.volume
         expected = calibration.expected_error(stds[0]) if calibrated and stds is not None else None
         if expected is not None:
-            qa[case] = expected_error_qa(calibration, expected, body_mask(means[0]), options.error_threshold)
+            qa[case] = expected_error_qa(calibration, expected, body_mask_any(means[0]), options.error_threshold)
         lines = [f"input check: {checks[case].summary()}" if case in checks else "",
                  f"expected error: {qa[case].summary()}" if case in qa else ""]
         origin = _origin(volume, case, options, stamp,
@@ -233,17 +238,13 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
                    for t, m in zip(targets[:count], means, strict=True)]
         if stds is not None:
             written += [write_image(t, s, volume.meta, np.float32, stamp)
-                        for t, s in zip(targets[count:], stds, strict=True)]
+                        for t, s in zip(targets[count:2 * count], stds, strict=True)]
             written.append(write_uncertainty_preview(out_dir / f"{case}_std.png", means[0], stds[0], volume,
                                                      is_ct(translator.target)))
             if expected is not None:
-                written.append(write_image(out_dir / image_name(f"{case}_error", std_format), expected, volume.meta,
-                                           np.float32, stamp))
+                written.append(write_image(targets[-1], expected, volume.meta, np.float32, stamp))
         return written
 
-    calibration = translator.calibration
-    kind = translator.spread_kind(options.tta, options.uncertainty)
-    calibrated = mr2ct and calibration is not None and kind == calibration.spread
     qa: dict[str, ErrorQA] = {}
     stamp = output_stamp(translator.fingerprint, translator.label)
     with no_empty_folder_on_refusal(out_dir, created):
