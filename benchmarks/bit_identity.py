@@ -103,7 +103,9 @@ def infer(out: Path, results: Path) -> None:
 
 # Keys a translation model file may gain, each with the value inference assumed when it was absent (the
 # typed metadata writes every field; a CycleGAN file of before wrote neither).
-ADDED_DEFAULTS = {"window_divisor": None, "context_slices": 0}
+ADDED_DEFAULTS = {"window_divisor": None, "context_slices": 0, "error_calibration": None}
+#: keys newer code adds with new content: the spread calibration fitted after training (services/calibrate.py)
+ADDED_CONTENT = ("error_calibration",)
 
 
 def _model_files(root: Path) -> list[Path]:
@@ -142,6 +144,10 @@ def compare(a: Path, b: Path) -> int:
         added = {k: new[k] for k in new.keys() - old.keys() if k in ADDED_DEFAULTS and new[k] == ADDED_DEFAULTS[k]}
         if added:
             print(f"note: {rel} gained {added}, the values inference assumed for their absence")
+        content = [k for k in new.keys() - old.keys() - added.keys() if k in ADDED_CONTENT]
+        if content:
+            print(f"note: {rel} gained {', '.join(content)} (new content, not compared)")
+            added.update({k: new[k] for k in content})
         if old != {k: v for k, v in new.items() if k not in added}:
             failures.append(f"{rel}: metadata differs")
     for log in sorted((a / "runs").rglob("log.jsonl")) if models else []:
