@@ -1,6 +1,6 @@
 """Translate time and peak memory for one 160×192×160 volume: medsynth's batch path vs a plain script.
 
-    python benchmarks/bench_translate.py [--spacing 1.0] [--cases 3] [--shape 160 192 160]
+    python benchmarks/bench_translate.py [--spacing 1.0] [--cases 3] [--shape 160 192 160] [--overlaps 0.25 0.5]
 
 Both paths use the same default vox2vox generator (random weights: speed does not depend on them).
 The plain reference reads with nibabel, normalises, calls MONAI ``sliding_window_inference`` directly
@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=3, help="at least 2")
     parser.add_argument("--shape", type=int, nargs=3, default=list(SHAPE), metavar=("X", "Y", "Z"),
                         help="input size in voxels (1 mm)")
+    parser.add_argument("--overlaps", type=float, nargs="+", default=[0.25, 0.5])
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--path", default="medsynth", help=argparse.SUPPRESS)
     parser.add_argument("--overlap", type=float, default=0.25, help=argparse.SUPPRESS)
@@ -123,7 +124,7 @@ def main() -> None:
     print(f"# threads: {torch.get_num_threads()}; s/case: (wall of {args.cases} cases - wall of 1) / {args.cases - 1}")
     print("path         overlap  tta   s/case  peak MiB")
     common = ["--one", "--spacing", str(args.spacing), "--cases", str(args.cases), "--shape", *map(str, args.shape)]
-    for overlap in (0.25, 0.5):
+    for overlap in args.overlaps:
         for path, tta in (("plain", False), ("medsynth", False), ("onnxruntime", False), ("medsynth", True)):
             extra = ["--path", path, "--overlap", str(overlap)] + (["--tta"] if tta else [])
             figures = run_isolated(__file__, common + extra)
