@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from tiny import MODEL, TRAIN, run_cli
 
 from medsynth.io import read_image
 from medsynth.metrics.calibration import ErrorCalibration, fit_error_calibration, spread_kind
@@ -15,7 +16,6 @@ from medsynth.modelfile import load_model, update_metadata
 from medsynth.phantom.kinds import write_phantom
 from medsynth.services.evaluate import evaluate_folders
 from medsynth.training import train
-from tests.tiny import MODEL, TRAIN, run_cli
 
 
 def test_the_curve_recovers_a_known_error_law_and_never_falls():

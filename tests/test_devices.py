@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import one_error_line, run_cli
 
 from medsynth.choices import parse_device
 from medsynth.engine.config import TrainConfig
 from medsynth.engine.runtime import pick_device
 from medsynth.errors import UsageError
 from medsynth.services.options import TranslateOptions
-from tests.tiny import one_error_line, run_cli
 
 
 @pytest.mark.parametrize("typed", ["auto", "CPU", "cuda", "cuda:1", " Cuda:12 ", "mps"])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import run_cli, tiny_run
 
 from medsynth.io import ImageMeta, Volume, read_image, write_image
 from medsynth.io.contract import ImageFormat, Origin
@@ -19,7 +20,6 @@ from medsynth.io.image import read_stamp
 from medsynth.io.outputs import atomic_path
 from medsynth.phantom.kinds import write_phantom
 from medsynth.training import train
-from tests.tiny import run_cli, tiny_run
 
 
 class Npz(ImageFormat):
@@ -94,7 +94,7 @@ def test_prepare_reads_the_registered_format(paired, tmp_path):
 
 
 def test_attribute_reads_and_writes_the_registered_format(npz, tmp_path):
-    from tests.test_vagan import MODEL, TRAIN, _write_toy
+    from test_vagan import MODEL, TRAIN, _write_toy
 
     toy = as_npz(_write_toy(tmp_path / "toy"))
     train("vagan", toy, tmp_path / "run", {**TRAIN, "steps": 2}, MODEL)
@@ -106,7 +106,7 @@ def test_attribute_reads_and_writes_the_registered_format(npz, tmp_path):
 
 
 def test_generate_writes_the_registered_format(npz, tmp_path):
-    from tests.test_fastgan import TINY, TINY_TRAIN
+    from test_fastgan import TINY, TINY_TRAIN
 
     slices = as_npz(write_phantom("slices", tmp_path / "slices", cases=3, shape=(32, 40, 32), spacing=5.0, seed=0).out)
     train("fastgan", slices, tmp_path / "run", {**TINY_TRAIN, "steps": 2}, TINY)
