@@ -39,3 +39,19 @@ def print_header(title: str) -> None:
     print(f"# {title}")
     print(f"# command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
     print(f"# machine: {machine()}")
+
+
+def fit_seconds_per_step(trainer, steps: int) -> float:
+    """Seconds per step of a medsynth ``Trainer.fit`` (any version): a warm-up, then two fits of different
+    lengths, so that what a fit does once (logbook, final checkpoint, model file) cancels out."""
+    import time
+
+    def fit(more: int) -> float:
+        trainer.config.steps = trainer.step + more
+        started = time.perf_counter()
+        trainer.fit()
+        return time.perf_counter() - started
+
+    fit(2)
+    short = max(2, steps // 4)
+    return (fit(steps) - fit(short)) / (steps - short)

@@ -20,10 +20,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _common import print_header
+from _common import fit_seconds_per_step, print_header
 
 HERE = Path(__file__).resolve().parents[1]
 
@@ -45,15 +44,7 @@ def one(tree: Path, data: Path, config: Path, steps: int, run: Path) -> None:
     trainer = Trainer(Pix2Pix(Pix2PixConfig(**{**document.get("model", {}), "val_cases": 0}), data), train, run,
                       make_runtime("cpu", train.amp, **bf16))
 
-    def fit(more: int) -> float:
-        trainer.config.steps = trainer.step + more
-        started = time.perf_counter()
-        trainer.fit()
-        return time.perf_counter() - started
-
-    fit(3)  # warm-up
-    short = steps // 4
-    print(json.dumps({"steps_per_s": (steps - short) / (fit(steps) - fit(short))}))
+    print(json.dumps({"steps_per_s": 1.0 / fit_seconds_per_step(trainer, steps)}))
 
 
 def measure(tree: Path, data: Path, config: Path, steps: int, run: Path) -> float:

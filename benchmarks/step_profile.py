@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from _common import print_header
+from _common import fit_seconds_per_step, print_header
 from torch.utils.data import default_collate
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -82,20 +82,6 @@ def plain_loop(trainer: Trainer, steps: int) -> dict[str, float]:
     return {part: seconds / steps for part, seconds in timed.seconds.items()}
 
 
-def engine_step(trainer: Trainer, steps: int) -> float:
-    """Seconds per step of ``Trainer.fit``: two runs of different lengths, so that what a fit does once
-    (logbook, final checkpoint, model file) cancels out."""
-    def fit(more: int) -> float:
-        trainer.config.steps = trainer.step + more
-        started = time.perf_counter()
-        trainer.fit()
-        return time.perf_counter() - started
-
-    fit(2)  # warm-up
-    short = max(2, steps // 4)
-    return (fit(steps) - fit(short)) / (steps - short)
-
-
 def roofline(trainer: Trainer) -> dict[str, float]:
     """G's GFLOP per step (forward + backward) and the machine's GFLOP/s on one large 3×3 convolution."""
     family, size = trainer.family, trainer.config.batch_size
@@ -139,7 +125,7 @@ def main() -> None:
         trainer = build(args.data, args.config, dict(args.set), Path(tmp) / "run")
         parts = plain_loop(trainer, args.steps)
         plain = sum(parts.values())
-        engine = engine_step(trainer, args.steps)
+        engine = fit_seconds_per_step(trainer, args.steps)
         bound = roofline(trainer)
     network_floor = bound["G_gflop_per_step"] / bound["machine_conv_gflop_s"]
     print("| part | ms per step | share |")

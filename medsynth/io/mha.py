@@ -8,6 +8,7 @@ import numpy as np
 
 from medsynth.errors import InputError, UsageError
 from medsynth.io.contract import ImageFormat, Origin
+from medsynth.io.itk import to_sitk
 from medsynth.io.outputs import atomic_path
 from medsynth.io.volume import ImageMeta, Volume, describe_pixels
 from medsynth.io.world import RAS_LPS
@@ -33,18 +34,12 @@ class MetaImage(ImageFormat):
               stamp: str | None = None, origin: Origin | None = None) -> Path:
         import SimpleITK as sitk
 
-        linear = np.asarray(meta.affine, dtype=np.float64)[:3, :3]
-        spacing = np.linalg.norm(linear, axis=0)
-        direction = linear / spacing
-        if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
-            raise UsageError(f"{path}: the image grid has sheared voxel axes, which MHA/NRRD cannot hold; "
-                             "write NIfTI.")
         array = values.astype(dtype, copy=False)
-        volume = array[..., None] if array.ndim == 2 else array  # a slice keeps its place in space as (X, Y, 1)
-        image = sitk.GetImageFromArray(np.ascontiguousarray(volume.transpose(2, 1, 0)))
-        image.SetSpacing([float(v) for v in spacing])
-        image.SetDirection([float(v) for v in (RAS_LPS[:3, :3] @ direction).ravel()])
-        image.SetOrigin([float(v) for v in RAS_LPS[:3, :3] @ np.asarray(meta.affine, dtype=np.float64)[:3, 3]])
+        try:  # a slice keeps its place in space as (X, Y, 1)
+            image = to_sitk(array[..., None] if array.ndim == 2 else array, meta)
+        except InputError as error:
+            raise UsageError(f"{path}: the image grid has sheared voxel axes, which MHA/NRRD cannot hold; "
+                             "write NIfTI.") from error
         if stamp:
             image.SetMetaData(STAMP_KEY, stamp)
         with atomic_path(path, path.suffix) as partial:
