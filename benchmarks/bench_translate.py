@@ -5,10 +5,10 @@
 Both paths use the same default vox2vox generator (random weights: speed does not depend on them).
 The plain reference reads with nibabel, normalises, calls MONAI ``sliding_window_inference`` directly
 and writes with nibabel; the medsynth path is ``medsynth.services.translate.translate`` on a folder,
-with geometry handling, prefetching and atomic writes, with torch or (``onnxruntime`` rows) the model
-exported to ONNX. Time per case is the wall time of a folder of ``--cases`` cases less that of a folder of
-one, over ``--cases`` − 1: loading, warm-up and the one-off costs cancel, the overlap of one case's reading
-with the previous one's network counts.
+with geometry handling, prefetching and atomic writes, with torch (``medsynth-bf16``: ``--cpu-bf16``) or
+(``onnxruntime`` rows) the model exported to ONNX. Time per case is the wall time of a folder of
+``--cases`` cases less that of a folder of one, over ``--cases`` − 1: loading, warm-up and the one-off
+costs cancel, the overlap of one case's reading with the previous one's network counts.
 """
 
 from __future__ import annotations
@@ -58,8 +58,10 @@ def write_inputs(folder: Path, cases: int, shape: tuple[int, ...] = SHAPE) -> No
         nib.save(nib.Nifti1Image(volume, np.eye(4)), folder / f"case_{i:03d}.nii.gz")
 
 
-def medsynth_path(model: Path, inputs: Path, out: Path, overlap: float, tta: bool, engine: str = "torch") -> None:
-    translate(model, inputs, out, TranslateOptions(overlap=overlap, tta=tta, device="cpu", engine=engine))
+def medsynth_path(model: Path, inputs: Path, out: Path, overlap: float, tta: bool, engine: str = "torch",
+                  cpu_bf16: bool = False) -> None:
+    translate(model, inputs, out, TranslateOptions(overlap=overlap, tta=tta, device="cpu", engine=engine,
+                                                   cpu_bf16=cpu_bf16))
 
 
 def plain_path(model: Path, inputs: Path, out: Path, overlap: float) -> None:
@@ -99,7 +101,7 @@ def one(args: argparse.Namespace) -> None:
             engine = "onnxruntime" if args.path == "onnxruntime" else "torch"
 
             def run(inputs, out):
-                medsynth_path(model, inputs, out, args.overlap, args.tta, engine)
+                medsynth_path(model, inputs, out, args.overlap, args.tta, engine, args.path == "medsynth-bf16")
         one_case = folder_seconds(run, root / "first", root / "out1")
         seconds = (folder_seconds(run, root / "all", root / "out") - one_case) / (args.cases - 1)
     print(json.dumps({"seconds": seconds, "peak_mb": peak_rss_mb()}))
@@ -122,13 +124,14 @@ def main() -> None:
     print_header(f"translate one {tuple(args.shape)} volume, model spacing {args.spacing} mm, default vox2vox, "
                  "64³ windows")
     print(f"# threads: {torch.get_num_threads()}; s/case: (wall of {args.cases} cases - wall of 1) / {args.cases - 1}")
-    print("path         overlap  tta   s/case  peak MiB")
+    print("path           overlap  tta   s/case  peak MiB")
     common = ["--one", "--spacing", str(args.spacing), "--cases", str(args.cases), "--shape", *map(str, args.shape)]
     for overlap in args.overlaps:
-        for path, tta in (("plain", False), ("medsynth", False), ("onnxruntime", False), ("medsynth", True)):
+        for path, tta in (("plain", False), ("medsynth", False), ("medsynth-bf16", False), ("onnxruntime", False),
+                          ("medsynth", True)):
             extra = ["--path", path, "--overlap", str(overlap)] + (["--tta"] if tta else [])
             figures = run_isolated(__file__, common + extra)
-            print(f"{path:12s} {overlap:7.2f}  {'yes' if tta else 'no ':3s} {figures['seconds']:8.2f} "
+            print(f"{path:14s} {overlap:7.2f}  {'yes' if tta else 'no ':3s} {figures['seconds']:8.2f} "
                   f"{figures['peak_mb']:9.0f}")
 
 

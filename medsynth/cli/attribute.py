@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medsynth.choices import DEVICE_HELP, DEVICE_METAVAR, DeviceChoice, ImageFormat
+from medsynth.choices import CPU_BF16_HELP, DEVICE_HELP, DEVICE_METAVAR, DeviceChoice, ImageFormat
 from medsynth.cli.app import app, console
 from medsynth.cli.formats import MAPS_METAVAR, format_parser
 
@@ -25,6 +25,7 @@ def attribute(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases whose outputs exist.")] = False,
     device: Annotated[str, typer.Option(metavar=DEVICE_METAVAR, help=DEVICE_HELP)] = DeviceChoice.AUTO,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
+    cpu_bf16: Annotated[bool, typer.Option("--cpu-bf16", help=CPU_BF16_HELP)] = False,
     mask: Annotated[Path | None, typer.Option("--mask", exists=True, help="Folder of body masks named by case id: "
                                               "the region whose intensities set each image's scale. Default: the "
                                               "model's.")] = None,
@@ -38,8 +39,8 @@ def attribute(
     """Abnormality maps: map = M(x), the change that makes the image look healthy (so map ~ -effect)."""
     from medsynth.services.options import AttributeOptions
 
-    options = AttributeOptions(overlap=overlap, overwrite=overwrite, device=device, amp=amp, effect=effect,
-                               mask=mask, format=output_format, series=tuple(series or ()))
+    options = AttributeOptions(overlap=overlap, overwrite=overwrite, device=device, amp=amp, cpu_bf16=cpu_bf16,
+                               effect=effect, mask=mask, format=output_format, series=tuple(series or ()))
     from medsynth.services.attribute import attribute as attribute_cases  # torch: once the options hold
 
     report = attribute_cases(model, input_path, out_dir, options)

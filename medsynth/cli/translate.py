@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from medsynth.choices import DEVICE_HELP, DEVICE_METAVAR, DeviceChoice, Direction, Engine, OutputFormat
+from medsynth.choices import CPU_BF16_HELP, DEVICE_HELP, DEVICE_METAVAR, DeviceChoice, Direction, Engine, OutputFormat
 from medsynth.cli.app import app, console, error_console
 from medsynth.cli.formats import CT_SERIES_METAVAR, format_parser
 
@@ -30,6 +30,7 @@ def translate(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases whose outputs exist.")] = False,
     device: Annotated[str, typer.Option(metavar=DEVICE_METAVAR, help=DEVICE_HELP)] = DeviceChoice.AUTO,
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
+    cpu_bf16: Annotated[bool, typer.Option("--cpu-bf16", help=CPU_BF16_HELP)] = False,
     mask: Annotated[Path | None, typer.Option("--mask", exists=True, help="Folder of body masks named by case id: "
                                               "the region whose intensities scale each MR. Default: each MR's "
                                               "Otsu body mask.")] = None,
@@ -68,7 +69,7 @@ def translate(
                                format=output_format, series=tuple(series or ()), patient_id=patient_id,
                                patient_name=patient_name, patient_position=patient_position,
                                series_number=series_number,
-                               engine=engine, sw_batch_size=sw_batch_size, workers=workers,
+                               engine=engine, sw_batch_size=sw_batch_size, workers=workers, cpu_bf16=cpu_bf16,
                                error_threshold=error_threshold)
     from medsynth.services.translate import translate as translate_cases  # torch: once the options hold
 

@@ -88,6 +88,11 @@ def pick_amp_dtype(device: torch.device, amp: bool, cpu_bf16: bool = False) -> t
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def precision_name(amp_dtype: torch.dtype | None) -> str:
+    """How a network computes, for reports: ``float32``, or the autocast dtype (``bfloat16``, ``float16``)."""
+    return str(amp_dtype or torch.float32).removeprefix("torch.")
+
+
 def process_rank() -> tuple[int, int]:
     """(rank, world size) of this process: ``torchrun``'s RANK and WORLD_SIZE, (0, 1) in a plain process.
 

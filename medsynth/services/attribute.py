@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsynth.engine.runtime import pick_amp_dtype, pick_device, process_rank
+from medsynth.engine.runtime import pick_amp_dtype, pick_device, precision_name, process_rank
 from medsynth.errors import InputError
 from medsynth.families.registry import Capability, families_that
 from medsynth.inference.attribution import MapGenerator
@@ -79,7 +79,7 @@ def load_map_generator(model: ModelFile, options: AttributeOptions) -> MapGenera
     """Rebuild M and its preprocessing from a VA-GAN model file, on the device the options ask for."""
     device = pick_device(options.device)
     return MapGenerator.from_model(model, device, options.overlap, options.sw_batch_size,
-                                   pick_amp_dtype(device, options.amp))
+                                   pick_amp_dtype(device, options.amp, options.cpu_bf16))
 
 
 def write_overlay(path: Path, volume: Volume, change: np.ndarray) -> Path:
@@ -125,7 +125,8 @@ def attribute(model_path: Path, input_path: Path, out_dir: Path, options: Attrib
         batch = run_batch(cases, outputs_of, process, options.overwrite, "attribute",
                           load=lambda path: read_image(path, ndim, series=options.series),
                           single=is_single_input(input_path, cases), provenance=Provenance(fingerprint, made_by))
-    report = AttributionReport(batch.results, model=fingerprint)
+    report = AttributionReport(batch.results, model=fingerprint,
+                               precision=precision_name(generator.predictor.amp_dtype))
     if options.effect is not None:
         score_against_effects(report, Path(options.effect), lambda case: outputs_of(case)[0])
     report.write_json(out_dir / report_name("attribute", None, ranks))

@@ -61,6 +61,7 @@ class BatchReport:
 
     results: list[BatchCase] = field(default_factory=list)
     model: str | None = None  # fingerprint of the model whose outputs these are (modelfile.model_fingerprint)
+    precision: str | None = None  # the networks' arithmetic: float32, or the autocast dtype (bfloat16, float16)
 
     @property
     def failures(self) -> list[BatchCase]:
@@ -83,7 +84,7 @@ class BatchReport:
         return table
 
     def write_json(self, path: Path) -> Path:
-        document = {"model": self.model,
+        document = {"model": self.model, "precision": self.precision,
                     "written": self.count(CaseStatus.WRITTEN), "skipped": self.count(CaseStatus.SKIPPED),
                     "failed": self.count(CaseStatus.FAILED),
                     "cases": [{**asdict(r), "status": r.status.value} for r in self.results]}

@@ -29,6 +29,14 @@ def checked_device(text: str) -> str:
         raise UsageError(f"--device: {error}.") from error
 
 
+def _choice(kind, value, option: str):
+    """``value`` as a member of the enum ``kind``; a :class:`UsageError` naming ``option`` otherwise."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise UsageError(f"{option} {value}: use one of {', '.join(m.value for m in kind)}.") from None
+
+
 @dataclass(kw_only=True)
 class VolumeOptions:
     """What ``translate`` and ``attribute`` share: sliding windows, device, masks, DICOM series and the output
@@ -38,6 +46,7 @@ class VolumeOptions:
     overwrite: bool = False
     device: str = DeviceChoice.AUTO  # auto, cpu, cuda, cuda:N or mps (choices.parse_device)
     amp: bool = True
+    cpu_bf16: bool = False  # bf16 autocast on the CPU (never chosen silently: the outputs move by a few HU)
     sw_batch_size: int = 4  # windows per network call
     mask: Path | None = None  # folder of body masks by case id: the region that sets the intensity scale
     format: str = OutputFormat.NIFTI  # an output-format name of io/formats.py (nifti, mha, dicom or a registered one)
@@ -68,12 +77,19 @@ class TranslateOptions(VolumeOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.format == OutputFormat.DICOM and Direction(self.direction) is not Direction.MR2CT:
+        # A library caller may pass plain strings ("torch"): compared by identity later, they would silently
+        # turn features off (an engine "torch" that is not Engine.TORCH once ran without mixed precision).
+        self.direction = _choice(Direction, self.direction, "--direction")
+        self.engine = _choice(Engine, self.engine, "--engine")
+        if self.format == OutputFormat.DICOM and self.direction is not Direction.MR2CT:
             raise UsageError("--format dicom writes synthetic CT series; for ct2mr choose nifti or mha.")
         if self.uncertainty == 1 or self.uncertainty < 0:
             raise UsageError("--uncertainty K needs K ≥ 2 passes (or 0 for none).")
         if self.sw_batch_size < 1 or self.workers < 1:
             raise UsageError("--sw-batch-size and --workers must be at least 1.")
+        if self.cpu_bf16 and self.engine is Engine.ONNXRUNTIME:
+            raise UsageError("--cpu-bf16 is torch's CPU autocast; --engine onnxruntime runs the exported graph in "
+                             "float32: leave one of them out.")
         if not self.error_threshold > 0:
             raise UsageError(f"--error-threshold {self.error_threshold}: an expected error in HU, above 0.")
         if self.patient_position and self.patient_position.strip().upper() not in PATIENT_POSITIONS:

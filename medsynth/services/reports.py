@@ -24,7 +24,7 @@ def read_report(path: Path) -> BatchReport:
                               list(c.get("outputs", [])), c.get("reason", "")) for c in document["cases"]]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise InputError(f"{path}: not a readable batch report ({error}).") from error
-    return BatchReport(results)
+    return BatchReport(results, document.get("model"), document.get("precision"))
 
 
 @dataclass
@@ -57,12 +57,19 @@ def merge_reports(out_dir: Path, command: str = "translate") -> MergedReport:
                          "; remove the stale ones and merge again.")
     (count,) = counts
     cases: dict[str, BatchCase] = {}
-    for path in found:
-        for result in read_report(path).results:
+    reports = [read_report(path) for path in found]
+    for report in reports:
+        for result in report.results:
             kept = cases.get(result.case)
             if kept is None or _RANK[result.status] > _RANK[kept.status]:
                 cases[result.case] = result
-    merged = BatchReport([cases[c] for c in sorted(cases)])
+    merged = BatchReport([cases[c] for c in sorted(cases)], *(_shared(reports, key) for key in ("model", "precision")))
     merged.write_json(out_dir / f"{command}_report.json")
     present = {index for index, _ in found.values()}
     return MergedReport(merged, list(found), [f"{i}/{count}" for i in range(count) if i not in present])
+
+
+def _shared(reports: list[BatchReport], key: str) -> str | None:
+    """The shards' common ``key`` (model fingerprint, precision); None where they differ or do not say."""
+    values = {getattr(report, key) for report in reports}
+    return values.pop() if len(values) == 1 else None

@@ -14,7 +14,7 @@ from medsynth.choices import Direction, OutputFormat
 from medsynth.data.bodymask import body_mask_any
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.profile import InputCheck, check_input, mr_features
-from medsynth.engine.runtime import pick_amp_dtype, pick_device, process_rank
+from medsynth.engine.runtime import pick_amp_dtype, pick_device, precision_name, process_rank
 from medsynth.errors import ModelError, UsageError
 from medsynth.families.registry import Capability, families_that
 from medsynth.inference.engines import (
@@ -122,7 +122,7 @@ def load_translator(model_path: Path, direction: Direction, options: TranslateOp
         grid=ModelGrid(first.spacing),
         source=spec.source,
         target=spec.target,
-        amp_dtype=pick_amp_dtype(device, options.amp) if options.engine is Engine.TORCH else None,
+        amp_dtype=pick_amp_dtype(device, options.amp, options.cpu_bf16) if options.engine is Engine.TORCH else None,
         sw_batch_size=options.sw_batch_size,
         label=_label(first_document["family"], paths),
         fingerprint=ensemble_fingerprint(fingerprints),
@@ -262,6 +262,7 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
             result.predicted_mae_hu = qa[result.case].interval
         elif mr2ct and options.uncertainty and result.status is CaseStatus.WRITTEN:
             result.expected_error = f"no expected error: {_not_calibrated(translator, kind)}"
+    report.precision = precision_name(translator.amp_dtype)
     report.write_json(out_dir / report_name("translate", options.shard, ranks))
     return report
 
