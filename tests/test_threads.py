@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from medsynth.cli import app
@@ -81,3 +83,71 @@ def test_given_threads_are_never_shared_out(monkeypatch):
     assert threads.cpu_share() is None
     monkeypatch.setattr(threads, "_applied", [threads.ThreadChoice(2, "the CPUs this process may run on")])
     assert isinstance(threads.cpu_share(), CpuShare)
+
+
+@pytest.fixture
+def shared_claims(tmp_path, monkeypatch):
+    """CPU sharing on (as without OMP_NUM_THREADS) with claims in ``tmp_path``; torch's threads restored after."""
+    import torch
+
+    import medsynth.engine.threads as threads
+
+    monkeypatch.setattr(threads, "_CLAIMS", tmp_path)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # the CLI re-chooses: threads of its own, shared
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(threads, "_applied", [threads.ThreadChoice(AFFINITY, "the CPUs this process may run on")])
+    before = torch.get_num_threads()
+    yield tmp_path
+    torch.set_num_threads(before)
+
+
+def test_a_cpu_batch_claims_its_cpus_and_takes_its_share(shared_claims):
+    """Each case of a CPU batch runs with the CPUs ÷ live claims (a neighbour on the same CPUs halves them);
+    the claim exists while the batch runs and is gone after; a GPU batch claims nothing."""
+    import torch
+
+    from medsynth.services.batch import run_batch
+
+    seen: list[tuple[int, bool]] = []
+
+    def process(case, data):
+        seen.append((torch.get_num_threads(), (shared_claims / str(os.getpid())).exists()))
+        return []
+
+    neighbour = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (shared_claims / str(neighbour.pid)).write_text(" ".join(map(str, os.sched_getaffinity(0))))
+        run_batch({"a": Path("a"), "b": Path("b")}, lambda case: [], process, True, "test", load=lambda path: path,
+                  device=torch.device("cpu"))
+        assert seen == [(max(1, AFFINITY // 2), True)] * 2
+        run_batch({"c": Path("c")}, lambda case: [], process, True, "test", load=lambda path: path,
+                  device=torch.device("cuda"))
+        assert seen[-1][1] is False
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+    assert not (shared_claims / str(os.getpid())).exists()
+
+
+def test_translate_shares_the_cpus(shared_claims, tmp_path_factory, paired_phantom, monkeypatch):
+    """``translate --device cpu`` follows the share (the same claim as a training), not the threads it started with."""
+    import torch
+    from tiny import run_cli, tiny_run
+
+    root = tmp_path_factory.mktemp("share")
+    data = paired_phantom(root / "data", cases=3, shape=(24, 28, 24), spacing=6.0)
+    run = tiny_run(data, root / "run")
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n, original=torch.set_num_threads: (calls.append(n),
+                                                                                              original(n)))
+    neighbour = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (shared_claims / str(neighbour.pid)).write_text(" ".join(map(str, os.sched_getaffinity(0))))
+        torch.set_num_threads(AFFINITY)
+        calls.clear()
+        result = run_cli("translate", run, data / "mr", root / "sct", "--device", "cpu")
+        assert result.exit_code == 0, result.output
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+    assert calls == ([AFFINITY // 2] if AFFINITY > 1 else [])

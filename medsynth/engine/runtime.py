@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from medsynth.choices import DeviceChoice, parse_device
-from medsynth.engine.threads import CpuShare, thread_choice
+from medsynth.engine.threads import CpuShare, cpu_share, thread_choice
 from medsynth.errors import UsageError
 
 
@@ -118,6 +119,32 @@ def barrier(runtime: Runtime) -> None:
     """Wait for every rank (a no-op in a single process)."""
     if runtime.distributed:
         dist.barrier()
+
+
+class SharedCpus:
+    """This process's fair share of the CPUs while it computes on them (engine/threads.py: ``CpuShare``).
+
+    ``with SharedCpus(device) as shared:`` claims the CPUs (nothing on a GPU or an unknown device (None), or
+    when ``OMP_NUM_THREADS`` fixes the threads); ``shared.follow()`` — each training step, each case of a
+    batch — sets torch's intra-op threads to the share, re-counting the neighbours every few seconds.
+    """
+
+    def __init__(self, device: torch.device | None) -> None:
+        self.share = cpu_share() if device is not None and device.type == "cpu" else None
+
+    def __enter__(self) -> SharedCpus:
+        if self.share is not None:
+            self.share.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.share is not None:
+            self.share.__exit__(*exc)
+
+    def follow(self) -> None:
+        if self.share is not None and (threads := self.share.refresh(thread_choice().threads, torch.get_num_threads(),
+                                                                      time.monotonic())) is not None:
+            torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager

@@ -83,18 +83,20 @@ _CLAIMS = Path(tempfile.gettempdir()) / "medsynth-cpu-share"
 class CpuShare:
     """Threads shared fairly with the other medsynth processes on the same CPUs.
 
-    Each process claims its CPUs with a file ``<pid>`` (the CPU numbers it may run on) in ``directory``;
-    :meth:`threads` is its CPUs divided by the live claims that overlap them (at least 1). Two trainings
-    started on 2 cores then run with one thread each instead of two spinning against two (OpenMP's
+    Each process claims its CPUs with a file ``<pid>`` (the CPU numbers it may run on) in ``directory``
+    (default ``$TMPDIR/medsynth-cpu-share``); :meth:`threads` is its CPUs divided by the live claims that
+    overlap them (at least 1). Trainings and translate/attribute batches on the CPU claim; two started on 2
+    cores then run with one thread each instead of two spinning against two (OpenMP's
     busy-waiting threads lose most of their time to a neighbour that holds the core: 12x slower, not 2x;
     docs/performance.md), and a job left alone takes both cores back at its next :meth:`refresh`.
     A claim of a process that died without removing it is ignored (its pid no longer runs).
     """
 
-    def __init__(self, cpus: frozenset[int] | None = None, directory: Path = _CLAIMS, every_s: float = 5.0) -> None:
+    def __init__(self, cpus: frozenset[int] | None = None, directory: Path | None = None, every_s: float = 5.0
+                 ) -> None:
         self.cpus = cpus if cpus is not None else _affinity()
-        self.directory, self.every_s = directory, every_s
-        self._claim = directory / str(os.getpid())
+        self.directory, self.every_s = directory or _CLAIMS, every_s
+        self._claim = self.directory / str(os.getpid())
         self._checked = -math.inf
 
     def __enter__(self) -> CpuShare:

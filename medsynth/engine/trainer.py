@@ -7,7 +7,6 @@ checkpoint on their cadences. SIGINT/SIGTERM stop after the current step with a 
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import time
 import warnings
@@ -30,8 +29,7 @@ from medsynth.engine.context import StepContext
 from medsynth.engine.family import Family, Validation
 from medsynth.engine.logbook import Logbook, write_validation
 from medsynth.engine.modes import evaluating
-from medsynth.engine.runtime import Runtime, barrier
-from medsynth.engine.threads import CpuShare, cpu_share, thread_choice
+from medsynth.engine.runtime import Runtime, SharedCpus, barrier
 from medsynth.errors import TrainingDiverged, UsageError
 from medsynth.modelfile import MODEL_FILENAME, save_model
 
@@ -74,13 +72,6 @@ class _BatchIndices(Sampler[int]):
             start = (batch * self.world_size + self.rank) * self.batch_size
             yield from range(start, start + self.batch_size)
             batch += 1
-
-
-def _share_threads(share: CpuShare | None) -> None:
-    """Follow this process's fair share of the CPUs (engine/threads.py), checked every few seconds."""
-    if share is not None and (threads := share.refresh(thread_choice().threads, torch.get_num_threads(),
-                                                        time.monotonic())) is not None:
-        torch.set_num_threads(threads)
 
 
 def ema_with_warmup(decay: float):
@@ -280,11 +271,10 @@ class Trainer:
                               lambda: next(batches))
         result = TrainResult(self.run_dir, self.step, is_main=self.runtime.is_main)
         trained_here = self.step < self.config.steps
-        share = cpu_share() if self.runtime.device.type == "cpu" else None
         with (Logbook(self.run_dir, self.runtime, self.config.steps, self.step) as logbook, _StopRequest() as stop,
-              share or contextlib.nullcontext()):
+              SharedCpus(self.runtime.device) as cpus):
             while self.step < self.config.steps:
-                _share_threads(share)
+                cpus.follow()
                 batch = next(batches)
                 context.step = self.step
                 self.family.networks.train()

@@ -23,6 +23,7 @@ from medsynth.engine.runtime import pick_amp_dtype, pick_device, precision_name,
 from medsynth.errors import InputError
 from medsynth.families.registry import Capability, families_that
 from medsynth.inference.attribution import MapGenerator
+from medsynth.inference.predictor import network_device
 from medsynth.io.cases import list_images
 from medsynth.io.formats import image_name
 from medsynth.io.grids import read_mask
@@ -124,7 +125,8 @@ def attribute(model_path: Path, input_path: Path, out_dir: Path, options: Attrib
     with no_empty_folder_on_refusal(out_dir, created):
         batch = run_batch(cases, outputs_of, process, options.overwrite, "attribute",
                           load=lambda path: read_image(path, ndim, series=options.series),
-                          single=is_single_input(input_path, cases), provenance=Provenance(fingerprint, made_by))
+                          single=is_single_input(input_path, cases), provenance=Provenance(fingerprint, made_by),
+                          device=network_device(generator.network))
     report = AttributionReport(batch.results, model=fingerprint,
                                precision=precision_name(generator.predictor.amp_dtype))
     if options.effect is not None:

@@ -25,6 +25,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from medsynth.engine.runtime import SharedCpus
 from medsynth.errors import InputError, MedsynthError, UsageError
 from medsynth.inference.predictor import reduced_memory
 from medsynth.io.casefolders import case_folder_roles
@@ -222,7 +223,7 @@ class Provenance:
 def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], process: Callable[[str, Any],
               list[Path]], overwrite: bool, label: str, ndim: int = 3,
               load: Callable[[Path], Any] | None = None, single: bool = False, workers: int = 1,
-              provenance: Provenance | None = None) -> BatchReport:
+              provenance: Provenance | None = None, device: torch.device | None = None) -> BatchReport:
     """Apply ``process`` to every case not already done; one bad case is reported, the rest go on.
 
     With ``provenance`` a case is done only when its outputs were made by the same model; an existing
@@ -234,6 +235,8 @@ def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], p
     Any exception of a case (``Exception``, not Ctrl-C) fails that case with its reason; a CUDA
     out-of-memory error is retried once under :func:`reduced_memory`. With ``single`` (INPUT is one
     image) an unusable input raises its :class:`InputError` (exit 2, one line) instead of a report.
+    On a CPU ``device`` the batch takes its fair share of the CPUs beside other medsynth jobs, re-counted
+    before each case (``engine.runtime.SharedCpus``).
     """
     load = load or (lambda path: read_image(path, ndim))
     report = BatchReport(model=provenance.model if provenance else None)
@@ -247,9 +250,10 @@ def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], p
         report.results.append(BatchCase(cid, CaseStatus.SKIPPED, outputs=[str(o) for o in outputs_of(cid)],
                                          reason="exists" + (", made by this model" if provenance else "")
                                          + " (use --overwrite to redo)"))
-    with _progress(transient=single) as progress:
+    with _progress(transient=single) as progress, SharedCpus(device) as cpus:
         task = progress.add_task(label, total=len(todo))
         for cid, future in _prefetched(todo, load, workers):
+            cpus.follow()
             started = time.perf_counter()
             try:
                 written = _run_case(process, cid, future)

@@ -26,6 +26,7 @@ from medsynth.inference.engines import (
     onnx_providers,
     read_onnx_metadata,
 )
+from medsynth.inference.predictor import network_device
 from medsynth.inference.volume import Member, PreparedVolume, VolumeTranslator, is_ct
 from medsynth.io.contract import Origin
 from medsynth.io.formats import image_name, map_format
@@ -250,7 +251,8 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     with no_empty_folder_on_refusal(out_dir, created):
         report = run_batch(cases, outputs_of, process, options.overwrite, "translate", load=load,
                            single=is_single_input(input_path, cases), workers=options.workers,
-                           provenance=Provenance(translator.fingerprint, made_by))
+                           provenance=Provenance(translator.fingerprint, made_by),
+                           device=network_device(translator.members[0].network))
     for result in report.results:
         result.warning = warnings.get(result.case, "")
         if result.case in checks:
