@@ -76,3 +76,26 @@ def test_options_given_as_plain_strings_act_as_their_enums(translated: dict[str,
         assert np.array_equal(nib.load(path).get_fdata(), nib.load(translated["bfloat16"] / path.name).get_fdata())
     with pytest.raises(UsageError, match="--engine tensorrt: use one of torch, onnxruntime"):
         TranslateOptions(engine="tensorrt")
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_inference_layout_is_channels_last_for_2d_on_the_cpu_and_changes_no_output(dims: int) -> None:
+    """2D networks run channels-last on the CPU (1.4x, docs/performance.md), 3D ones stay as they are; the
+    output is the same function of the input (float32 sums in another order: within 1e-5)."""
+    import torch
+
+    from medsynth.inference.predictor import GridPredictor, inference_layout
+    from medsynth.nets.registry import build_network
+
+    torch.manual_seed(0)
+    kwargs = {"spatial_dims": dims, "in_channels": 1, "out_channels": 1, "channels": [4, 8], "strides": [2],
+              "num_res_units": 1, "dropout": 0.0, "tanh_output": True, "norm": "batch"}
+    network = build_network("medsynth.UNetGenerator", kwargs).eval()
+    image = torch.rand(1, 1, 24, 20, 6) * 2 - 1
+    predictor = GridPredictor(dims, (16,) * dims, window_divisor=2)
+    before = predictor(network, image)
+    assert inference_layout(network) is network
+    layout = torch.channels_last if dims == 2 else torch.contiguous_format
+    assert next(m.weight for m in network.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))
+                ).is_contiguous(memory_format=layout)
+    assert torch.allclose(predictor(network, image), before, atol=1e-5)

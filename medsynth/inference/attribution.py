@@ -15,7 +15,7 @@ from medsynth.data.geometry import ModelGrid
 from medsynth.data.intensity import MRIntensity, MRScaling
 from medsynth.data.volumes import IntensityRegion, mask_on_grid, normalisation_region, to_grid
 from medsynth.errors import ModelError
-from medsynth.inference.predictor import GridPredictor
+from medsynth.inference.predictor import GridPredictor, inference_layout
 from medsynth.io.image import Volume
 from medsynth.modelfile import AttributionMetadata, ModelFile
 
@@ -51,7 +51,7 @@ class MapGenerator:
         metadata = AttributionMetadata.from_json(model.metadata, model.path)
         if not isinstance(metadata.intensity, MRIntensity):
             raise ModelError(f"{model.path}: VA-GAN models read MR-like images; this one stores a CT normalisation.")
-        return cls(network=model.build(metadata.map_network, device),
+        return cls(network=inference_layout(model.build(metadata.map_network, device)),
                    predictor=GridPredictor(metadata.spatial_dims, metadata.patch_size, overlap, sw_batch_size,
                                            amp_dtype),
                    grid=ModelGrid(metadata.spacing), intensity=metadata.intensity,

@@ -26,7 +26,7 @@ from medsynth.inference.engines import (
     onnx_providers,
     read_onnx_metadata,
 )
-from medsynth.inference.predictor import network_device
+from medsynth.inference.predictor import inference_layout, network_device
 from medsynth.inference.volume import Member, PreparedVolume, VolumeTranslator, is_ct
 from medsynth.io.contract import Origin
 from medsynth.io.formats import image_name, map_format
@@ -70,7 +70,7 @@ def _load_member(path: Path, direction: Direction, options: TranslateOptions, de
         metadata = _check_direction(document, path, direction)
         network = (OnnxNetwork(model_to_onnx(model, direction.value), providers=onnx_providers(device))
                    if options.engine is Engine.ONNXRUNTIME else
-                   model.build(metadata.directions[direction.value].network, device))
+                   inference_layout(model.build(metadata.directions[direction.value].network, device)))
     member = Member(network, metadata.patch_size, metadata.flip_axes, metadata.directions[direction.value].source)
     return document, metadata, member
 
