@@ -38,7 +38,8 @@ from medsynth.data.bodymask import body_mask
 from medsynth.data.geometry import ModelGrid
 from medsynth.data.volumes import to_grid
 from medsynth.io import read_image, resolve_inputs, write_ct, write_image
-from medsynth.modelfile import TranslationMetadata, load_model, resolve_model_path
+from medsynth.io.modelpaths import resolve_model_path
+from medsynth.modelfile import TranslationMetadata, load_model
 from medsynth.services.evaluate import evaluate_folders
 from medsynth.services.translate import TranslateOptions, translate
 from medsynth.training import train

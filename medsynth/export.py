@@ -13,8 +13,9 @@ from pathlib import Path
 
 from medsynth.errors import UsageError
 from medsynth.inference.engines import model_to_onnx
+from medsynth.io.modelpaths import MODEL_FILENAME
 from medsynth.io.outputs import atomic_path, check_not_an_input
-from medsynth.modelfile import MODEL_FILENAME, load_model
+from medsynth.modelfile import load_model
 
 
 def export_onnx(model_path: Path, out_path: Path, direction: str = "mr2ct", overwrite: bool = False) -> Path:

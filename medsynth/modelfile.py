@@ -23,10 +23,10 @@ from torch import nn
 from medsynth import __version__
 from medsynth.data.intensity import CTIntensity, Intensity, intensity_from_json
 from medsynth.errors import ModelError
+from medsynth.io.modelpaths import resolve_model_path
 from medsynth.io.outputs import atomic_path
 from medsynth.nets.registry import build_network
 
-MODEL_FILENAME = "model.safetensors"
 FORMAT_VERSION = 1
 _METADATA_KEY = "medsynth"
 
@@ -225,33 +225,6 @@ def _plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
     """State dict without wrapper prefixes (DDP's ``module.``, AveragedModel's ``module.``)."""
     inner = getattr(module, "module", module)
     return dict(inner.state_dict())
-
-
-def resolve_model_path(path: Path) -> Path:
-    """MODEL is a run directory or the model file inside it."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MODEL_FILENAME
-    if not path.is_file():
-        raise ModelError(f"{path}: no model file here; pass a run folder from 'medsynth train' or its "
-                         f"{MODEL_FILENAME}.")
-    return path
-
-
-def resolve_model_paths(path: Path) -> list[Path]:
-    """MODEL as one or several models: a model file (``.safetensors`` or exported ``.onnx``), a run
-    folder, or a folder of run folders or ``.onnx`` files (an ensemble, e.g. the folds of one
-    experiment), sorted by name."""
-    path = Path(path)
-    if path.is_file() or (path / MODEL_FILENAME).is_file():
-        return [resolve_model_path(path)]
-    if path.is_dir():
-        members = sorted(p / MODEL_FILENAME for p in path.iterdir() if (p / MODEL_FILENAME).is_file())
-        members += sorted(p for p in path.glob("*.onnx") if p.is_file())
-        if members:
-            return members
-    raise ModelError(f"{path}: no model here; pass a run folder from 'medsynth train', its {MODEL_FILENAME}, "
-                     "an exported .onnx, or a folder of runs (an ensemble).")
 
 
 def load_model(path: Path, family: str | tuple[str, ...] | None = None) -> ModelFile:

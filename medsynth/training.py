@@ -22,6 +22,7 @@ from medsynth.engine.runtime import make_runtime, pick_device, process_group_clo
 from medsynth.engine.trainer import TrainResult, run_training, validation_table
 from medsynth.errors import UsageError
 from medsynth.families.registry import family_classes
+from medsynth.io.modelpaths import MODEL_FILENAME
 from medsynth.io.outputs import (
     check_not_an_input,
     prepare_output_dir,
@@ -29,7 +30,7 @@ from medsynth.io.outputs import (
     remove_partials,
     write_text_atomically,
 )
-from medsynth.modelfile import MODEL_FILENAME, ModelFile, load_model
+from medsynth.modelfile import ModelFile, load_model
 from medsynth.services.calibrate import CalibrationCase, calibrate_model
 
 CONFIG_FILENAME = "config.yaml"

@@ -178,7 +178,12 @@ def test_usage_errors_are_answered_before_torch_loads(tmp_path):
              ["attribute", f"{base}/run", f"{base}/typo", f"{base}/out"],
              ["translate", f"{base}/run", base, f"{base}/out", "--overlap", "1.5"],
              ["translate", f"{base}/run", base, f"{base}/out", "--format", "dicom", "--series-number", "-2"],
-             ["generate", f"{base}/run", f"{base}/out", "--count", "0"]]
+             ["generate", f"{base}/run", f"{base}/out", "--count", "0"],
+             # an existing folder that holds no model, for each command that takes one
+             ["translate", f"{base}/run", base, f"{base}/out"],
+             ["attribute", f"{base}/run", base, f"{base}/out"],
+             ["generate", f"{base}/run", f"{base}/out", "--count", "1"],
+             ["export", f"{base}/run", f"{base}/out/model.onnx"]]
     code = ("import json, sys; from typer.testing import CliRunner; from medsynth.cli import app; "
             f"codes = [CliRunner().invoke(app, c).exit_code for c in {calls!r}]; "
             "print(json.dumps([codes, 'torch' in sys.modules]))")

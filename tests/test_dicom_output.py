@@ -3,6 +3,7 @@ joined to the MR's patient, study and Frame of Reference, and the same HU and ge
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -167,3 +168,23 @@ def test_a_dicom_sct_always_has_a_patient_position_never_a_guessed_one(tmp_path,
     result = CliRunner().invoke(app, ["translate", str(model), str(tmp_path / "in"), str(tmp_path / "out"),
                                       "--format", "dicom", "--patient-position", "HFS", "--series-number", "-1"])
     assert result.exit_code == 2 and "--series-number -1: a DICOM Series Number" in result.output
+
+
+def test_a_given_patient_that_is_not_the_dicom_mrs_is_refused_not_ignored(tmp_path, model):
+    """From a DICOM MR the sCT joins the MR's patient: --patient-id/--patient-name equal to the MR's are
+    accepted, others refused with both values named (they were ignored without a word)."""
+    files = write_mr_series(tmp_path / "in" / "mr_series", regular(24), "1.2.826.0.1.3680043.8.498.1")
+    mr = pydicom.dcmread(files[0])
+    _translate(model, tmp_path / "in" / "mr_series", tmp_path / "same", "--format", "dicom",
+               "--patient-id", str(mr.PatientID))
+    assert {ds.PatientID for ds in _series(tmp_path / "same" / "mr_series")} == {mr.PatientID}
+    for option, value, key in (("--patient-id", "OTHER-1", "PatientID"), ("--patient-name", "Other^Person",
+                                                                           "PatientName")):
+        out = tmp_path / key
+        result = CliRunner().invoke(app, ["translate", str(model), str(tmp_path / "in" / "mr_series"), str(out),
+                                          "--format", "dicom", option, value, "--device", "cpu"])
+        assert result.exit_code == 1 and "Traceback" not in result.output  # the case failed, its reason reported
+        (case,) = json.loads((out / "translate_report.json").read_text())["cases"]
+        assert case["status"] == "failed"
+        assert f"{key} '{mr.get(key)}', {option} says '{value}'" in case["reason"]
+        assert not list(out.glob("mr_series/*.dcm"))

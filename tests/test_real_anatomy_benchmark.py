@@ -46,9 +46,9 @@ def _chest(seed: int) -> np.ndarray:
     return np.repeat(ct[..., None], 16, axis=2) + noise
 
 
-def _run(*args: object) -> subprocess.CompletedProcess:
+def _run(*args: object, script: str = "real_anatomy.py") -> subprocess.CompletedProcess:
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks/real_anatomy.py"), *map(str, args)],
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)],
                           capture_output=True, text=True, timeout=600, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"})
 
@@ -73,3 +73,11 @@ def test_leave_one_patient_out_runs_end_to_end_and_collects_per_patient(tmp_path
     assert sum(line.startswith("| model | p") for line in lines) == 2
     assert any(line.startswith("| **lookup table, mean** | all |") for line in lines)
     assert any(line.startswith("model beats the lookup table on every held-out patient: ") for line in lines)
+    # The same folds through the precision benchmark: one row per fold, bf16 within a few HU of float32.
+    done = _run(tmp_path / "p1", tmp_path / "p2", script="inference_precision.py")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split("|") for line in done.stdout.splitlines() if line.startswith("| p")]
+    assert [row[1].strip() for row in rows] == ["p1 (p1)", "p2 (p2)"]
+    for row in rows:
+        fp32, bf16 = (float(v) for v in row[4].split("/"))
+        assert abs(fp32 - bf16) < 5.0

@@ -102,3 +102,13 @@ def test_a_three_slice_slab_raises_no_rgb_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert body_mask(slab, modality="mr")[15, 15, 1]
+
+
+@pytest.mark.parametrize("kind", ["TranslateOptions", "AttributeOptions"])
+def test_both_volume_commands_refuse_zero_windows_per_call(kind):
+    """``sw_batch_size`` is checked where translate and attribute share it (attribute took 0 without a word)."""
+    import medsynth.services.options as options
+    from medsynth.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"--sw-batch-size 0: at least 1 window"):
+        getattr(options, kind)(sw_batch_size=0)

@@ -37,10 +37,12 @@ def attribute(
                                         "(repeatable).")] = None,
 ) -> None:
     """Abnormality maps: map = M(x), the change that makes the image look healthy (so map ~ -effect)."""
+    from medsynth.io.modelpaths import resolve_model_path
     from medsynth.services.options import AttributeOptions
 
     options = AttributeOptions(overlap=overlap, overwrite=overwrite, device=device, amp=amp, cpu_bf16=cpu_bf16,
                                effect=effect, mask=mask, format=output_format, series=tuple(series or ()))
+    resolve_model_path(model)  # a folder without a model is refused before torch loads
     from medsynth.services.attribute import attribute as attribute_cases  # torch: once the options hold
 
     report = attribute_cases(model, input_path, out_dir, options)

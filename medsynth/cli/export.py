@@ -20,6 +20,9 @@ def export(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUT.onnx.")] = False,
 ) -> None:
     """Export the model's inference network to ONNX (opset 17, dynamic spatial axes, metadata kept)."""
+    from medsynth.io.modelpaths import resolve_model_path
+
+    resolve_model_path(model)  # a folder without a model is refused before torch loads
     from medsynth.export import export_onnx
 
     written = export_onnx(model, out, direction.value, overwrite)

@@ -40,10 +40,12 @@ def generate(
                                                help="nifti or mha.")] = ImageFormat.NIFTI.value,
 ) -> None:
     """Generate CT slices (2D NIfTI, int16 HU, the training pixel spacing) from a FastGAN model."""
+    from medsynth.io.modelpaths import resolve_model_path
     from medsynth.services.options import GenerateOptions
 
     options = GenerateOptions(count=count, seed=seed, truncation=truncation, device=device, overwrite=overwrite,
                               eval_data=eval_data, features=features, copy_ssim=copy_ssim, format=output_format)
+    resolve_model_path(model)  # a folder without a model is refused before torch loads
     from medsynth.services.generate import generate as generate_slices  # torch: once the options hold
 
     result = generate_slices(model, out_dir, options)

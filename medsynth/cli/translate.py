@@ -62,6 +62,7 @@ def translate(
              "error exceeds HU. Default: 100.")] = 100.0,
 ) -> None:
     """Translate MR into synthetic CT (int16 HU) on each input's own grid."""
+    from medsynth.io.modelpaths import resolve_model_paths
     from medsynth.services.options import TranslateOptions
 
     options = TranslateOptions(direction=direction, overlap=overlap, tta=tta, uncertainty=uncertainty,
@@ -71,6 +72,7 @@ def translate(
                                series_number=series_number,
                                engine=engine, sw_batch_size=sw_batch_size, workers=workers, cpu_bf16=cpu_bf16,
                                error_threshold=error_threshold)
+    resolve_model_paths(model)  # a folder without a model is refused before torch loads
     from medsynth.services.translate import translate as translate_cases  # torch: once the options hold
 
     report = translate_cases(model, input_path, out_dir, options)

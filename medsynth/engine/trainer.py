@@ -31,7 +31,8 @@ from medsynth.engine.logbook import Logbook, write_validation
 from medsynth.engine.modes import evaluating
 from medsynth.engine.runtime import Runtime, SharedCpus, barrier
 from medsynth.errors import TrainingDiverged, UsageError
-from medsynth.modelfile import MODEL_FILENAME, save_model
+from medsynth.io.modelpaths import MODEL_FILENAME
+from medsynth.modelfile import save_model
 
 BEST_MODEL_FILENAME = "best.safetensors"
 

@@ -23,7 +23,8 @@ class Origin:
 
     ``source``: the input image (file or DICOM series folder); ``series``: the Series Instance UIDs that
     chose its series; ``description``: what the image is, in words; ``comments``: a QA line, empty when none.
-    ``patient_position`` and ``series_number`` None: the source's, as the format reads it.
+    ``patient_position`` and ``series_number`` None: the source's, as the format reads it. ``patient_id`` and
+    ``patient_name`` empty: the source's, else (a new study) ``case`` as the Patient ID and no name.
     """
 
     source: Path | None = None
@@ -34,6 +35,7 @@ class Origin:
     patient_position: str | None = None
     series_number: int | None = None
     comments: str = ""
+    case: str = ""
 
 
 class ImageFormat:

@@ -232,10 +232,13 @@ def read_series_stamp(folder: Path) -> str | None:
 
 def identity_for(source: Path | None, series: tuple[str, ...], description: str, patient_id: str,
                  patient_name: str, patient_position: str | None = None,
-                 series_number: int | None = None) -> DicomIdentity:
+                 series_number: int | None = None, given: tuple[str, str] = ("", "")) -> DicomIdentity:
     """The identity of a sCT made from ``source``: a DICOM series folder (or file) lends its header, whose
     patient, study and Frame of Reference the sCT joins; any other input gets ``patient_id``/``patient_name``
-    in a new study. The Patient Position is the source's, or ``patient_position``; a sCT without one, or with
+    in a new study. ``given``: the Patient ID and Name the user gave (``--patient-id``/``--patient-name``, empty
+    when not given); with a DICOM source they must be the MR's own, else a :class:`UsageError` (the sCT joins
+    the MR's patient: silently keeping the MR's, or writing another, would mislead). The Patient Position is the
+    source's, or ``patient_position``; a sCT without one, or with
     one that contradicts the MR's, is a :class:`UsageError`: a planning system places the CT by it. The
     Series Number is ``series_number``, else the MR's plus :data:`SERIES_NUMBER_OFFSET` (the offset alone
     without an MR series number), capped at :data:`SERIES_NUMBER_MAX`."""
@@ -252,11 +255,23 @@ def identity_for(source: Path | None, series: tuple[str, ...], description: str,
         header = None  # without them the sCT could not be placed on the input anyway: a new study
     images = tuple((str(h.SOPClassUID), str(h.SOPInstanceUID), tuple(float(v) for v in h.ImagePositionPatient))
                    for h in headers if header is not None and "SOPInstanceUID" in h and "ImagePositionPatient" in h)
+    if header is not None:
+        _same_patient(header, given, source)
     if series_number is None:
         found = header.get("SeriesNumber") if header is not None else None
         series_number = min((int(found) if found not in (None, "") else 0) + SERIES_NUMBER_OFFSET, SERIES_NUMBER_MAX)
     return DicomIdentity(description, patient_id, patient_name, header,
                          _patient_position(header, patient_position, source), images, series_number)
+
+
+def _same_patient(header, given: tuple[str, str], source: Path | None) -> None:
+    """Refuse a given Patient ID or Name that differs from the DICOM MR's (the sCT joins the MR's patient)."""
+    for (key, option), value in zip((("PatientID", "--patient-id"), ("PatientName", "--patient-name")), given,
+                                    strict=True):
+        found = str(header.get(key, "") or "")
+        if value and value != found:
+            raise UsageError(f"{source}: the MR says {key} '{found}', {option} says '{value}'; a sCT from a DICOM MR "
+                             f"joins the MR's patient and study (drop {option}).")
 
 
 def _patient_position(header, given: str | None, source: Path | None) -> str:

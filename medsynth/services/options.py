@@ -55,6 +55,8 @@ class VolumeOptions:
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
             raise UsageError("--overlap is a fraction in [0, 1).")
+        if self.sw_batch_size < 1:
+            raise UsageError(f"--sw-batch-size {self.sw_batch_size}: at least 1 window per network call.")
         self.device = checked_device(self.device)
         self.format = str(self.format)
 
@@ -85,8 +87,8 @@ class TranslateOptions(VolumeOptions):
             raise UsageError("--format dicom writes synthetic CT series; for ct2mr choose nifti or mha.")
         if self.uncertainty == 1 or self.uncertainty < 0:
             raise UsageError("--uncertainty K needs K ≥ 2 passes (or 0 for none).")
-        if self.sw_batch_size < 1 or self.workers < 1:
-            raise UsageError("--sw-batch-size and --workers must be at least 1.")
+        if self.workers < 1:
+            raise UsageError(f"--workers {self.workers}: at least 1 case is read ahead.")
         if self.cpu_bf16 and self.engine is Engine.ONNXRUNTIME:
             raise UsageError("--cpu-bf16 is torch's CPU autocast; --engine onnxruntime runs the exported graph in "
                              "float32: leave one of them out.")

@@ -32,9 +32,10 @@ from medsynth.io.contract import Origin
 from medsynth.io.formats import image_name, map_format
 from medsynth.io.grids import read_mask
 from medsynth.io.image import Volume, model_ndim, read_image, write_ct, write_image
+from medsynth.io.modelpaths import resolve_model_paths
 from medsynth.io.outputs import no_empty_folder_on_refusal, prepare_output_dir
 from medsynth.metrics.calibration import ErrorCalibration
-from medsynth.modelfile import TranslationMetadata, ensemble_fingerprint, load_model, resolve_model_paths
+from medsynth.modelfile import TranslationMetadata, ensemble_fingerprint, load_model
 from medsynth.services.batch import (
     BatchReport,
     CaseStatus,
@@ -312,8 +313,8 @@ def not_mr_warning(image: np.ndarray) -> str | None:
 
 def _origin(like: Volume, case: str, options: TranslateOptions, stamp: str, qa: str = "") -> Origin:
     """What a case's output is made from and whom it belongs to, for the formats that hold it (DICOM)."""
-    return Origin(like.path, options.series, f"SYNTHETIC CT {stamp}", options.patient_id or case,
-                  options.patient_name or "", options.patient_position, options.series_number, qa)
+    return Origin(like.path, options.series, f"SYNTHETIC CT {stamp}", options.patient_id or "",
+                  options.patient_name or "", options.patient_position, options.series_number, qa, case)
 
 
 def _write_output(path: Path, values: np.ndarray, like: Volume, as_ct: bool, stamp: str, fmt: str,
