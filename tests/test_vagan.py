@@ -376,6 +376,21 @@ def test_attribute_scores_held_out_patients_against_their_effects(trained, tmp_p
     assert min(held_out) > 0.4  # the map adds back what the disease removed: positive NCC with −effect
 
 
+def test_attribute_with_cpu_bf16_keeps_the_maps_within_bf16_rounding(trained, tmp_path):
+    """``attribute --cpu-bf16``: the report says bfloat16 (float32 without it), the maps stay within bf16's
+    rounding of float32's and are not identical (the autocast ran)."""
+    run, _ = trained
+    toy = run.parent / "data"
+    maps = {}
+    for name, extra in (("float32", []), ("bfloat16", ["--cpu-bf16"])):
+        assert _run(run, toy / "patient" / "case_10.nii.gz", tmp_path / name, *extra).exit_code == 0
+        assert json.loads((tmp_path / name / "attribute_report.json").read_text())["precision"] == name
+        maps[name] = nib.load(tmp_path / name / "case_10_map.nii.gz").get_fdata()
+    scale = np.abs(maps["float32"]).max()
+    difference = np.abs(maps["bfloat16"] - maps["float32"])
+    assert 0 < difference.max() <= 0.05 * scale
+
+
 def test_attribute_refuses_a_pix2pix_model(tmp_path, toy):
     kwargs = {"spatial_dims": 2, "channels": [4, 8], "strides": [2]}
     model = save_model(tmp_path / "model.safetensors", "pix2pix",

@@ -169,7 +169,7 @@ def device_report() -> dict[str, str]:
     report = {
         "torch threads": f"{torch.get_num_threads()} ({thread_choice().reason})",
         "CPU sharing": ("off (OMP_NUM_THREADS fixes the threads)" if thread_choice().given else
-                        f"on: trainings on the same CPUs split them ({_share_now()})"),
+                        f"on: trainings and CPU batches on the same CPUs split them ({_share_now()})"),
         "CUDA available": str(cuda),
         "device for auto": str(pick_device(DeviceChoice.AUTO)),
     }
