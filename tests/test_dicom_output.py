@@ -175,8 +175,9 @@ def test_a_given_patient_that_is_not_the_dicom_mrs_is_refused_not_ignored(tmp_pa
     accepted, others refused with both values named (they were ignored without a word)."""
     files = write_mr_series(tmp_path / "in" / "mr_series", regular(24), "1.2.826.0.1.3680043.8.498.1")
     mr = pydicom.dcmread(files[0])
+    # The MR's own values, as a user may type them: padded, a name with empty trailing components.
     _translate(model, tmp_path / "in" / "mr_series", tmp_path / "same", "--format", "dicom",
-               "--patient-id", str(mr.PatientID))
+               "--patient-id", f" {mr.PatientID} ", "--patient-name", f"{mr.PatientName}^^")
     assert {ds.PatientID for ds in _series(tmp_path / "same" / "mr_series")} == {mr.PatientID}
     for option, value, key in (("--patient-id", "OTHER-1", "PatientID"), ("--patient-name", "Other^Person",
                                                                            "PatientName")):

@@ -109,17 +109,23 @@ def test_a_cpu_batch_claims_its_cpus_and_takes_its_share(shared_claims):
     from medsynth.services.batch import run_batch
 
     seen: list[tuple[int, bool]] = []
+    loaded: list[int] = []
 
     def process(case, data):
         seen.append((torch.get_num_threads(), (shared_claims / str(os.getpid())).exists()))
         return []
 
+    def load(path):  # in a prefetch thread
+        loaded.append(torch.get_num_threads())
+        return path
+
     neighbour = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         (shared_claims / str(neighbour.pid)).write_text(" ".join(map(str, os.sched_getaffinity(0))))
-        run_batch({"a": Path("a"), "b": Path("b")}, lambda case: [], process, True, "test", load=lambda path: path,
+        run_batch({"a": Path("a"), "b": Path("b")}, lambda case: [], process, True, "test", load=load,
                   device=torch.device("cpu"))
         assert seen == [(max(1, AFFINITY // 2), True)] * 2
+        assert loaded == [max(1, AFFINITY // 2)] * 2
         run_batch({"c": Path("c")}, lambda case: [], process, True, "test", load=lambda path: path,
                   device=torch.device("cuda"))
         assert seen[-1][1] is False
@@ -151,3 +157,29 @@ def test_translate_shares_the_cpus(shared_claims, tmp_path_factory, paired_phant
         neighbour.kill()
         neighbour.wait()
     assert calls == ([AFFINITY // 2] if AFFINITY > 1 else [])
+
+
+@pytest.mark.skipif(AFFINITY < 2, reason="a share below the whole needs two CPUs")
+def test_a_prefetch_thread_adopts_the_share_set_in_the_computing_thread(shared_claims):
+    """OpenMP keeps each thread's count from its first parallel operation: a prefetch thread that started
+    alone must take the halved share when a neighbour arrives (``SharedCpus.adopt``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from medsynth.engine.runtime import SharedCpus
+
+    neighbour = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with SharedCpus(torch.device("cpu")) as cpus, ThreadPoolExecutor(1) as prefetch:
+            cpus.share.every_s = 0.0  # re-count at every follow()
+            cpus.follow()
+            assert cpus.threads == AFFINITY
+            assert prefetch.submit(lambda: (cpus.adopt(), torch.get_num_threads())[1]).result() == AFFINITY
+            (shared_claims / str(neighbour.pid)).write_text(" ".join(map(str, os.sched_getaffinity(0))))
+            cpus.follow()
+            assert cpus.threads == torch.get_num_threads() == AFFINITY // 2
+            assert prefetch.submit(lambda: (cpus.adopt(), torch.get_num_threads())[1]).result() == AFFINITY // 2
+    finally:
+        neighbour.kill()
+        neighbour.wait()

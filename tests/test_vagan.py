@@ -384,7 +384,8 @@ def test_attribute_with_cpu_bf16_keeps_the_maps_within_bf16_rounding(trained, tm
     maps = {}
     for name, extra in (("float32", []), ("bfloat16", ["--cpu-bf16"])):
         assert _run(run, toy / "patient" / "case_10.nii.gz", tmp_path / name, *extra).exit_code == 0
-        assert json.loads((tmp_path / name / "attribute_report.json").read_text())["precision"] == name
+        (case,) = json.loads((tmp_path / name / "attribute_report.json").read_text())["cases"]
+        assert case["precision"] == name
         maps[name] = nib.load(tmp_path / name / "case_10_map.nii.gz").get_fdata()
     scale = np.abs(maps["float32"]).max()
     difference = np.abs(maps["bfloat16"] - maps["float32"])

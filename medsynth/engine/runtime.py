@@ -79,9 +79,9 @@ def pick_device(choice: DeviceChoice | str, local_rank: int = 0) -> torch.device
 
 def pick_amp_dtype(device: torch.device, amp: bool, cpu_bf16: bool = False) -> torch.dtype | None:
     """CUDA: bf16 where the GPU supports it, else fp16. CPU: fp32 unless ``cpu_bf16`` asks for bf16 autocast
-    (about 1.4x faster convolutions on CPUs with AVX-512 BF16/AMX, docs/performance.md; emulated, and slow,
-    on others: see ``medsynth info``). Asked for, it is used on every CPU, so a run's numbers do not depend
-    on the machine's instruction set."""
+    (on CPUs with AVX-512 BF16/AMX 1.4-1.5x on a training step's networks and 3x on a 3D generator's
+    inference forward, docs/performance.md; emulated, and slow, on others: see ``medsynth info``). Asked for,
+    it is used on every CPU, so a run's numbers do not depend on the machine's instruction set."""
     if device.type == "cpu":
         return torch.bfloat16 if cpu_bf16 else None
     if device.type != "cuda" or not amp:  # MPS: fp32
@@ -131,6 +131,7 @@ class SharedCpus:
 
     def __init__(self, device: torch.device | None) -> None:
         self.share = cpu_share() if device is not None and device.type == "cpu" else None
+        self.threads = 0  # the share last taken by follow(); 0 before
 
     def __enter__(self) -> SharedCpus:
         if self.share is not None:
@@ -142,9 +143,17 @@ class SharedCpus:
             self.share.__exit__(*exc)
 
     def follow(self) -> None:
+        """Take the current share in this (the computing) thread, the neighbours re-counted every few seconds."""
         if self.share is not None and (threads := self.share.refresh(thread_choice().threads, torch.get_num_threads(),
                                                                       time.monotonic())) is not None:
             torch.set_num_threads(threads)
+        self.threads = torch.get_num_threads()
+
+    def adopt(self) -> None:
+        """Take the share :meth:`follow` last set in another thread (a prefetch thread): each thread keeps the
+        OpenMP thread count it had at its first parallel operation."""
+        if self.share is not None and self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
 
 
 @contextlib.contextmanager

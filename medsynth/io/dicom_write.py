@@ -269,9 +269,16 @@ def _same_patient(header, given: tuple[str, str], source: Path | None) -> None:
     for (key, option), value in zip((("PatientID", "--patient-id"), ("PatientName", "--patient-name")), given,
                                     strict=True):
         found = str(header.get(key, "") or "")
-        if value and value != found:
+        if value and _comparable(value, key) != _comparable(found, key):
             raise UsageError(f"{source}: the MR says {key} '{found}', {option} says '{value}'; a sCT from a DICOM MR "
                              f"joins the MR's patient and study (drop {option}).")
+
+
+def _comparable(value: str, key: str) -> str:
+    """A Patient ID or Name as DICOM compares it: padding spaces, and a name's empty trailing components
+    (``Doe^John^^``), do not count."""
+    value = value.strip()
+    return value.rstrip("^ ") if key == "PatientName" else value
 
 
 def _patient_position(header, given: str | None, source: Path | None) -> str:

@@ -126,9 +126,9 @@ def attribute(model_path: Path, input_path: Path, out_dir: Path, options: Attrib
         batch = run_batch(cases, outputs_of, process, options.overwrite, "attribute",
                           load=lambda path: read_image(path, ndim, series=options.series),
                           single=is_single_input(input_path, cases), provenance=Provenance(fingerprint, made_by),
-                          device=network_device(generator.network))
-    report = AttributionReport(batch.results, model=fingerprint,
-                               precision=precision_name(generator.predictor.amp_dtype))
+                          device=network_device(generator.network),
+                          precision=precision_name(generator.predictor.amp_dtype))
+    report = AttributionReport(batch.results, model=fingerprint)
     if options.effect is not None:
         score_against_effects(report, Path(options.effect), lambda case: outputs_of(case)[0])
     report.write_json(out_dir / report_name("attribute", None, ranks))

@@ -54,6 +54,7 @@ class BatchCase:
     input_check: str = ""  # how far the input lies from the model's training MR (data/profile.py)
     expected_error: str = ""  # the calibrated expected error's QA line (services/translate.expected_error_qa)
     predicted_mae_hu: tuple[float, float, float] | None = None  # (predicted, low, high) with a calibrated spread
+    precision: str = ""  # a case written by this run: its networks' arithmetic (float32, bfloat16, float16)
 
 
 @dataclass
@@ -62,7 +63,6 @@ class BatchReport:
 
     results: list[BatchCase] = field(default_factory=list)
     model: str | None = None  # fingerprint of the model whose outputs these are (modelfile.model_fingerprint)
-    precision: str | None = None  # the networks' arithmetic: float32, or the autocast dtype (bfloat16, float16)
 
     @property
     def failures(self) -> list[BatchCase]:
@@ -85,7 +85,7 @@ class BatchReport:
         return table
 
     def write_json(self, path: Path) -> Path:
-        document = {"model": self.model, "precision": self.precision,
+        document = {"model": self.model,
                     "written": self.count(CaseStatus.WRITTEN), "skipped": self.count(CaseStatus.SKIPPED),
                     "failed": self.count(CaseStatus.FAILED),
                     "cases": [{**asdict(r), "status": r.status.value} for r in self.results]}
@@ -223,7 +223,8 @@ class Provenance:
 def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], process: Callable[[str, Any],
               list[Path]], overwrite: bool, label: str, ndim: int = 3,
               load: Callable[[Path], Any] | None = None, single: bool = False, workers: int = 1,
-              provenance: Provenance | None = None, device: torch.device | None = None) -> BatchReport:
+              provenance: Provenance | None = None, device: torch.device | None = None,
+              precision: str = "") -> BatchReport:
     """Apply ``process`` to every case not already done; one bad case is reported, the rest go on.
 
     With ``provenance`` a case is done only when its outputs were made by the same model; an existing
@@ -236,7 +237,8 @@ def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], p
     out-of-memory error is retried once under :func:`reduced_memory`. With ``single`` (INPUT is one
     image) an unusable input raises its :class:`InputError` (exit 2, one line) instead of a report.
     On a CPU ``device`` the batch takes its fair share of the CPUs beside other medsynth jobs, re-counted
-    before each case (``engine.runtime.SharedCpus``).
+    before each case (``engine.runtime.SharedCpus``), in the prefetch threads too. ``precision`` is recorded
+    with each case this run writes (a skipped case was made by an earlier run, perhaps in another).
     """
     load = load or (lambda path: read_image(path, ndim))
     report = BatchReport(model=provenance.model if provenance else None)
@@ -252,13 +254,19 @@ def run_batch(cases: dict[str, Path], outputs_of: Callable[[str], list[Path]], p
                                          + " (use --overwrite to redo)"))
     with _progress(transient=single) as progress, SharedCpus(device) as cpus:
         task = progress.add_task(label, total=len(todo))
-        for cid, future in _prefetched(todo, load, workers):
+        cpus.follow()  # before the first load: a prefetch thread keeps the threads of its first operation
+
+        def shared_load(item: Any) -> Any:
+            cpus.adopt()
+            return load(item)
+
+        for cid, future in _prefetched(todo, shared_load, workers):
             cpus.follow()
             started = time.perf_counter()
             try:
                 written = _run_case(process, cid, future)
                 report.results.append(BatchCase(cid, CaseStatus.WRITTEN, time.perf_counter() - started,
-                                                 [str(w) for w in written]))
+                                                 [str(w) for w in written], precision=precision))
             except Exception as error:
                 if single and isinstance(error, InputError):
                     raise

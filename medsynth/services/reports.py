@@ -21,10 +21,11 @@ def read_report(path: Path) -> BatchReport:
     try:
         document = json.loads(Path(path).read_text())
         results = [BatchCase(c["case"], CaseStatus(c["status"]), float(c.get("seconds", 0.0)),
-                              list(c.get("outputs", [])), c.get("reason", "")) for c in document["cases"]]
+                              list(c.get("outputs", [])), c.get("reason", ""), precision=c.get("precision", ""))
+                   for c in document["cases"]]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise InputError(f"{path}: not a readable batch report ({error}).") from error
-    return BatchReport(results, document.get("model"), document.get("precision"))
+    return BatchReport(results, document.get("model"))
 
 
 @dataclass
@@ -63,13 +64,9 @@ def merge_reports(out_dir: Path, command: str = "translate") -> MergedReport:
             kept = cases.get(result.case)
             if kept is None or _RANK[result.status] > _RANK[kept.status]:
                 cases[result.case] = result
-    merged = BatchReport([cases[c] for c in sorted(cases)], *(_shared(reports, key) for key in ("model", "precision")))
+    models = {report.model for report in reports}
+    merged = BatchReport([cases[c] for c in sorted(cases)], models.pop() if len(models) == 1 else None)
     merged.write_json(out_dir / f"{command}_report.json")
     present = {index for index, _ in found.values()}
     return MergedReport(merged, list(found), [f"{i}/{count}" for i in range(count) if i not in present])
 
-
-def _shared(reports: list[BatchReport], key: str) -> str | None:
-    """The shards' common ``key`` (model fingerprint, precision); None where they differ or do not say."""
-    values = {getattr(report, key) for report in reports}
-    return values.pop() if len(values) == 1 else None

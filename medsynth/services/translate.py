@@ -170,11 +170,11 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
     """
     out_dir = Path(out_dir)
     model_paths = resolve_model_paths(Path(model_path))
-    translator = load_translator(Path(model_path), Direction(options.direction), options)
+    translator = load_translator(Path(model_path), options.direction, options)
     # A DICOM sCT comes with a NIfTI std map: a float map is no CT series.
     std_format = map_format(options.format)
 
-    mr2ct = Direction(options.direction) is Direction.MR2CT
+    mr2ct = options.direction is Direction.MR2CT
     written_channels = [""] if mr2ct or len(translator.mr_channels) == 1 else [f"_{c}" for c in translator.mr_channels]
 
     calibration = translator.calibration
@@ -253,7 +253,11 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
         report = run_batch(cases, outputs_of, process, options.overwrite, "translate", load=load,
                            single=is_single_input(input_path, cases), workers=options.workers,
                            provenance=Provenance(translator.fingerprint, made_by),
-                           device=network_device(translator.members[0].network))
+                           # an onnxruntime session keeps the threads it was made with: it cannot follow a share
+                           device=network_device(translator.members[0].network)
+                           if options.engine is Engine.TORCH else None,
+                           precision=precision_name(translator.amp_dtype) if options.engine is Engine.TORCH
+                           else "float32 (onnxruntime)")
     for result in report.results:
         result.warning = warnings.get(result.case, "")
         if result.case in checks:
@@ -265,7 +269,6 @@ def translate(model_path: Path, input_path: Path, out_dir: Path, options: Transl
             result.predicted_mae_hu = qa[result.case].interval
         elif mr2ct and options.uncertainty and result.status is CaseStatus.WRITTEN:
             result.expected_error = f"no expected error: {_not_calibrated(translator, kind)}"
-    report.precision = precision_name(translator.amp_dtype)
     report.write_json(out_dir / report_name("translate", options.shard, ranks))
     return report
 
