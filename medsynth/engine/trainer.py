@@ -31,6 +31,7 @@ from medsynth.engine.logbook import Logbook, write_validation
 from medsynth.engine.modes import evaluating
 from medsynth.engine.runtime import Runtime, SharedCpus, barrier
 from medsynth.errors import TrainingDiverged, UsageError
+from medsynth.inference.predictor import channels_last_format
 from medsynth.io.modelpaths import MODEL_FILENAME
 from medsynth.modelfile import save_model
 
@@ -104,10 +105,7 @@ def linear_decay(steps: int, decay_start: float):
 
 def _memory_format(config: TrainConfig, runtime: Runtime, networks: nn.Module) -> torch.memory_format | None:
     """channels_last(_3d) for runs that ask for it, by the dimensionality of the networks' convolutions."""
-    if not config.channels_last:
-        return None
-    volumetric = any(isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) for m in networks.modules())
-    return torch.channels_last_3d if volumetric else torch.channels_last
+    return channels_last_format(networks) if config.channels_last else None
 
 
 def validation_metrics(family: Family, networks: Mapping[str, nn.Module], device: torch.device) -> dict[str, float]:

@@ -154,11 +154,18 @@ def inference_layout(network: nn.Module) -> nn.Module:
     and, with ``--cpu-bf16``, 1.75x (docs/performance.md); others as they are (channels_last_3d gained nothing
     for the 3D generator on the CPU, and on a GPU it is unmeasured). The arithmetic is the same; sums run in
     another order, so a voxel's HU may differ by the last rounding."""
-    planar = any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in network.modules())
-    volumetric = any(isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) for m in network.modules())
-    if planar and not volumetric and network_device(network).type == "cpu":
+    if channels_last_format(network) is torch.channels_last and network_device(network).type == "cpu":
         network.to(memory_format=torch.channels_last)
     return network
+
+
+def channels_last_format(network: nn.Module) -> torch.memory_format | None:
+    """channels_last_3d for a network with 3D convolutions, channels_last for one with only 2D ones, None without."""
+    convolutions = (nn.Conv2d, nn.ConvTranspose2d, nn.Conv3d, nn.ConvTranspose3d)
+    kinds = {m.weight.dim() for m in network.modules() if isinstance(m, convolutions)}
+    if 5 in kinds:
+        return torch.channels_last_3d
+    return torch.channels_last if kinds else None
 
 
 def network_device(network: nn.Module) -> torch.device:

@@ -35,9 +35,8 @@ class Dicom(ImageFormat):
             raise UsageError(f"{path}: a DICOM series holds a CT in HU (int16), not {np.dtype(dtype)} values; "
                              "write float maps as NIfTI or MHA.")
         origin = origin or Origin()
-        identity = identity_for(origin.source, origin.series, origin.description, origin.patient_id or origin.case,
-                                origin.patient_name, origin.patient_position, origin.series_number,
-                                given=(origin.patient_id, origin.patient_name))
+        identity = identity_for(origin.source, origin.series, origin.description, origin.patient_id,
+                                origin.patient_name, origin.patient_position, origin.series_number, origin.case)
         return write_ct_series(path, values, meta, replace(identity, comments=origin.comments))
 
     def read_stamp(self, path: Path) -> str | None:

@@ -232,12 +232,13 @@ def read_series_stamp(folder: Path) -> str | None:
 
 def identity_for(source: Path | None, series: tuple[str, ...], description: str, patient_id: str,
                  patient_name: str, patient_position: str | None = None,
-                 series_number: int | None = None, given: tuple[str, str] = ("", "")) -> DicomIdentity:
+                 series_number: int | None = None, case: str = "") -> DicomIdentity:
     """The identity of a sCT made from ``source``: a DICOM series folder (or file) lends its header, whose
     patient, study and Frame of Reference the sCT joins; any other input gets ``patient_id``/``patient_name``
-    in a new study. ``given``: the Patient ID and Name the user gave (``--patient-id``/``--patient-name``, empty
-    when not given); with a DICOM source they must be the MR's own, else a :class:`UsageError` (the sCT joins
-    the MR's patient: silently keeping the MR's, or writing another, would mislead). The Patient Position is the
+    in a new study (``case`` as the Patient ID when none is given). ``patient_id``/``patient_name`` are what the
+    user gave (``--patient-id``/``--patient-name``, empty when not given); with a DICOM source they must be the
+    MR's own, else a :class:`UsageError` (the sCT joins the MR's patient: silently keeping the MR's, or writing
+    another, would mislead). The Patient Position is the
     source's, or ``patient_position``; a sCT without one, or with
     one that contradicts the MR's, is a :class:`UsageError`: a planning system places the CT by it. The
     Series Number is ``series_number``, else the MR's plus :data:`SERIES_NUMBER_OFFSET` (the offset alone
@@ -256,11 +257,11 @@ def identity_for(source: Path | None, series: tuple[str, ...], description: str,
     images = tuple((str(h.SOPClassUID), str(h.SOPInstanceUID), tuple(float(v) for v in h.ImagePositionPatient))
                    for h in headers if header is not None and "SOPInstanceUID" in h and "ImagePositionPatient" in h)
     if header is not None:
-        _same_patient(header, given, source)
+        _same_patient(header, (patient_id, patient_name), source)
     if series_number is None:
         found = header.get("SeriesNumber") if header is not None else None
         series_number = min((int(found) if found not in (None, "") else 0) + SERIES_NUMBER_OFFSET, SERIES_NUMBER_MAX)
-    return DicomIdentity(description, patient_id, patient_name, header,
+    return DicomIdentity(description, patient_id or case, patient_name, header,
                          _patient_position(header, patient_position, source), images, series_number)
 
 
